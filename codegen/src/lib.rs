@@ -1,0 +1,30 @@
+//! The SATA kernel generator library.
+//!
+//! Pure and free of I/O so that build scripts, the proc-macro and the CLI can all call it:
+//!
+//! - [`KernelConfig`]: a validated `(d_k, d_v, P, scale)`;
+//! - [`Basis`]: the symmetric monomial basis in lexicographic order, multiplicities `C_p`,
+//!   query weights `alpha_p C_p` and the prefix tree (parent and extra coordinate per feature);
+//! - [`CostModel`]: state size, FLOPs per token and the KV-cache break-even context.
+//!
+//! ```
+//! use sata_codegen::{Basis, KernelConfig};
+//!
+//! let config = KernelConfig::new(16, 16, 4)?;
+//! let basis = Basis::new(&config);
+//! assert_eq!(basis.len(), 969);
+//! assert_eq!(basis.monomial(20), vec![0, 3]); // after [], 16 singles, (0,0), (0,1), (0,2)
+//! # Ok::<(), sata_codegen::ConfigError>(())
+//! ```
+
+mod basis;
+mod combinatorics;
+mod config;
+mod cost;
+
+pub use basis::{Basis, OrderSpan};
+pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
+pub use cost::CostModel;
+
+/// Version of the generator, recorded in checkpoints and (later) in generated-code headers.
+pub const GENERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,419 @@
+//! The user-facing attention object.
+
+use sata_codegen::KernelConfig;
+
+use crate::backend::{self, BackendRequest, Selection};
+use crate::cpu_generic::{Answer, FeatureProgram};
+use crate::element::Element;
+use crate::error::{QueryIndex, SataError};
+use crate::state::State;
+use crate::stats::{CallStats, DenominatorPolicy};
+use crate::tensor::{Role, Shape, Tensor, TensorRef};
+
+/// Outputs of one call and what the call saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attended<T> {
+    /// `[batch, heads, queries, d_v]`.
+    pub output: Tensor<T>,
+    pub stats: CallStats,
+}
+
+/// Symmetry-aware Taylor attention for one configuration.
+///
+/// All tensors are `[batch, heads, tokens, dim]`, row-major and contiguous
+/// ([`TensorRef`]); queries and keys have `dim = d_k`, values `dim = d_v`. A [`State`] carries
+/// the memory of every (batch, head) between calls:
+///
+/// - [`prefill`](Self::prefill): causal attention over a block of tokens (query `t` sees keys
+///   `..=t`, including all tokens already in the state), leaving the state after the block;
+/// - [`decode`](Self::decode): the same for exactly one token, at a cost independent of how
+///   many tokens came before;
+/// - [`absorb`](Self::absorb) + [`query`](Self::query): non-causal / cross attention, where
+///   every query reads the same state and the number of queries may differ from the keys;
+///   [`attend`](Self::attend) does both on a fresh state.
+///
+/// Continuing from a saved state gives the same outputs as processing the whole sequence in
+/// one call (up to floating-point summation order).
+///
+/// ```
+/// use sata_runtime::{Attention, KernelConfig, TensorRef};
+///
+/// let attention = Attention::<f32>::new(KernelConfig::new(4, 2, 3)?)?;
+/// let mut state = attention.new_state(1, 1)?;
+/// let q = [0.1f32, 0.2, -0.3, 0.4, 0.0, -0.1, 0.2, 0.3];
+/// let v = [1.0f32, 0.0, 0.0, 1.0];
+/// let y = attention.prefill(
+///     &mut state,
+///     TensorRef::query(&q, [1, 1, 2, 4])?,
+///     TensorRef::key(&q, [1, 1, 2, 4])?,
+///     TensorRef::value(&v, [1, 1, 2, 2])?,
+/// )?;
+/// assert_eq!(y.output.data[..2], [1.0, 0.0]); // the first query sees only the first value
+/// assert_eq!(state.tokens(), 2);
+/// # Ok::<(), sata_runtime::SataError>(())
+/// ```
+#[derive(Debug)]
+pub struct Attention<T: Element> {
+    config: KernelConfig,
+    selection: Selection,
+    policy: DenominatorPolicy,
+    program: FeatureProgram<T>,
+}
+
+impl<T: Element> Attention<T> {
+    /// Attention on the best available CPU path (see [`Attention::selection`]).
+    pub fn new(config: KernelConfig) -> Result<Self, SataError> {
+        Self::with_backend(config, BackendRequest::Auto)
+    }
+
+    /// Attention on the requested backend; fails if that backend cannot run here.
+    pub fn with_backend(config: KernelConfig, request: BackendRequest) -> Result<Self, SataError> {
+        let selection = backend::select(request, &config)?;
+        Ok(Self {
+            config,
+            selection,
+            policy: DenominatorPolicy::default(),
+            program: FeatureProgram::new(&config),
+        })
+    }
+
+    /// Sets what happens to queries with a non-positive denominator.
+    pub fn with_denominator_policy(mut self, policy: DenominatorPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// Which backend runs, and why a faster requested one did not.
+    pub fn selection(&self) -> &Selection {
+        &self.selection
+    }
+
+    pub fn denominator_policy(&self) -> DenominatorPolicy {
+        self.policy
+    }
+
+    /// An empty state for `batch x heads` lanes.
+    pub fn new_state(&self, batch: usize, heads: usize) -> Result<State<T>, SataError> {
+        State::new(self.config, batch, heads)
+    }
+
+    /// Causal attention over a block of tokens; `q`, `k`, `v` have the same number of tokens.
+    pub fn prefill(
+        &self,
+        state: &mut State<T>,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<Attended<T>, SataError> {
+        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let stats = self.prefill_into(state, q, k, v, &mut out)?;
+        Ok(self.attended(q.shape(), out, stats))
+    }
+
+    /// [`prefill`](Self::prefill) into a caller-provided `[batch, heads, tokens, d_v]` buffer.
+    pub fn prefill_into(
+        &self,
+        state: &mut State<T>,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+        out: &mut [T],
+    ) -> Result<CallStats, SataError> {
+        self.check_state(state)?;
+        self.check_inputs(state, Some(&q), &k, &v)?;
+        if q.shape().tokens != k.shape().tokens {
+            return Err(SataError::TokenMismatch {
+                role: Role::Query,
+                found: q.shape().tokens,
+                against: "keys",
+                expected: k.shape().tokens,
+                hint: "; causal attention needs one query per key (use absorb + query for cross attention)",
+            });
+        }
+        self.check_output(&q, out)?;
+        self.transaction(state, |this, state| {
+            let mut stats = CallStats::default();
+            let mut scratch = this.program.scratch();
+            let heads = state.heads();
+            let (nq, dv) = (q.shape().tokens, this.config.d_v());
+            for (lane, lane_state) in state.lanes_mut().enumerate() {
+                this.program.causal(
+                    &mut scratch,
+                    lane_state,
+                    q.lane(lane),
+                    k.lane(lane),
+                    v.lane(lane),
+                    &mut out[lane * nq * dv..(lane + 1) * nq * dv],
+                    |t, a| record(&mut stats, lane, heads, t, a),
+                );
+            }
+            state.advance(k.shape().tokens);
+            stats
+        })
+    }
+
+    /// One causal step: `q`, `k`, `v` hold exactly one token per (batch, head).
+    pub fn decode(
+        &self,
+        state: &mut State<T>,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<Attended<T>, SataError> {
+        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let stats = self.decode_into(state, q, k, v, &mut out)?;
+        Ok(self.attended(q.shape(), out, stats))
+    }
+
+    /// [`decode`](Self::decode) into a caller-provided `[batch, heads, 1, d_v]` buffer, with no
+    /// allocation proportional to the context.
+    pub fn decode_into(
+        &self,
+        state: &mut State<T>,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+        out: &mut [T],
+    ) -> Result<CallStats, SataError> {
+        for t in [&q, &k, &v] {
+            if t.shape().tokens != 1 {
+                return Err(SataError::TokenMismatch {
+                    role: t.role(),
+                    found: t.shape().tokens,
+                    against: "a decode step",
+                    expected: 1,
+                    hint: "; use prefill for a block of tokens",
+                });
+            }
+        }
+        self.prefill_into(state, q, k, v, out)
+    }
+
+    /// Adds keys and values to the state without answering queries (non-causal or cross
+    /// attention: call [`query`](Self::query) afterwards).
+    pub fn absorb(
+        &self,
+        state: &mut State<T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<(), SataError> {
+        self.check_state(state)?;
+        self.check_inputs(state, None, &k, &v)?;
+        let mut scratch = self.program.scratch();
+        for (lane, lane_state) in state.lanes_mut().enumerate() {
+            self.program
+                .absorb(&mut scratch, lane_state, k.lane(lane), v.lane(lane));
+        }
+        state.advance(k.shape().tokens);
+        // Absorb answers no query that would reveal an overflow, so look at the state itself.
+        if state.as_slice().iter().any(|x| !x.is_finite()) {
+            state.poison();
+            return Err(SataError::StatePoisoned { dtype: T::DTYPE });
+        }
+        Ok(())
+    }
+
+    /// Answers queries from the state (every key in it is visible to every query).
+    pub fn query(&self, state: &State<T>, q: TensorRef<'_, T>) -> Result<Attended<T>, SataError> {
+        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let stats = self.query_into(state, q, &mut out)?;
+        Ok(self.attended(q.shape(), out, stats))
+    }
+
+    /// [`query`](Self::query) into a caller-provided `[batch, heads, queries, d_v]` buffer.
+    pub fn query_into(
+        &self,
+        state: &State<T>,
+        q: TensorRef<'_, T>,
+        out: &mut [T],
+    ) -> Result<CallStats, SataError> {
+        self.check_state(state)?;
+        self.check_tensor(state, &q, self.config.d_k(), "d_k")?;
+        self.check_output(&q, out)?;
+        let mut stats = CallStats::default();
+        let mut scratch = self.program.scratch();
+        let (nq, dv) = (q.shape().tokens, self.config.d_v());
+        for (lane, lane_state) in state.lanes().enumerate() {
+            self.program.read(
+                &mut scratch,
+                lane_state,
+                q.lane(lane),
+                &mut out[lane * nq * dv..(lane + 1) * nq * dv],
+                |t, a| record(&mut stats, lane, state.heads(), t, a),
+            );
+        }
+        self.enforce_policy(&stats)?;
+        Ok(stats)
+    }
+
+    /// Non-causal attention on a fresh state: every query sees every key. The number of
+    /// queries may differ from the number of keys.
+    pub fn attend(
+        &self,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<Attended<T>, SataError> {
+        let mut state = self.new_state(k.shape().batch, k.shape().heads)?;
+        self.absorb(&mut state, k, v)?;
+        self.query(&state, q)
+    }
+
+    fn attended(&self, q: Shape, data: Vec<T>, stats: CallStats) -> Attended<T> {
+        Attended {
+            output: Tensor {
+                data,
+                shape: Shape::new(q.batch, q.heads, q.tokens, self.config.d_v()),
+            },
+            stats,
+        }
+    }
+
+    /// Runs a state-mutating call so that a failure leaves no half-updated state: with the
+    /// `Error` policy the state is restored from a copy; an overflow poisons the state.
+    fn transaction(
+        &self,
+        state: &mut State<T>,
+        call: impl FnOnce(&Self, &mut State<T>) -> CallStats,
+    ) -> Result<CallStats, SataError> {
+        let backup = (self.policy == DenominatorPolicy::Error).then(|| state.clone());
+        let stats = call(self, state);
+        // A bad answer is either a non-positive denominator or an overflow; only the latter
+        // leaves non-finite numbers in the state, and only then is the scan worth its cost.
+        if stats.bad_denominators > 0 && state.as_slice().iter().any(|x| !x.is_finite()) {
+            match backup {
+                Some(backup) => *state = backup,
+                None => state.poison(),
+            }
+            return Err(SataError::StatePoisoned { dtype: T::DTYPE });
+        }
+        if let Err(e) = self.enforce_policy(&stats) {
+            if let Some(backup) = backup {
+                *state = backup;
+            }
+            return Err(e);
+        }
+        Ok(stats)
+    }
+
+    fn enforce_policy(&self, stats: &CallStats) -> Result<(), SataError> {
+        match (self.policy, stats.first_bad) {
+            (DenominatorPolicy::Error, Some((first, value))) => {
+                Err(SataError::NonPositiveDenominator {
+                    count: stats.bad_denominators,
+                    queries: stats.queries,
+                    first,
+                    value,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn check_state(&self, state: &State<T>) -> Result<(), SataError> {
+        if *state.config() != self.config {
+            return Err(SataError::StateConfigMismatch {
+                state: *state.config(),
+                attention: self.config,
+            });
+        }
+        if state.is_poisoned() {
+            return Err(SataError::StatePoisoned { dtype: T::DTYPE });
+        }
+        Ok(())
+    }
+
+    fn check_inputs(
+        &self,
+        state: &State<T>,
+        q: Option<&TensorRef<'_, T>>,
+        k: &TensorRef<'_, T>,
+        v: &TensorRef<'_, T>,
+    ) -> Result<(), SataError> {
+        if let Some(q) = q {
+            self.check_tensor(state, q, self.config.d_k(), "d_k")?;
+        }
+        self.check_tensor(state, k, self.config.d_k(), "d_k")?;
+        self.check_tensor(state, v, self.config.d_v(), "d_v")?;
+        if v.shape().tokens != k.shape().tokens {
+            return Err(SataError::TokenMismatch {
+                role: Role::Value,
+                found: v.shape().tokens,
+                against: "keys",
+                expected: k.shape().tokens,
+                hint: "",
+            });
+        }
+        Ok(())
+    }
+
+    fn check_tensor(
+        &self,
+        state: &State<T>,
+        t: &TensorRef<'_, T>,
+        dim: usize,
+        what: &'static str,
+    ) -> Result<(), SataError> {
+        let s = t.shape();
+        if s.dim != dim {
+            return Err(SataError::DimMismatch {
+                role: t.role(),
+                found: s.dim,
+                expected: dim,
+                what,
+            });
+        }
+        if (s.batch, s.heads) != (state.batch(), state.heads()) {
+            return Err(SataError::BatchHeadsMismatch {
+                role: t.role(),
+                found: (s.batch, s.heads),
+                against: "the state",
+                expected: (state.batch(), state.heads()),
+            });
+        }
+        t.check_finite()
+    }
+
+    fn output_len(&self, q: &TensorRef<'_, T>) -> Result<usize, SataError> {
+        let shape = Shape::new(
+            q.shape().batch,
+            q.shape().heads,
+            q.shape().tokens,
+            self.config.d_v(),
+        );
+        // q's own length fits in memory, so this only overflows when d_v >> d_k.
+        shape.checked_len().ok_or(SataError::LengthMismatch {
+            role: Role::Output,
+            len: 0,
+            shape: shape.as_array(),
+            expected: usize::MAX,
+        })
+    }
+
+    fn check_output(&self, q: &TensorRef<'_, T>, out: &[T]) -> Result<(), SataError> {
+        let expected = self.output_len(q)?;
+        if out.len() != expected {
+            let s = q.shape();
+            return Err(SataError::LengthMismatch {
+                role: Role::Output,
+                len: out.len(),
+                shape: [s.batch, s.heads, s.tokens, self.config.d_v()],
+                expected,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn record(stats: &mut CallStats, lane: usize, heads: usize, token: usize, answer: Answer) {
+    let at = QueryIndex {
+        batch: lane / heads,
+        head: lane % heads,
+        token,
+    };
+    stats.record(at, answer.denominator, answer.ok);
+}

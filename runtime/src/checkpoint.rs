@@ -1,0 +1,291 @@
+//! Saving and loading a [`State`] in a versioned, checksummed binary format.
+//!
+//! Format version 1, all integers and floats little-endian:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 8 | magic `SATASTAT` |
+//! | 8 | 4 | format version (`u32`, = 1) |
+//! | 12 | 4 | `d_k` (`u32`) |
+//! | 16 | 4 | `d_v` (`u32`) |
+//! | 20 | 4 | terms `P` (`u32`) |
+//! | 24 | 8 | scale `c` (`f64`) |
+//! | 32 | 1 | element type: 1 = f32, 2 = f64 |
+//! | 33 | 1 | layout: 1 = `[batch][heads][feature][d_v + 1]`, features in lexicographic order, order 0 first, rows `[S | Z]`, unweighted |
+//! | 34 | 2 | reserved, 0 |
+//! | 36 | 4 | batch (`u32`) |
+//! | 40 | 4 | heads (`u32`) |
+//! | 44 | 8 | tokens absorbed (`u64`) |
+//! | 52 | 8 | number of data words (`u64`) |
+//! | 60 | words x 4 or 8 | the state |
+//! | end - 4 | 4 | CRC-32 (IEEE) of every byte before it |
+//!
+//! Loading checks, in this order: magic, version (a newer version is refused by name), exact
+//! length, checksum, configuration, element type, layout, word count, finiteness. Nothing is
+//! accepted on a partial match. Saving writes a temporary file in the target's directory,
+//! syncs it and renames it over the target, so a crash never leaves a torn checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sata_codegen::{ConfigError, KernelConfig};
+
+use crate::element::{DType, Element};
+use crate::error::SataError;
+use crate::state::State;
+
+/// First eight bytes of every checkpoint.
+pub const MAGIC: &[u8; 8] = b"SATASTAT";
+/// The format version this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The only state layout so far.
+pub const LAYOUT_FEATURE_ROWS: u8 = 1;
+
+const HEADER_LEN: usize = 60;
+const CHECKSUM_LEN: usize = 4;
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a SATA checkpoint (bad magic bytes)")]
+    BadMagic,
+    #[error(
+        "written by a newer sata (format version {found}); this build reads versions up to {supported}"
+    )]
+    FutureVersion { found: u32, supported: u32 },
+    #[error("format version 0 does not exist; the file is corrupt")]
+    ZeroVersion,
+    #[error("truncated or over-long: header says {expected} bytes, file has {found}")]
+    Length { expected: u128, found: usize },
+    #[error(
+        "checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is corrupt"
+    )]
+    Checksum { stored: u32, computed: u32 },
+    #[error("stored configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+    #[error("unknown element type code {0}")]
+    UnknownDType(u8),
+    #[error("state is {found} but {expected} was asked for")]
+    DType { found: DType, expected: DType },
+    #[error("unknown state layout code {0}")]
+    UnknownLayout(u8),
+    #[error(
+        "header says {found} data words, but batch={batch} x heads={heads} x {per_head} = {expected}"
+    )]
+    WordCount {
+        found: u64,
+        batch: u32,
+        heads: u32,
+        per_head: usize,
+        expected: u128,
+    },
+    #[error("holds a non-finite value at word {0}")]
+    NonFinite(usize),
+    #[error("batch={batch} or heads={heads} does not fit the format's 32-bit fields")]
+    TooManyLanes { batch: usize, heads: usize },
+    #[error("refusing to save a poisoned state (it holds non-finite values)")]
+    Poisoned,
+}
+
+/// The header of a checkpoint: everything but the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointHeader {
+    pub config: KernelConfig,
+    pub dtype: DType,
+    pub batch: usize,
+    pub heads: usize,
+    pub tokens: u64,
+}
+
+/// Little-endian field reader over a buffer whose length was already checked.
+struct Fields<'a>(&'a [u8]);
+
+impl Fields<'_> {
+    fn u32(&self, at: usize) -> u32 {
+        u32::from_le_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
+    }
+    fn u64(&self, at: usize) -> u64 {
+        u64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+    }
+    fn f64(&self, at: usize) -> f64 {
+        f64::from_le_bytes(self.0[at..at + 8].try_into().expect("8 bytes"))
+    }
+}
+
+fn dtype_code(dtype: DType) -> u8 {
+    match dtype {
+        DType::F32 => 1,
+        DType::F64 => 2,
+    }
+}
+
+/// Reads and fully verifies the header and checksum of `bytes` (the data is checked for length
+/// and checksum, not decoded).
+pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(CheckpointError::BadMagic);
+    }
+    if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
+        return Err(CheckpointError::Length {
+            expected: (HEADER_LEN + CHECKSUM_LEN) as u128,
+            found: bytes.len(),
+        });
+    }
+    let f = Fields(bytes);
+    match f.u32(8) {
+        0 => return Err(CheckpointError::ZeroVersion),
+        v if v > FORMAT_VERSION => {
+            return Err(CheckpointError::FutureVersion {
+                found: v,
+                supported: FORMAT_VERSION,
+            });
+        }
+        _ => {}
+    }
+    let dtype = match bytes[32] {
+        1 => DType::F32,
+        2 => DType::F64,
+        code => return Err(CheckpointError::UnknownDType(code)),
+    };
+    let words = f.u64(52);
+    let expected = HEADER_LEN as u128 + words as u128 * dtype.size() as u128 + CHECKSUM_LEN as u128;
+    if expected != bytes.len() as u128 {
+        return Err(CheckpointError::Length {
+            expected,
+            found: bytes.len(),
+        });
+    }
+    let body = bytes.len() - CHECKSUM_LEN;
+    let stored = Fields(&bytes[body..]).u32(0);
+    let computed = crc32fast::hash(&bytes[..body]);
+    if stored != computed {
+        return Err(CheckpointError::Checksum { stored, computed });
+    }
+    let config = KernelConfig::new(f.u32(12) as usize, f.u32(16) as usize, f.u32(20) as usize)?
+        .with_scale(f.f64(24))?;
+    if bytes[33] != LAYOUT_FEATURE_ROWS {
+        return Err(CheckpointError::UnknownLayout(bytes[33]));
+    }
+    let (batch, heads) = (f.u32(36), f.u32(40));
+    let per_head = config.state_words_per_head();
+    let expected_words = batch as u128 * heads as u128 * per_head as u128;
+    if expected_words != words as u128 || expected_words == 0 {
+        return Err(CheckpointError::WordCount {
+            found: words,
+            batch,
+            heads,
+            per_head,
+            expected: expected_words,
+        });
+    }
+    Ok(CheckpointHeader {
+        config,
+        dtype,
+        batch: batch as usize,
+        heads: heads as usize,
+        tokens: f.u64(44),
+    })
+}
+
+impl<T: Element> State<T> {
+    /// The state as a checkpoint (format version [`FORMAT_VERSION`]).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SataError> {
+        if self.is_poisoned() {
+            return Err(CheckpointError::Poisoned.into());
+        }
+        let c = self.config();
+        // d_k, d_v and P are validated far below u32::MAX; batch and heads are not bounded
+        // by the configuration, so they are checked.
+        let (Ok(batch), Ok(heads)) = (u32::try_from(self.batch()), u32::try_from(self.heads()))
+        else {
+            return Err(CheckpointError::TooManyLanes {
+                batch: self.batch(),
+                heads: self.heads(),
+            }
+            .into());
+        };
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + self.as_slice().len() * T::DTYPE.size() + CHECKSUM_LEN);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        for dim in [c.d_k(), c.d_v(), c.terms()] {
+            out.extend_from_slice(&(dim as u32).to_le_bytes());
+        }
+        out.extend_from_slice(&c.scale().to_le_bytes());
+        out.extend_from_slice(&[dtype_code(T::DTYPE), LAYOUT_FEATURE_ROWS, 0, 0]);
+        out.extend_from_slice(&batch.to_le_bytes());
+        out.extend_from_slice(&heads.to_le_bytes());
+        out.extend_from_slice(&self.tokens().to_le_bytes());
+        out.extend_from_slice(&(self.as_slice().len() as u64).to_le_bytes());
+        debug_assert_eq!(out.len(), HEADER_LEN);
+        for &x in self.as_slice() {
+            x.write_le(&mut out);
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Reads a checkpoint written by [`State::to_bytes`]; every check listed in the
+    /// [module documentation](crate::checkpoint) must pass.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SataError> {
+        let header = read_header(bytes)?;
+        if header.dtype != T::DTYPE {
+            return Err(CheckpointError::DType {
+                found: header.dtype,
+                expected: T::DTYPE,
+            }
+            .into());
+        }
+        let size = T::DTYPE.size();
+        let data: Vec<T> = bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN]
+            .chunks_exact(size)
+            .map(T::read_le)
+            .collect();
+        if let Some(i) = data.iter().position(|x| !x.is_finite()) {
+            return Err(CheckpointError::NonFinite(i).into());
+        }
+        State::from_parts(
+            header.config,
+            header.batch,
+            header.heads,
+            header.tokens,
+            data,
+        )
+    }
+
+    /// Writes the checkpoint to `path` atomically: a temporary file in the same directory is
+    /// written, synced and renamed over `path`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), SataError> {
+        let path = path.as_ref();
+        let bytes = self.to_bytes()?;
+        let io = |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        tmp.write_all(&bytes).map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Reads a checkpoint file written by [`State::save`].
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, SataError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(&bytes)
+    }
+}

@@ -1,0 +1,179 @@
+//! The generic CPU path: one implementation for every configuration, driven by tables from the
+//! basis. It is the correctness baseline and the fallback of dispatch; specialized kernels must
+//! agree with it.
+//!
+//! Everything here works on one (batch, head) lane: `state` is that lane's `m x (d_v + 1)` block,
+//! `q`, `k`, `v` its `tokens x dim` blocks, `out` its `tokens x d_v` block.
+
+use std::ops::Range;
+
+use sata_codegen::{Basis, KernelConfig};
+
+use crate::element::Element;
+
+/// The tables the generic path walks, converted once to the element type.
+#[derive(Debug)]
+pub(crate) struct FeatureProgram<T> {
+    d_k: usize,
+    d_v: usize,
+    /// Feature ranges of orders `0..P-1` (the parents of the next order).
+    parent_orders: Vec<Range<usize>>,
+    /// For each feature, the first coordinate its children multiply by.
+    child_start: Vec<u32>,
+    /// Query-side weights `alpha_p C_p[j]`.
+    weights: Vec<T>,
+}
+
+/// Per-call buffers, allocated once per call and reused across lanes and tokens.
+pub(crate) struct Scratch<T> {
+    phi_k: Vec<T>,
+    phi_q: Vec<T>,
+    v_ext: Vec<T>,
+    acc: Vec<T>,
+}
+
+/// What answering one query produced: its denominator and whether the output is usable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer {
+    pub denominator: f64,
+    pub ok: bool,
+}
+
+impl<T: Element> FeatureProgram<T> {
+    pub(crate) fn new(config: &KernelConfig) -> Self {
+        let basis = Basis::new(config);
+        let orders = basis.orders();
+        Self {
+            d_k: config.d_k(),
+            d_v: config.d_v(),
+            parent_orders: orders[..orders.len() - 1]
+                .iter()
+                .map(|s| s.range())
+                .collect(),
+            child_start: basis.child_start().to_vec(),
+            weights: basis.weights().iter().map(|&w| T::from_f64(w)).collect(),
+        }
+    }
+
+    pub(crate) fn scratch(&self) -> Scratch<T> {
+        let m = self.weights.len();
+        let mut v_ext = vec![T::zero(); self.d_v + 1];
+        v_ext[self.d_v] = T::one();
+        Scratch {
+            phi_k: vec![T::zero(); m],
+            phi_q: vec![T::zero(); m],
+            v_ext,
+            acc: vec![T::zero(); self.d_v + 1],
+        }
+    }
+
+    /// `Phi(x)` for all orders by the prefix recurrence: every feature is its parent times one
+    /// coordinate, and the children of a parent are one contiguous run `parent * x[l..d_k]`, so
+    /// this is one multiply per feature with no gathers.
+    fn features(&self, x: &[T], out: &mut [T]) {
+        out[0] = T::one();
+        let mut next = 1;
+        for parents in &self.parent_orders {
+            for a in parents.clone() {
+                let base = out[a];
+                let run = &x[self.child_start[a] as usize..];
+                for (o, &xi) in out[next..next + run.len()].iter_mut().zip(run) {
+                    *o = base * xi;
+                }
+                next += run.len();
+            }
+        }
+    }
+
+    /// Query features with the weights folded in: `w_j Phi_j(q)`.
+    fn weighted_features(&self, q: &[T], out: &mut [T]) {
+        self.features(q, out);
+        for (o, &w) in out.iter_mut().zip(&self.weights) {
+            *o = *o * w;
+        }
+    }
+
+    /// Writes `num / den` into `out` or, for a non-positive or non-finite result, zeros.
+    fn finish(&self, acc: &[T], out: &mut [T]) -> Answer {
+        let den = acc[self.d_v];
+        let mut ok = den > T::zero() && den.is_finite();
+        if ok {
+            for (o, &n) in out.iter_mut().zip(&acc[..self.d_v]) {
+                *o = n / den;
+                ok &= o.is_finite();
+            }
+        }
+        if !ok {
+            out.iter_mut().for_each(|o| *o = T::zero());
+        }
+        Answer {
+            denominator: den.widen(),
+            ok,
+        }
+    }
+
+    /// Causal attention over one lane: for each token, absorb `(k_t, v_t)` and then read with
+    /// `q_t`, fused into one pass over the state rows.
+    pub(crate) fn causal(
+        &self,
+        s: &mut Scratch<T>,
+        state: &mut [T],
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        out: &mut [T],
+        mut answered: impl FnMut(usize, Answer),
+    ) {
+        let (dk, dv) = (self.d_k, self.d_v);
+        let row = dv + 1;
+        for t in 0..q.len() / dk {
+            self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
+            self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
+            s.v_ext[..dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
+            s.acc.iter_mut().for_each(|a| *a = T::zero());
+            for ((r, &fk), &fq) in state.chunks_exact_mut(row).zip(&s.phi_k).zip(&s.phi_q) {
+                for ((x, &ve), a) in r.iter_mut().zip(&s.v_ext).zip(s.acc.iter_mut()) {
+                    *x = *x + fk * ve;
+                    *a = *a + fq * *x;
+                }
+            }
+            answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+        }
+    }
+
+    /// Adds every `(k_t, v_t)` of one lane to its state, answering no query.
+    pub(crate) fn absorb(&self, s: &mut Scratch<T>, state: &mut [T], k: &[T], v: &[T]) {
+        let (dk, dv) = (self.d_k, self.d_v);
+        for t in 0..k.len() / dk {
+            self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
+            s.v_ext[..dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
+            for (r, &fk) in state.chunks_exact_mut(dv + 1).zip(&s.phi_k) {
+                for (x, &ve) in r.iter_mut().zip(&s.v_ext) {
+                    *x = *x + fk * ve;
+                }
+            }
+        }
+    }
+
+    /// Answers every query of one lane from its state, leaving the state unchanged.
+    pub(crate) fn read(
+        &self,
+        s: &mut Scratch<T>,
+        state: &[T],
+        q: &[T],
+        out: &mut [T],
+        mut answered: impl FnMut(usize, Answer),
+    ) {
+        let (dk, dv) = (self.d_k, self.d_v);
+        for t in 0..q.len() / dk {
+            self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
+            s.acc.iter_mut().for_each(|a| *a = T::zero());
+            for (r, &fq) in state.chunks_exact(dv + 1).zip(&s.phi_q) {
+                for (a, &x) in s.acc.iter_mut().zip(r) {
+                    *a = *a + fq * x;
+                }
+            }
+            answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+        }
+    }
+}

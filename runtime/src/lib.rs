@@ -1,0 +1,29 @@
+//! The SATA runtime: symmetry-aware Taylor attention with a fixed-size state.
+//!
+//! - [`Attention`]: causal prefill, one-token decode, non-causal / cross attention and
+//!   continuation from a [`State`], in `f32` or `f64`;
+//! - [`State`]: `S_p` and `Z_p` for every (batch, head), saved and loaded through
+//!   [`checkpoint`];
+//! - [`backend`]: backend names and the visible selection of the path that runs;
+//! - every entry point returns [`SataError`] on bad input instead of panicking.
+//!
+//! Tensors are `[batch, heads, tokens, dim]` row-major slices wrapped in [`TensorRef`].
+
+mod attention;
+pub mod backend;
+pub mod checkpoint;
+mod cpu_generic;
+mod element;
+mod error;
+mod state;
+mod stats;
+mod tensor;
+
+pub use attention::{Attended, Attention};
+pub use backend::{BackendKind, BackendRequest, BackendUnavailable, Selection};
+pub use element::{DType, Element};
+pub use error::{QueryIndex, SataError};
+pub use sata_codegen::{ConfigError, KernelConfig};
+pub use state::State;
+pub use stats::{CallStats, DenominatorPolicy};
+pub use tensor::{Role, Shape, Tensor, TensorRef};

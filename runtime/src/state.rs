@@ -1,0 +1,155 @@
+//! The recurrent state of SATA attention: `S_p` and `Z_p` for every (batch, head) and order.
+
+use sata_codegen::KernelConfig;
+
+use crate::element::Element;
+use crate::error::SataError;
+
+/// The whole memory of the sequences processed so far, for every (batch, head).
+///
+/// **Layout** (also the checkpoint's data section): `[batch][heads][feature][d_v + 1]`,
+/// row-major. Features are numbered as in [`sata_codegen::Basis`] (order 0 first, then each
+/// order's monomials in lexicographic order). Row `j` of a head holds `S[j, 0..d_v] =
+/// sum_s Phi_j(k_s) v_s` followed by `Z[j] = sum_s Phi_j(k_s)`: the `[v, 1]` trick stores the
+/// denominator as the last column so one pass over a row yields numerator and denominator.
+///
+/// The state is unweighted: `alpha_p C_p` is applied on the query side. The paper's reference
+/// code stores `alpha_p S_p`; [`State::to_alpha_scaled`] converts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State<T> {
+    config: KernelConfig,
+    batch: usize,
+    heads: usize,
+    tokens: u64,
+    poisoned: bool,
+    data: Vec<T>,
+}
+
+impl<T: Element> State<T> {
+    /// An empty state (no tokens seen) for `batch x heads` lanes.
+    pub fn new(config: KernelConfig, batch: usize, heads: usize) -> Result<Self, SataError> {
+        if batch == 0 || heads == 0 {
+            return Err(SataError::EmptyState { batch, heads });
+        }
+        let per_head = config.state_words_per_head();
+        let too_large = SataError::StateTooLarge {
+            batch,
+            heads,
+            per_head,
+        };
+        let words = batch
+            .checked_mul(heads)
+            .and_then(|l| l.checked_mul(per_head))
+            .filter(|w| {
+                w.checked_mul(T::DTYPE.size())
+                    .is_some_and(|b| b <= isize::MAX as usize)
+            })
+            .ok_or(too_large)?;
+        Ok(Self {
+            config,
+            batch,
+            heads,
+            tokens: 0,
+            poisoned: false,
+            data: vec![T::zero(); words],
+        })
+    }
+
+    /// Rebuilds a state from its parts (used by the checkpoint loader); `data` must have the
+    /// layout described on [`State`].
+    pub(crate) fn from_parts(
+        config: KernelConfig,
+        batch: usize,
+        heads: usize,
+        tokens: u64,
+        data: Vec<T>,
+    ) -> Result<Self, SataError> {
+        let mut state = Self::new(config, batch, heads)?;
+        debug_assert_eq!(state.data.len(), data.len());
+        state.data = data;
+        state.tokens = tokens;
+        state.poisoned = state.data.iter().any(|x| !x.is_finite());
+        Ok(state)
+    }
+
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    pub fn heads(&self) -> usize {
+        self.heads
+    }
+
+    /// Number of key/value tokens absorbed into every lane so far.
+    pub fn tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// True once a call overflowed the element type; every later call fails until
+    /// [`State::reset`].
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Forgets every token.
+    pub fn reset(&mut self) {
+        self.data.iter_mut().for_each(|x| *x = T::zero());
+        self.tokens = 0;
+        self.poisoned = false;
+    }
+
+    /// All state words in the layout described on [`State`].
+    pub fn as_slice(&self) -> &[T] {
+        &self.data
+    }
+
+    /// The `m x (d_v + 1)` block of one (batch, head); `None` if out of range.
+    pub fn head(&self, batch: usize, head: usize) -> Option<&[T]> {
+        if batch >= self.batch || head >= self.heads {
+            return None;
+        }
+        let n = self.config.state_words_per_head();
+        let lane = batch * self.heads + head;
+        Some(&self.data[lane * n..(lane + 1) * n])
+    }
+
+    /// The state in the paper's reference layout convention, where each order's rows are
+    /// pre-multiplied by `alpha_p = 1 / (p! c^p)` (computed in f64, returned in f64).
+    pub fn to_alpha_scaled(&self) -> Vec<f64> {
+        let row = self.config.row_len();
+        let basis = sata_codegen::Basis::new(&self.config);
+        let mut alpha = vec![0.0; basis.len()];
+        for span in basis.orders() {
+            let a = 1.0
+                / ((1..=span.degree).map(|i| i as f64).product::<f64>()
+                    * self.config.scale().powi(span.degree as i32));
+            alpha[span.range()].iter_mut().for_each(|x| *x = a);
+        }
+        self.data
+            .iter()
+            .enumerate()
+            .map(|(i, x)| x.widen() * alpha[(i / row) % basis.len()])
+            .collect()
+    }
+
+    pub(crate) fn lanes_mut(&mut self) -> std::slice::ChunksExactMut<'_, T> {
+        let n = self.config.state_words_per_head();
+        self.data.chunks_exact_mut(n)
+    }
+
+    pub(crate) fn lanes(&self) -> std::slice::ChunksExact<'_, T> {
+        self.data.chunks_exact(self.config.state_words_per_head())
+    }
+
+    pub(crate) fn advance(&mut self, tokens: usize) {
+        self.tokens += tokens as u64;
+    }
+
+    pub(crate) fn poison(&mut self) {
+        self.poisoned = true;
+    }
+}

@@ -1,0 +1,56 @@
+//! What one call saw, and what it does with a bad denominator.
+
+use crate::error::QueryIndex;
+
+/// What to do with a query whose denominator `sum_p alpha_p (q·k_s)^p` summed over keys is not
+/// positive (or whose output is not finite).
+///
+/// With an odd top degree (`P` even) the truncated exponential is negative for `q·k/c` below a
+/// threshold (P=2: -1, P=4: -1.596, P=6: -2.181), so large-norm inputs can drive the
+/// denominator to zero or below. With `P` odd it is positive in exact arithmetic. Either way the
+/// runtime never hands out a silent NaN: every such query is counted in [`CallStats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DenominatorPolicy {
+    /// Write zeros for that query's output (what the paper's `nan_to_num` does for 0/0) and
+    /// count it in [`CallStats::bad_denominators`]. The call succeeds.
+    #[default]
+    Zero,
+    /// Fail the call with [`crate::SataError::NonPositiveDenominator`]. The state is left
+    /// exactly as it was before the call (this costs one copy of the state per call).
+    Error,
+}
+
+/// Diagnostics of one call.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallStats {
+    /// Queries answered.
+    pub queries: usize,
+    /// Queries whose denominator was `<= 0` or whose output was not finite.
+    pub bad_denominators: usize,
+    /// The first such query, with its denominator.
+    pub first_bad: Option<(QueryIndex, f64)>,
+    /// Smallest denominator seen (`+inf` when no query was answered).
+    pub min_denominator: f64,
+}
+
+impl Default for CallStats {
+    fn default() -> Self {
+        Self {
+            queries: 0,
+            bad_denominators: 0,
+            first_bad: None,
+            min_denominator: f64::INFINITY,
+        }
+    }
+}
+
+impl CallStats {
+    pub(crate) fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool) {
+        self.queries += 1;
+        self.min_denominator = self.min_denominator.min(denominator);
+        if !ok {
+            self.bad_denominators += 1;
+            self.first_bad.get_or_insert((at, denominator));
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! `sata info`: what a configuration costs.
+
+use sata::KernelConfig;
+use sata::codegen::CostModel;
+
+use crate::InfoArgs;
+
+pub fn run(args: &InfoArgs) -> Result<(), String> {
+    let mut config =
+        KernelConfig::new(args.d_k, args.d_v, args.terms).map_err(|e| e.to_string())?;
+    if let Some(scale) = args.scale {
+        config = config.with_scale(scale).map_err(|e| e.to_string())?;
+    }
+    print!("{}", report(&config));
+    Ok(())
+}
+
+fn report(config: &KernelConfig) -> String {
+    use std::fmt::Write;
+    let cost = CostModel::new(config);
+    let mut s = String::new();
+    let scale_note = if config.has_default_scale() {
+        " (sqrt(d_k))"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        s,
+        "config: {config}, scale c = {}{scale_note}",
+        config.scale()
+    );
+    let _ = writeln!(
+        s,
+        "\nfeatures per Taylor order (distinct monomials, C(d_k+p-1, p)):"
+    );
+    let _ = writeln!(s, "  order p   features m_p");
+    for (p, m) in cost.features_per_order.iter().enumerate() {
+        let _ = writeln!(s, "  {p:>7}   {m:>12}");
+    }
+    let _ = writeln!(s, "  total m   {:>12}", cost.features);
+    let _ = writeln!(
+        s,
+        "\nstate per (batch, head): m x (d_v + 1) = {} words",
+        cost.state_words
+    );
+    let _ = writeln!(
+        s,
+        "  {} bytes in f32, {} bytes in f64",
+        cost.state_bytes(4),
+        cost.state_bytes(8)
+    );
+    let _ = writeln!(s, "decode cost per token per head:");
+    let _ = writeln!(
+        s,
+        "  {} FLOPs ({} multiply-adds of state update + read, 2 m (d_v + 1))",
+        cost.decode_flops, cost.decode_fmas
+    );
+    let _ = writeln!(
+        s,
+        "KV cache per token per head: d_k + d_v = {} words",
+        cost.kv_words_per_token
+    );
+    let _ = writeln!(
+        s,
+        "state is smaller than a KV cache from a context of {} tokens on",
+        cost.break_even_tokens
+    );
+    match CostModel::negative_below(config) {
+        Some(x) => {
+            let _ = writeln!(
+                s,
+                "numerics: top degree {} is odd; a pair's weight is negative when q·k/c < {x:.4}, \
+                 so large-norm inputs can give non-positive denominators",
+                config.terms() - 1
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "numerics: top degree {} is even; every pair's weight is positive",
+                config.terms() - 1
+            );
+        }
+    }
+    s
+}

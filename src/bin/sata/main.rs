@@ -1,0 +1,119 @@
+//! `sata`: run symmetry-aware Taylor attention on `.npy` files and inspect configurations.
+
+mod attend;
+mod info;
+mod npy;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Symmetry-aware Taylor attention (SATA): softmax-like attention at a constant cost per token,
+/// with a fixed-size state instead of a KV cache.
+///
+/// Arrays are NumPy .npy files shaped [..., tokens, dim] (float32 or float64, C order); all
+/// three inputs share their leading dimensions, e.g. [batch, heads, tokens, dim].
+#[derive(Debug, Parser)]
+#[command(name = "sata", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  \
+    sata info --d-k 16 --d-v 16 --terms 4\n  \
+    sata attend --q q.npy --k k.npy --v v.npy --out y.npy --terms 4\n  \
+    sata attend --q q1.npy --k k1.npy --v v1.npy --out y1.npy --terms 4 --state-out s.sata\n  \
+    sata attend --q q2.npy --k k2.npy --v v2.npy --out y2.npy --terms 4 --state-in s.sata")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Attend: Y = SATA(Q, K, V), causal unless --non-causal.
+    Attend(AttendArgs),
+    /// Print feature counts, state size, cost per token and the KV-cache break-even context.
+    Info(InfoArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AttendArgs {
+    /// Queries, [..., n_q, d_k].
+    #[arg(long, value_name = "Q.npy")]
+    pub q: PathBuf,
+    /// Keys, [..., n_k, d_k].
+    #[arg(long, value_name = "K.npy")]
+    pub k: PathBuf,
+    /// Values, [..., n_k, d_v].
+    #[arg(long, value_name = "V.npy")]
+    pub v: PathBuf,
+    /// Where to write the outputs, [..., n_q, d_v], in the inputs' dtype.
+    #[arg(long, value_name = "Y.npy")]
+    pub out: PathBuf,
+    /// Number of Taylor terms P (orders 0..P-1); 4 to 6 approximate softmax well.
+    #[arg(long, value_name = "P")]
+    pub terms: usize,
+    /// Every query sees every key (cross attention when n_q != n_k). Default: causal.
+    #[arg(long)]
+    pub non_causal: bool,
+    /// Scale c in exp(q·k / c). Default: sqrt(d_k).
+    #[arg(long, value_name = "C")]
+    pub scale: Option<f64>,
+    /// Which implementation runs: auto, cpu (specialized kernels, falls back visibly),
+    /// cpu-generic, wgpu, cuda.
+    #[arg(long, default_value = "auto", value_name = "BACKEND")]
+    pub backend: String,
+    /// Continue from a state saved by --state-out (the keys of earlier calls).
+    #[arg(long, value_name = "FILE")]
+    pub state_in: Option<PathBuf>,
+    /// Save the state after this call, to continue the sequence later.
+    #[arg(long, value_name = "FILE")]
+    pub state_out: Option<PathBuf>,
+    /// What to do with a query whose denominator is not positive.
+    #[arg(long, value_enum, default_value_t = BadDenominator::Zero)]
+    pub on_bad_denominator: BadDenominator,
+    /// Print the backend that ran and per-call diagnostics on stderr.
+    #[arg(long)]
+    pub stats: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BadDenominator {
+    /// Output zeros for that query and warn.
+    Zero,
+    /// Fail without writing anything.
+    Error,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Key/query head dimension.
+    #[arg(long, value_name = "D")]
+    pub d_k: usize,
+    /// Value head dimension.
+    #[arg(long, value_name = "D")]
+    pub d_v: usize,
+    /// Number of Taylor terms P.
+    #[arg(long, value_name = "P")]
+    pub terms: usize,
+    /// Scale c (default sqrt(d_k)).
+    #[arg(long, value_name = "C")]
+    pub scale: Option<f64>,
+}
+
+fn main() -> ExitCode {
+    // A panic is a bug in sata, never the user's fault; say so in one line instead of a trace.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("sata: internal error (please report): {info}");
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Attend(args) => attend::run(&args),
+        Command::Info(args) => info::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("sata: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Shared test support: an exact float64 reference computed independently of the library (the
+//! quadratic form `sum_p (q·k)^p / (p! c^p)`, no features, no state), softmax attention, random
+//! inputs and error norms.
+#![allow(dead_code)]
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+/// A seeded generator: `SATA_TEST_SEED` reproduces a run; otherwise a fresh seed, printed so a
+/// failure can be replayed.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("SATA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    eprintln!("{test}: SATA_TEST_SEED={seed}");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `len` samples of N(0, sigma^2) (Box–Muller).
+pub fn normal(rng: &mut StdRng, len: usize, sigma: f64) -> Vec<f64> {
+    (0..len)
+        .map(|_| {
+            let u: f64 = rng.random_range(f64::EPSILON..1.0);
+            let t: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+            sigma * (-2.0 * u.ln()).sqrt() * t.cos()
+        })
+        .collect()
+}
+
+/// A problem: `[batch, heads, tokens, dim]` inputs in f64, and the config they go with.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub batch: usize,
+    pub heads: usize,
+    pub n_q: usize,
+    pub n_k: usize,
+    pub d_k: usize,
+    pub d_v: usize,
+    pub terms: usize,
+    pub scale: f64,
+    pub q: Vec<f64>,
+    pub k: Vec<f64>,
+    pub v: Vec<f64>,
+}
+
+impl Problem {
+    pub fn q_shape(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.n_q, self.d_k]
+    }
+    pub fn k_shape(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.n_k, self.d_k]
+    }
+    pub fn v_shape(&self) -> [usize; 4] {
+        [self.batch, self.heads, self.n_k, self.d_v]
+    }
+    pub fn lanes(&self) -> usize {
+        self.batch * self.heads
+    }
+    pub fn config(&self) -> sata::KernelConfig {
+        sata::KernelConfig::new(self.d_k, self.d_v, self.terms)
+            .unwrap()
+            .with_scale(self.scale)
+            .unwrap()
+    }
+}
+
+/// The truncated exponential kernel `sum_{p<P} (q·k / c)^p / p!` of one pair.
+pub fn taylor_kernel(q: &[f64], k: &[f64], terms: usize, scale: f64) -> f64 {
+    let x = dot(q, k) / scale;
+    let (mut term, mut sum) = (1.0, 1.0);
+    for p in 1..terms {
+        term *= x / p as f64;
+        sum += term;
+    }
+    sum
+}
+
+pub fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Per-query numerator and denominator of weighted attention with weights `weight(q, k)`;
+/// query `t` sees keys `0..=t + offset` when causal, all keys otherwise.
+pub fn weighted_attention(
+    p: &Problem,
+    causal: bool,
+    weight: impl Fn(&[f64], &[f64]) -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (dk, dv) = (p.d_k, p.d_v);
+    let mut num = vec![0.0; p.lanes() * p.n_q * dv];
+    let mut den = vec![0.0; p.lanes() * p.n_q];
+    for lane in 0..p.lanes() {
+        for t in 0..p.n_q {
+            let qt = &p.q[(lane * p.n_q + t) * dk..][..dk];
+            let visible = if causal {
+                t + 1 + (p.n_k - p.n_q)
+            } else {
+                p.n_k
+            };
+            for s in 0..visible {
+                let ks = &p.k[(lane * p.n_k + s) * dk..][..dk];
+                let vs = &p.v[(lane * p.n_k + s) * dv..][..dv];
+                let w = weight(qt, ks);
+                den[lane * p.n_q + t] += w;
+                for (o, &x) in num[(lane * p.n_q + t) * dv..][..dv].iter_mut().zip(vs) {
+                    *o += w * x;
+                }
+            }
+        }
+    }
+    (num, den)
+}
+
+/// Exact float64 SATA outputs (the quadratic form, no features). For causal problems with
+/// `n_k > n_q`, the queries are the last `n_q` tokens of the key sequence.
+pub fn reference(p: &Problem, causal: bool) -> Vec<f64> {
+    let (num, den) = weighted_attention(p, causal, |q, k| taylor_kernel(q, k, p.terms, p.scale));
+    divide(&num, &den, p.d_v)
+}
+
+/// Exact softmax attention with the same scale.
+pub fn softmax(p: &Problem, causal: bool) -> Vec<f64> {
+    // Inputs in these tests keep q·k/c small, so exp needs no max-shift.
+    let (num, den) = weighted_attention(p, causal, |q, k| (dot(q, k) / p.scale).exp());
+    divide(&num, &den, p.d_v)
+}
+
+fn divide(num: &[f64], den: &[f64], dv: usize) -> Vec<f64> {
+    num.chunks(dv)
+        .zip(den)
+        .flat_map(|(n, &d)| n.iter().map(move |x| x / d))
+        .collect()
+}
+
+/// Smallest ratio `den / sum |w|` over queries: how far every denominator is from zero,
+/// relative to its own magnitude.
+pub fn denominator_margin(p: &Problem, causal: bool) -> f64 {
+    let (_, den) = weighted_attention(p, causal, |q, k| taylor_kernel(q, k, p.terms, p.scale));
+    let (_, mag) = weighted_attention(p, causal, |q, k| {
+        taylor_kernel(q, k, p.terms, p.scale).abs()
+    });
+    den.iter()
+        .zip(&mag)
+        .map(|(d, m)| d / m)
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// A random problem whose reference denominators are all well away from zero (margin >= 0.05),
+/// with `q·k / c` of standard deviation about `spread` so every Taylor order matters. Inputs
+/// with a non-positive denominator are tested separately, on purpose.
+#[allow(clippy::too_many_arguments)]
+pub fn problem(
+    rng: &mut StdRng,
+    (batch, heads): (usize, usize),
+    (n_q, n_k): (usize, usize),
+    (d_k, d_v, terms): (usize, usize, usize),
+    spread: f64,
+    causal: bool,
+) -> Problem {
+    let scale = (d_k as f64).sqrt();
+    // q·k has variance d_k sigma^4, so sigma = (spread^2 c^2 / d_k)^(1/4) gives sd(x) = spread.
+    let mut sigma = (spread * spread * scale * scale / d_k as f64).powf(0.25);
+    loop {
+        let lanes = batch * heads;
+        let p = Problem {
+            batch,
+            heads,
+            n_q,
+            n_k,
+            d_k,
+            d_v,
+            terms,
+            scale,
+            q: normal(rng, lanes * n_q * d_k, sigma),
+            k: normal(rng, lanes * n_k * d_k, sigma),
+            v: normal(rng, lanes * n_k * d_v, 1.0),
+        };
+        if denominator_margin(&p, causal) >= 0.05 {
+            return p;
+        }
+        sigma *= 0.95;
+    }
+}
+
+/// `||a - b|| / ||b||`.
+pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let diff: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let norm: f64 = b.iter().map(|y| y * y).sum();
+    (diff / norm).sqrt()
+}
+
+pub fn to_f32(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+pub fn widen(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| v as f64).collect()
+}

@@ -1,0 +1,277 @@
+//! The runtime against the exact float64 reference: causal, non-causal, cross, decode and
+//! continuation, over configurations covering P = 1..6 and d_k != d_v, in f32 and f64.
+
+mod common;
+
+use common::{Problem, problem, reference, rel_err, rng};
+use rand::RngExt;
+use sata::{Attention, Element, TensorRef};
+
+/// (d_k, d_v, P): every P from 1 to 6, square and non-square heads, d_k = 1 included.
+const CONFIGS: &[(usize, usize, usize)] = &[
+    (1, 1, 1),
+    (5, 3, 1),
+    (4, 4, 2),
+    (3, 7, 2),
+    (8, 8, 3),
+    (6, 2, 3),
+    (16, 16, 4),
+    (4, 9, 4),
+    (8, 5, 5),
+    (3, 3, 5),
+    (4, 4, 6),
+    (2, 6, 6),
+    (1, 4, 6),
+];
+
+/// Tolerance on `||y - y_ref|| / ||y_ref||`.
+fn tolerance<T: Element>() -> f64 {
+    match T::DTYPE {
+        sata::DType::F32 => 1e-5,
+        sata::DType::F64 => 1e-10,
+    }
+}
+
+/// Inputs as `T`, and the problem with inputs rounded to `T` so the reference sees exactly the
+/// numbers the kernel sees.
+fn cast<T: Element>(p: &Problem) -> (Problem, Vec<T>, Vec<T>, Vec<T>) {
+    let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
+    let (q, k, v) = (cast(&p.q), cast(&p.k), cast(&p.v));
+    let widen = |x: &[T]| x.iter().map(|v| v.widen()).collect::<Vec<f64>>();
+    let rounded = Problem {
+        q: widen(&q),
+        k: widen(&k),
+        v: widen(&v),
+        ..p.clone()
+    };
+    (rounded, q, k, v)
+}
+
+fn widen<T: Element>(x: &[T]) -> Vec<f64> {
+    x.iter().map(|v| v.widen()).collect()
+}
+
+fn check<T: Element>(what: &str, p: &Problem, got: &[T], want: &[f64]) {
+    let err = rel_err(&widen(got), want);
+    if std::env::var_os("SATA_SHOW_ERR").is_some() {
+        eprintln!(
+            "{what} {} d_k={} P={}: relative error {err:e}",
+            T::DTYPE,
+            p.d_k,
+            p.terms
+        );
+    }
+    assert!(
+        err <= tolerance::<T>(),
+        "{what} {}: d_k={} d_v={} P={} relative error {err:e} > {:e}",
+        T::DTYPE,
+        p.d_k,
+        p.d_v,
+        p.terms,
+        tolerance::<T>()
+    );
+}
+
+fn causal_prefill<T: Element>() {
+    let mut rng = rng("causal_prefill");
+    for &(dk, dv, terms) in CONFIGS {
+        let p = problem(&mut rng, (2, 3), (40, 40), (dk, dv, terms), 1.0, true);
+        let (p, q, k, v) = cast::<T>(&p);
+        let attention = Attention::<T>::new(p.config()).unwrap();
+        let mut state = attention.new_state(2, 3).unwrap();
+        let y = attention
+            .prefill(
+                &mut state,
+                TensorRef::query(&q, p.q_shape()).unwrap(),
+                TensorRef::key(&k, p.k_shape()).unwrap(),
+                TensorRef::value(&v, p.v_shape()).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(y.output.shape.as_array(), [2, 3, 40, dv]);
+        assert_eq!(y.stats.bad_denominators, 0);
+        assert_eq!(y.stats.queries, 2 * 3 * 40);
+        assert_eq!(state.tokens(), 40);
+        check("causal prefill", &p, &y.output.data, &reference(&p, true));
+    }
+}
+
+/// Cross attention: more or fewer queries than keys, every query sees every key.
+fn non_causal<T: Element>() {
+    let mut rng = rng("non_causal");
+    for (i, &(dk, dv, terms)) in CONFIGS.iter().enumerate() {
+        let n_q = [1, 7, 33][i % 3];
+        let p = problem(&mut rng, (3, 2), (n_q, 25), (dk, dv, terms), 1.0, false);
+        let (p, q, k, v) = cast::<T>(&p);
+        let attention = Attention::<T>::new(p.config()).unwrap();
+        let y = attention
+            .attend(
+                TensorRef::query(&q, p.q_shape()).unwrap(),
+                TensorRef::key(&k, p.k_shape()).unwrap(),
+                TensorRef::value(&v, p.v_shape()).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(y.output.shape.as_array(), [3, 2, n_q, dv]);
+        check("non-causal", &p, &y.output.data, &reference(&p, false));
+    }
+}
+
+/// Splits `0..n` at random points into consecutive chunks (some of length 1).
+fn random_splits(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<std::ops::Range<usize>> {
+    let mut cuts: Vec<usize> = (0..rng.random_range(1..5))
+        .map(|_| rng.random_range(1..n))
+        .collect();
+    cuts.extend([0, n]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    cuts.windows(2).map(|w| w[0]..w[1]).collect()
+}
+
+/// Copies tokens `range` of every lane of a `[lanes, n, dim]` tensor.
+fn tokens<T: Copy>(
+    x: &[T],
+    lanes: usize,
+    n: usize,
+    dim: usize,
+    range: &std::ops::Range<usize>,
+) -> Vec<T> {
+    (0..lanes)
+        .flat_map(|l| {
+            x[(l * n + range.start) * dim..(l * n + range.end) * dim]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
+/// Prefill in random chunks, each continuing from the state the previous one left, then
+/// decode steps: the concatenated outputs equal the one-shot causal reference.
+fn causal_continuation<T: Element>() {
+    let mut rng = rng("causal_continuation");
+    for &(dk, dv, terms) in CONFIGS {
+        let n = 30;
+        let p = problem(&mut rng, (1, 2), (n, n), (dk, dv, terms), 1.0, true);
+        let (p, q, k, v) = cast::<T>(&p);
+        let attention = Attention::<T>::new(p.config()).unwrap();
+        let mut state = attention.new_state(1, 2).unwrap();
+        let lanes = 2;
+        let mut per_lane = vec![Vec::new(); lanes];
+        let mut chunks = random_splits(&mut rng, n - 5);
+        chunks.extend((n - 5..n).map(|t| t..t + 1));
+        for (i, r) in chunks.iter().enumerate() {
+            let len = r.len();
+            let (qc, kc, vc) = (
+                tokens(&q, lanes, n, dk, r),
+                tokens(&k, lanes, n, dk, r),
+                tokens(&v, lanes, n, dv, r),
+            );
+            let (qc, kc, vc) = (
+                TensorRef::query(&qc, [1, 2, len, dk]).unwrap(),
+                TensorRef::key(&kc, [1, 2, len, dk]).unwrap(),
+                TensorRef::value(&vc, [1, 2, len, dv]).unwrap(),
+            );
+            // The last five tokens go through the decode path, one at a time.
+            let y = if i >= chunks.len() - 5 {
+                attention.decode(&mut state, qc, kc, vc).unwrap()
+            } else {
+                attention.prefill(&mut state, qc, kc, vc).unwrap()
+            };
+            for (l, out) in per_lane.iter_mut().enumerate() {
+                out.extend_from_slice(&y.output.data[l * len * dv..(l + 1) * len * dv]);
+            }
+        }
+        assert_eq!(state.tokens(), n as u64);
+        let got: Vec<T> = per_lane.concat();
+        check("causal continuation", &p, &got, &reference(&p, true));
+    }
+}
+
+/// Non-causal continuation: keys absorbed in random chunks, then queried.
+fn non_causal_continuation<T: Element>() {
+    let mut rng = rng("non_causal_continuation");
+    for &(dk, dv, terms) in CONFIGS {
+        let (n_q, n_k) = (9, 31);
+        let p = problem(&mut rng, (2, 1), (n_q, n_k), (dk, dv, terms), 1.0, false);
+        let (p, q, k, v) = cast::<T>(&p);
+        let attention = Attention::<T>::new(p.config()).unwrap();
+        let mut state = attention.new_state(2, 1).unwrap();
+        for r in random_splits(&mut rng, n_k) {
+            let (kc, vc) = (tokens(&k, 2, n_k, dk, &r), tokens(&v, 2, n_k, dv, &r));
+            attention
+                .absorb(
+                    &mut state,
+                    TensorRef::key(&kc, [2, 1, r.len(), dk]).unwrap(),
+                    TensorRef::value(&vc, [2, 1, r.len(), dv]).unwrap(),
+                )
+                .unwrap();
+        }
+        let y = attention
+            .query(&state, TensorRef::query(&q, p.q_shape()).unwrap())
+            .unwrap();
+        check(
+            "non-causal continuation",
+            &p,
+            &y.output.data,
+            &reference(&p, false),
+        );
+    }
+}
+
+/// Causal attention whose queries arrive after a context already in the state: `prefill`
+/// on top of `absorb` equals the reference in which the queries are the last tokens.
+fn causal_after_context<T: Element>() {
+    let mut rng = rng("causal_after_context");
+    for &(dk, dv, terms) in CONFIGS {
+        let (n_q, n_k) = (6, 20);
+        let p = problem(&mut rng, (1, 3), (n_q, n_k), (dk, dv, terms), 1.0, true);
+        let (p, q, k, v) = cast::<T>(&p);
+        let attention = Attention::<T>::new(p.config()).unwrap();
+        let mut state = attention.new_state(1, 3).unwrap();
+        let context = 0..n_k - n_q;
+        let last = n_k - n_q..n_k;
+        let (kc, vc) = (
+            tokens(&k, 3, n_k, dk, &context),
+            tokens(&v, 3, n_k, dv, &context),
+        );
+        attention
+            .absorb(
+                &mut state,
+                TensorRef::key(&kc, [1, 3, context.len(), dk]).unwrap(),
+                TensorRef::value(&vc, [1, 3, context.len(), dv]).unwrap(),
+            )
+            .unwrap();
+        let (kl, vl) = (tokens(&k, 3, n_k, dk, &last), tokens(&v, 3, n_k, dv, &last));
+        let y = attention
+            .prefill(
+                &mut state,
+                TensorRef::query(&q, p.q_shape()).unwrap(),
+                TensorRef::key(&kl, [1, 3, n_q, dk]).unwrap(),
+                TensorRef::value(&vl, [1, 3, n_q, dv]).unwrap(),
+            )
+            .unwrap();
+        check(
+            "causal after context",
+            &p,
+            &y.output.data,
+            &reference(&p, true),
+        );
+    }
+}
+
+macro_rules! for_each_dtype {
+    ($($name:ident),* $(,)?) => {
+        mod f32_suite {
+            $(#[test] fn $name() { super::$name::<f32>() })*
+        }
+        mod f64_suite {
+            $(#[test] fn $name() { super::$name::<f64>() })*
+        }
+    };
+}
+
+for_each_dtype!(
+    causal_prefill,
+    non_causal,
+    causal_continuation,
+    non_causal_continuation,
+    causal_after_context,
+);
