@@ -144,9 +144,7 @@ impl<T: Element> Attention<T> {
                 this.program.causal(
                     &mut scratch,
                     lane_state,
-                    q.lane(lane),
-                    k.lane(lane),
-                    v.lane(lane),
+                    (q.lane(lane), k.lane(lane), v.lane(lane)),
                     &mut out[lane * nq * dv..(lane + 1) * nq * dv],
                     |t, a| record(&mut stats, lane, heads, t, a),
                 );

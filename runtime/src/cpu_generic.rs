@@ -118,9 +118,7 @@ impl<T: Element> FeatureProgram<T> {
         &self,
         s: &mut Scratch<T>,
         state: &mut [T],
-        q: &[T],
-        k: &[T],
-        v: &[T],
+        (q, k, v): (&[T], &[T], &[T]),
         out: &mut [T],
         mut answered: impl FnMut(usize, Answer),
     ) {

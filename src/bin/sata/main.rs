@@ -55,7 +55,7 @@ pub struct AttendArgs {
     #[arg(long)]
     pub non_causal: bool,
     /// Scale c in exp(q·k / c). Default: sqrt(d_k).
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub scale: Option<f64>,
     /// Which implementation runs: auto, cpu (specialized kernels, falls back visibly),
     /// cpu-generic, wgpu, cuda.
@@ -95,7 +95,7 @@ pub struct InfoArgs {
     #[arg(long, value_name = "P")]
     pub terms: usize,
     /// Scale c (default sqrt(d_k)).
-    #[arg(long, value_name = "C")]
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub scale: Option<f64>,
 }
 

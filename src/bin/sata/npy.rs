@@ -24,19 +24,21 @@ impl Array {
 pub fn read(path: &Path) -> Result<Array, String> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let npy = npyz::NpyFile::new(&bytes[..])
+    // Parse the header alone first, so the data section can be measured exactly.
+    let mut data_bytes: &[u8] = &bytes;
+    let header = npyz::NpyHeader::from_reader(&mut data_bytes)
         .map_err(|e| format!("{shown} is not a valid .npy file: {e}"))?;
-    if npy.order() == npyz::Order::Fortran {
+    if header.order() == npyz::Order::Fortran {
         return Err(format!(
             "{shown} is stored in Fortran order; save it with np.ascontiguousarray(a)"
         ));
     }
-    let shape: Vec<usize> = npy
+    let shape: Vec<usize> = header
         .shape()
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("{shown}: dimension {d} is too large")))
         .collect::<Result<_, _>>()?;
-    let npyz::DType::Plain(ty) = npy.dtype() else {
+    let npyz::DType::Plain(ty) = header.dtype() else {
         return Err(format!(
             "{shown} holds a structured array; expected float32 or float64"
         ));
@@ -44,16 +46,23 @@ pub fn read(path: &Path) -> Result<Array, String> {
     // Compare the element count with the bytes present before decoding, so a header that
     // claims a huge shape is an error, not an allocation.
     let item = ty.size_field();
-    let count = shape
+    let need = shape
         .iter()
-        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .try_fold(item, |a, &d| a.checked_mul(d as u64))
         .ok_or_else(|| format!("{shown}: shape {shape:?} overflows"))?;
-    let available = bytes.len() as u64;
-    if count.checked_mul(item).is_none_or(|need| need > available) {
+    let have = data_bytes.len() as u64;
+    if need > have {
         return Err(format!(
-            "{shown} is truncated: shape {shape:?} needs {count} elements of {item} bytes"
+            "{shown} is truncated: shape {shape:?} needs {need} bytes of data, the file has {have}"
         ));
     }
+    if need < have {
+        return Err(format!(
+            "{shown} has {} bytes after its data; it is corrupt",
+            have - need
+        ));
+    }
+    let npy = npyz::NpyFile::with_header(header, data_bytes);
     let read_err = |e: std::io::Error| format!("cannot decode {shown}: {e}");
     match (ty.type_char(), item) {
         (npyz::TypeChar::Float, 4) => Ok(Array::F32 {

@@ -1,0 +1,248 @@
+//! Checkpoints: bit-exact round trips, resuming mid-sequence, and refusal of every corrupt,
+//! truncated, foreign or future file.
+
+mod common;
+
+use common::{problem, rng};
+use sata::checkpoint::{CheckpointError, FORMAT_VERSION, MAGIC, read_header};
+use sata::{Attention, DType, KernelConfig, SataError, State, TensorRef};
+
+/// A state that has absorbed a random sequence, and the attention that made it.
+fn trained_state() -> (Attention<f32>, State<f32>) {
+    let mut rng = rng("checkpoints");
+    let p = problem(&mut rng, (2, 3), (12, 12), (5, 3, 4), 1.0, true);
+    let attention = Attention::<f32>::new(p.config()).unwrap();
+    let mut state = attention.new_state(2, 3).unwrap();
+    let (q, k, v) = (
+        common::to_f32(&p.q),
+        common::to_f32(&p.k),
+        common::to_f32(&p.v),
+    );
+    attention
+        .prefill(
+            &mut state,
+            TensorRef::query(&q, p.q_shape()).unwrap(),
+            TensorRef::key(&k, p.k_shape()).unwrap(),
+            TensorRef::value(&v, p.v_shape()).unwrap(),
+        )
+        .unwrap();
+    (attention, state)
+}
+
+fn checkpoint_error(bytes: &[u8]) -> CheckpointError {
+    match State::<f32>::from_bytes(bytes) {
+        Err(SataError::Checkpoint(e)) => e,
+        Err(other) => panic!("expected a checkpoint error, got {other}"),
+        Ok(_) => panic!("a damaged checkpoint was accepted"),
+    }
+}
+
+#[test]
+fn round_trip_is_bit_exact_in_memory_and_on_disk() {
+    let (_, state) = trained_state();
+    let bytes = state.to_bytes().unwrap();
+    let back = State::<f32>::from_bytes(&bytes).unwrap();
+    assert_eq!(back, state);
+    let bits = |s: &State<f32>| s.as_slice().iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&back), bits(&state));
+    assert_eq!(back.tokens(), 12);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sata");
+    state.save(&path).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    assert_eq!(State::<f32>::load(&path).unwrap(), state);
+    let header = read_header(&bytes).unwrap();
+    assert_eq!((header.batch, header.heads, header.tokens), (2, 3, 12));
+    assert_eq!(header.dtype, DType::F32);
+    assert_eq!(header.config, *state.config());
+}
+
+#[test]
+fn resuming_from_a_loaded_checkpoint_equals_never_stopping() {
+    let (attention, state) = trained_state();
+    let resumed = State::<f32>::from_bytes(&state.to_bytes().unwrap()).unwrap();
+    let q: Vec<f32> = (0..6 * 5).map(|i| (i as f32 * 0.37).sin() * 0.5).collect();
+    let v: Vec<f32> = (0..6 * 3).map(|i| (i as f32 * 0.11).cos()).collect();
+    let step = |mut s: State<f32>| {
+        attention
+            .decode(
+                &mut s,
+                TensorRef::query(&q, [2, 3, 1, 5]).unwrap(),
+                TensorRef::key(&q, [2, 3, 1, 5]).unwrap(),
+                TensorRef::value(&v, [2, 3, 1, 3]).unwrap(),
+            )
+            .unwrap()
+            .output
+            .data
+    };
+    assert_eq!(step(state), step(resumed));
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let (_, state) = trained_state();
+    let bytes = state.to_bytes().unwrap();
+    for len in 0..bytes.len() {
+        let err = checkpoint_error(&bytes[..len]);
+        assert!(
+            matches!(
+                err,
+                CheckpointError::BadMagic | CheckpointError::Length { .. }
+            ),
+            "prefix of {len} bytes: {err}"
+        );
+    }
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(matches!(
+        checkpoint_error(&longer),
+        CheckpointError::Length { .. }
+    ));
+}
+
+#[test]
+fn every_single_byte_corruption_is_refused() {
+    let (_, state) = trained_state();
+    let bytes = state.to_bytes().unwrap();
+    for at in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x5a;
+        // Whatever field is hit, some check must fire: magic, version, length, checksum...
+        let _ = checkpoint_error(&bad);
+    }
+}
+
+#[test]
+fn a_future_version_is_refused_by_name() {
+    let (_, state) = trained_state();
+    let mut bytes = state.to_bytes().unwrap();
+    bytes[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
+    let err = checkpoint_error(&bytes);
+    assert!(
+        matches!(err, CheckpointError::FutureVersion { found, supported } if found == FORMAT_VERSION + 1 && supported == FORMAT_VERSION)
+    );
+    assert!(err.to_string().contains("newer"));
+    assert!(matches!(
+        checkpoint_error(b"not a checkpoint at all"),
+        CheckpointError::BadMagic
+    ));
+    assert_eq!(&bytes[..8], MAGIC);
+}
+
+#[test]
+fn a_checkpoint_with_a_valid_checksum_but_bad_fields_is_refused() {
+    let (_, state) = trained_state();
+    let bytes = state.to_bytes().unwrap();
+    let reseal = |mut b: Vec<u8>| {
+        let body = b.len() - 4;
+        let crc = crc32(&b[..body]);
+        b[body..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    // d_k = 0.
+    let mut b = bytes.clone();
+    b[12..16].copy_from_slice(&0u32.to_le_bytes());
+    assert!(matches!(
+        checkpoint_error(&reseal(b)),
+        CheckpointError::Config(_)
+    ));
+    // A different d_v with the same word count is impossible, so the count check fires.
+    let mut b = bytes.clone();
+    b[16..20].copy_from_slice(&4u32.to_le_bytes());
+    assert!(matches!(
+        checkpoint_error(&reseal(b)),
+        CheckpointError::WordCount { .. }
+    ));
+    // Unknown layout.
+    let mut b = bytes.clone();
+    b[33] = 9;
+    assert!(matches!(
+        checkpoint_error(&reseal(b)),
+        CheckpointError::UnknownLayout(9)
+    ));
+    // A NaN in the data.
+    let mut b = bytes.clone();
+    b[60..64].copy_from_slice(&f32::NAN.to_le_bytes());
+    assert!(matches!(
+        checkpoint_error(&reseal(b)),
+        CheckpointError::NonFinite(0)
+    ));
+    // Negative scale.
+    let mut b = bytes;
+    b[24..32].copy_from_slice(&(-1.0f64).to_le_bytes());
+    assert!(matches!(
+        checkpoint_error(&reseal(b)),
+        CheckpointError::Config(_)
+    ));
+}
+
+/// CRC-32 (IEEE), bitwise, so the test does not lean on the implementation it checks.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn dtype_and_config_mismatches_are_refused() {
+    let (_, state) = trained_state();
+    let bytes = state.to_bytes().unwrap();
+    match State::<f64>::from_bytes(&bytes) {
+        Err(SataError::Checkpoint(CheckpointError::DType { found, expected })) => {
+            assert_eq!((found, expected), (DType::F32, DType::F64));
+        }
+        other => panic!("expected a dtype error, got {other:?}"),
+    }
+    // A valid checkpoint of another config loads, but an attention of this config refuses it.
+    let other = Attention::<f32>::new(KernelConfig::new(5, 3, 3).unwrap()).unwrap();
+    let mut loaded = State::<f32>::from_bytes(&bytes).unwrap();
+    let x = vec![0.1f32; 6 * 5];
+    let err = other
+        .absorb(
+            &mut loaded,
+            TensorRef::key(&x, [2, 3, 1, 5]).unwrap(),
+            TensorRef::value(&x[..18], [2, 3, 1, 3]).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SataError::StateConfigMismatch { .. }));
+}
+
+#[test]
+fn a_failed_save_leaves_the_previous_checkpoint_intact() {
+    let (attention, state) = trained_state();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sata");
+    state.save(&path).unwrap();
+    let before = std::fs::read(&path).unwrap();
+    // A poisoned state refuses to save; the file on disk is untouched.
+    let mut poisoned = state.clone();
+    let huge = vec![1e30f32; 6 * 5];
+    let _ = attention.absorb(
+        &mut poisoned,
+        TensorRef::key(&huge, [2, 3, 1, 5]).unwrap(),
+        TensorRef::value(&huge[..18], [2, 3, 1, 3]).unwrap(),
+    );
+    assert!(poisoned.is_poisoned());
+    assert!(poisoned.save(&path).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    // A successful save replaces the file and leaves no temporary behind.
+    let mut newer = state.clone();
+    newer.reset();
+    newer.save(&path).unwrap();
+    assert_eq!(State::<f32>::load(&path).unwrap().tokens(), 0);
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(files.len(), 1, "temporary files left behind: {files:?}");
+    // Saving into a missing directory is an error naming the path.
+    let err = state.save(dir.path().join("missing/s.sata")).unwrap_err();
+    assert!(err.to_string().contains("missing"));
+}

@@ -1,0 +1,451 @@
+//! The real `sata` binary on real `.npy` files: results against the float64 reference, state
+//! continuation across invocations, and one clear error line for every kind of bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Problem, problem, reference, rel_err, rng};
+use npyz::WriterBuilder;
+
+fn sata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sata"))
+        .args(args)
+        .output()
+        .expect("the sata binary runs")
+}
+
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) {
+    let shape: Vec<u64> = shape.iter().map(|&d| d as u64).collect();
+    let mut w = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(&shape)
+        .writer(std::fs::File::create(path).unwrap())
+        .begin_nd()
+        .unwrap();
+    w.extend(data.iter().copied()).unwrap();
+    w.finish().unwrap();
+}
+
+fn read_npy(path: &Path) -> (Vec<u64>, Vec<f64>, String) {
+    let npy = npyz::NpyFile::new(std::fs::File::open(path).unwrap()).unwrap();
+    let shape = npy.shape().to_vec();
+    let npyz::DType::Plain(ty) = npy.dtype() else {
+        panic!("not a plain dtype")
+    };
+    let dtype = ty.to_string();
+    let data = if dtype.ends_with("f4") {
+        npy.into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect()
+    } else {
+        npy.into_vec::<f64>().unwrap()
+    };
+    (shape, data, dtype)
+}
+
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+    /// Writes q, k, v of `p` as `[batch, heads, tokens, dim]` arrays named with `tag`.
+    fn write_problem_f32(&self, p: &Problem, tag: &str) {
+        write_npy(
+            &self.path(&format!("q{tag}.npy")),
+            &p.q_shape(),
+            &common::to_f32(&p.q),
+        );
+        write_npy(
+            &self.path(&format!("k{tag}.npy")),
+            &p.k_shape(),
+            &common::to_f32(&p.k),
+        );
+        write_npy(
+            &self.path(&format!("v{tag}.npy")),
+            &p.v_shape(),
+            &common::to_f32(&p.v),
+        );
+    }
+    fn attend_args(&self, tag: &str, out: &str, terms: usize) -> Vec<String> {
+        vec![
+            "attend".into(),
+            "--q".into(),
+            self.arg(&format!("q{tag}.npy")),
+            "--k".into(),
+            self.arg(&format!("k{tag}.npy")),
+            "--v".into(),
+            self.arg(&format!("v{tag}.npy")),
+            "--out".into(),
+            self.arg(out),
+            "--terms".into(),
+            terms.to_string(),
+        ]
+    }
+}
+
+fn run(args: &[String]) -> Output {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    sata(&refs)
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "sata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Rounds the problem's inputs to f32, as the files hold them.
+fn rounded(p: &Problem) -> Problem {
+    let r = |x: &[f64]| common::widen(&common::to_f32(x));
+    Problem {
+        q: r(&p.q),
+        k: r(&p.k),
+        v: r(&p.v),
+        ..p.clone()
+    }
+}
+
+#[test]
+fn causal_f32_matches_the_reference() {
+    let files = Files::new();
+    let p = rounded(&problem(
+        &mut rng("cli_causal"),
+        (2, 2),
+        (17, 17),
+        (6, 4, 4),
+        1.0,
+        true,
+    ));
+    files.write_problem_f32(&p, "");
+    let out = run(&files.attend_args("", "y.npy", 4));
+    assert_ok(&out);
+    let (shape, y, dtype) = read_npy(&files.path("y.npy"));
+    assert_eq!(shape, vec![2, 2, 17, 4]);
+    assert!(
+        dtype.ends_with("f4"),
+        "output dtype follows the input: {dtype}"
+    );
+    let err = rel_err(&y, &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+}
+
+#[test]
+fn non_causal_f64_cross_attention_with_three_dimensional_arrays() {
+    let files = Files::new();
+    // [heads, tokens, dim] arrays: 5 queries against 11 keys.
+    let p = problem(
+        &mut rng("cli_cross"),
+        (1, 3),
+        (5, 11),
+        (3, 5, 5),
+        1.0,
+        false,
+    );
+    write_npy(&files.path("q.npy"), &[3, 5, 3], &p.q);
+    write_npy(&files.path("k.npy"), &[3, 11, 3], &p.k);
+    write_npy(&files.path("v.npy"), &[3, 11, 5], &p.v);
+    let mut args = files.attend_args("", "y.npy", 5);
+    args.push("--non-causal".into());
+    let out = run(&args);
+    assert_ok(&out);
+    let (shape, y, dtype) = read_npy(&files.path("y.npy"));
+    assert_eq!(shape, vec![3, 5, 5]);
+    assert!(dtype.ends_with("f8"));
+    let err = rel_err(&y, &reference(&p, false));
+    assert!(err < 1e-10, "relative error {err:e}");
+}
+
+#[test]
+fn state_out_then_state_in_reproduces_the_one_shot_result() {
+    let files = Files::new();
+    let n = 20;
+    let split = 13;
+    let p = rounded(&problem(
+        &mut rng("cli_state"),
+        (1, 2),
+        (n, n),
+        (4, 3, 3),
+        1.0,
+        true,
+    ));
+    files.write_problem_f32(&p, "");
+    // The same sequence cut in two.
+    let part = |x: &[f64], dim: usize, r: std::ops::Range<usize>| -> Vec<f32> {
+        (0..2)
+            .flat_map(|l| x[(l * n + r.start) * dim..(l * n + r.end) * dim].to_vec())
+            .map(|v| v as f32)
+            .collect()
+    };
+    for (tag, r) in [("1", 0..split), ("2", split..n)] {
+        let len = r.len();
+        write_npy(
+            &files.path(&format!("q{tag}.npy")),
+            &[1, 2, len, 4],
+            &part(&p.q, 4, r.clone()),
+        );
+        write_npy(
+            &files.path(&format!("k{tag}.npy")),
+            &[1, 2, len, 4],
+            &part(&p.k, 4, r.clone()),
+        );
+        write_npy(
+            &files.path(&format!("v{tag}.npy")),
+            &[1, 2, len, 3],
+            &part(&p.v, 3, r),
+        );
+    }
+    assert_ok(&run(&files.attend_args("", "y.npy", 3)));
+    let mut first = files.attend_args("1", "y1.npy", 3);
+    first.extend(["--state-out".into(), files.arg("s.sata")]);
+    assert_ok(&run(&first));
+    let mut second = files.attend_args("2", "y2.npy", 3);
+    second.extend(["--state-in".into(), files.arg("s.sata"), "--stats".into()]);
+    let out = run(&second);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("state holds {n} tokens")),
+        "{stderr}"
+    );
+
+    let (_, whole, _) = read_npy(&files.path("y.npy"));
+    let (_, y1, _) = read_npy(&files.path("y1.npy"));
+    let (_, y2, _) = read_npy(&files.path("y2.npy"));
+    let stitched: Vec<f64> = (0..2)
+        .flat_map(|l| {
+            let a = &y1[l * split * 3..(l + 1) * split * 3];
+            let b = &y2[l * (n - split) * 3..(l + 1) * (n - split) * 3];
+            a.iter().chain(b).copied().collect::<Vec<_>>()
+        })
+        .collect();
+    // Same arithmetic in the same order: identical, not merely close.
+    assert_eq!(stitched, whole);
+}
+
+#[test]
+fn info_reports_counts_state_size_and_break_even() {
+    let out = sata(&["info", "--d-k", "16", "--d-v", "16", "--terms", "4"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "816",
+        "969",
+        "16473 words",
+        "65892 bytes",
+        "from a context of 515 tokens",
+        "-1.5961",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let out = sata(&["--help"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("attend") && text.contains("info") && text.contains("--state-in"));
+    let out = sata(&["attend", "--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--non-causal",
+        "--scale",
+        "--backend",
+        "--state-out",
+        "--terms",
+    ] {
+        assert!(text.contains(flag), "attend --help lacks {flag}");
+    }
+}
+
+#[test]
+fn backend_cpu_says_it_fell_back_and_gpu_backends_are_clear_errors() {
+    let files = Files::new();
+    let p = problem(
+        &mut rng("cli_backend"),
+        (1, 1),
+        (4, 4),
+        (3, 3, 3),
+        1.0,
+        true,
+    );
+    files.write_problem_f32(&p, "");
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--backend".into(), "cpu".into()]);
+    let out = run(&args);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using cpu-generic"));
+    for backend in ["wgpu", "cuda", "tpu"] {
+        let mut args = files.attend_args("", "y.npy", 3);
+        args.extend(["--backend".into(), backend.into()]);
+        assert_one_line_error(&run(&args), backend);
+    }
+}
+
+/// Exit status non-zero, exactly one line on stderr that starts `sata: error:` and mentions
+/// `needle`, and no panic.
+fn assert_one_line_error(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected failure, stderr: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line, got: {stderr}");
+    assert!(lines[0].starts_with("sata: error: "), "{stderr}");
+    assert!(lines[0].contains(needle), "{needle:?} not in {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn bad_inputs_get_one_clear_line_and_a_failure_status() {
+    let files = Files::new();
+    let p = problem(&mut rng("cli_bad"), (1, 2), (6, 6), (4, 3, 3), 1.0, true);
+    files.write_problem_f32(&p, "");
+    let base = |out: &str| files.attend_args("", out, 3);
+    let with = |replace: &str, path: &str| {
+        let mut args = base("y.npy");
+        let i = args.iter().position(|a| a == replace).unwrap();
+        args[i + 1] = files.arg(path);
+        args
+    };
+
+    // Missing file.
+    assert_one_line_error(&run(&with("--q", "nope.npy")), "nope.npy");
+    // Not an .npy file at all.
+    std::fs::write(files.path("junk.npy"), b"hello, not numpy").unwrap();
+    assert_one_line_error(&run(&with("--k", "junk.npy")), "not a valid .npy");
+    // Integer dtype.
+    write_npy(&files.path("int.npy"), &[1, 2, 6, 4], &[1i64; 48]);
+    assert_one_line_error(&run(&with("--q", "int.npy")), "expected float32 or float64");
+    // Mixed dtypes.
+    write_npy(&files.path("v64.npy"), &[1, 2, 6, 3], &[0.5f64; 36]);
+    assert_one_line_error(&run(&with("--v", "v64.npy")), "share one dtype");
+    // NaN in the queries.
+    let mut q = common::to_f32(&p.q);
+    q[5] = f32::NAN;
+    write_npy(&files.path("qnan.npy"), &p.q_shape(), &q);
+    assert_one_line_error(&run(&with("--q", "qnan.npy")), "non-finite");
+    // One-dimensional array.
+    write_npy(&files.path("flat.npy"), &[48], &[0.5f32; 48]);
+    assert_one_line_error(&run(&with("--q", "flat.npy")), "at least 2 dimensions");
+    // Leading dimensions that differ.
+    write_npy(&files.path("k3h.npy"), &[1, 3, 6, 4], &[0.5f32; 72]);
+    assert_one_line_error(&run(&with("--k", "k3h.npy")), "leading dimensions");
+    // Key dimension differing from the query dimension.
+    write_npy(&files.path("k5.npy"), &[1, 2, 6, 5], &[0.5f32; 60]);
+    assert_one_line_error(&run(&with("--k", "k5.npy")), "d_k");
+    // Causal with fewer queries than keys.
+    write_npy(&files.path("q4.npy"), &[1, 2, 4, 4], &[0.5f32; 32]);
+    assert_one_line_error(&run(&with("--q", "q4.npy")), "one query per key");
+    // A truncated .npy (header promises more data than present).
+    let full = std::fs::read(files.path("q.npy")).unwrap();
+    std::fs::write(files.path("qshort.npy"), &full[..full.len() - 10]).unwrap();
+    assert_one_line_error(&run(&with("--q", "qshort.npy")), "truncated");
+    // Zero Taylor terms and a bad scale.
+    let mut args = base("y.npy");
+    let i = args.iter().position(|a| a == "--terms").unwrap();
+    args[i + 1] = "0".into();
+    assert_one_line_error(&run(&args), "terms");
+    let mut args = base("y.npy");
+    args.extend(["--scale".into(), "-2".into()]);
+    assert_one_line_error(&run(&args), "scale");
+    // An unwritable output.
+    assert_one_line_error(&run(&base("missing-dir/y.npy")), "cannot write");
+    // Nothing was written by any failed call.
+    assert!(!files.path("y.npy").exists());
+}
+
+#[test]
+fn bad_state_files_are_refused_with_one_line() {
+    let files = Files::new();
+    let p = problem(
+        &mut rng("cli_bad_state"),
+        (1, 2),
+        (6, 6),
+        (4, 3, 3),
+        1.0,
+        true,
+    );
+    files.write_problem_f32(&p, "");
+    let mut save = files.attend_args("", "y.npy", 3);
+    save.extend(["--state-out".into(), files.arg("s.sata")]);
+    assert_ok(&run(&save));
+    let resume = |state: &str, terms: usize| {
+        let mut args = files.attend_args("", "y2.npy", terms);
+        args.extend(["--state-in".into(), files.arg(state)]);
+        args
+    };
+    // A state saved for another number of terms.
+    assert_one_line_error(
+        &run(&resume("s.sata", 4)),
+        "was saved for d_k=4, d_v=3, P=3",
+    );
+    // A corrupted state.
+    let mut bytes = std::fs::read(files.path("s.sata")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(files.path("bad.sata"), &bytes).unwrap();
+    assert_one_line_error(&run(&resume("bad.sata", 3)), "checksum");
+    // A truncated one.
+    let bytes = std::fs::read(files.path("s.sata")).unwrap();
+    std::fs::write(files.path("short.sata"), &bytes[..bytes.len() / 3]).unwrap();
+    assert_one_line_error(&run(&resume("short.sata", 3)), "truncated");
+    // A state of the right config with different heads.
+    let p1 = problem(
+        &mut rng("cli_bad_state"),
+        (1, 1),
+        (6, 6),
+        (4, 3, 3),
+        1.0,
+        true,
+    );
+    files.write_problem_f32(&p1, "h1");
+    let mut save = files.attend_args("h1", "y.npy", 3);
+    save.extend(["--state-out".into(), files.arg("h1.sata")]);
+    assert_ok(&run(&save));
+    assert_one_line_error(&run(&resume("h1.sata", 3)), "the state is [1, 1, ..]");
+    // f64 inputs against an f32 state.
+    write_npy(&files.path("q64.npy"), &p.q_shape(), &p.q);
+    write_npy(&files.path("k64.npy"), &p.k_shape(), &p.k);
+    write_npy(&files.path("v64.npy"), &p.v_shape(), &p.v);
+    let mut args = files.attend_args("64", "y3.npy", 3);
+    args.extend(["--state-in".into(), files.arg("s.sata")]);
+    assert_one_line_error(&run(&args), "float32 state but the inputs are float64");
+}
+
+#[test]
+fn non_positive_denominators_warn_or_fail_on_request() {
+    let files = Files::new();
+    // P = 2, one key anti-aligned with the query: weight 1 + q·k/c = 1 - 2 < 0.
+    write_npy(&files.path("q.npy"), &[1, 1, 4], &[2.0f32, 0.0, 0.0, 0.0]);
+    write_npy(&files.path("k.npy"), &[1, 1, 4], &[-2.0f32, 0.0, 0.0, 0.0]);
+    write_npy(&files.path("v.npy"), &[1, 1, 2], &[1.0f32, 2.0]);
+    let out = run(&files.attend_args("", "y.npy", 2));
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 of 1 queries had a non-positive denominator"),
+        "{stderr}"
+    );
+    let (_, y, _) = read_npy(&files.path("y.npy"));
+    assert_eq!(y, vec![0.0, 0.0]);
+    let mut strict = files.attend_args("", "y2.npy", 2);
+    strict.extend(["--on-bad-denominator".into(), "error".into()]);
+    assert_one_line_error(&run(&strict), "non-positive");
+    assert!(!files.path("y2.npy").exists());
+}
