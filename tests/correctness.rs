@@ -1,11 +1,13 @@
-//! The runtime against the exact float64 reference: causal, non-causal, cross, decode and
-//! continuation, over configurations covering P = 1..6 and d_k != d_v, in f32 and f64.
+//! Every backend against the exact float64 reference: causal, non-causal, cross, decode and
+//! continuation. One suite, instantiated for the generic path (f32 and f64, configurations
+//! covering P = 1..6 and d_k != d_v) and for every registry kernel on every instruction set
+//! this CPU supports (which are also compared with the generic path).
 
 mod common;
 
 use common::{Problem, problem, reference, rel_err, rng};
 use rand::RngExt;
-use sata::{Attention, Element, TensorRef};
+use sata::{Attention, BackendKind, BackendRequest, Element, Isa, KernelConfig, TensorRef};
 
 /// (d_k, d_v, P): every P from 1 to 6, square and non-square heads, d_k = 1 included.
 const CONFIGS: &[(usize, usize, usize)] = &[
@@ -23,6 +25,50 @@ const CONFIGS: &[(usize, usize, usize)] = &[
     (2, 6, 6),
     (1, 4, 6),
 ];
+
+/// How a suite builds its attention for a configuration.
+#[derive(Clone, Copy, Debug)]
+enum Path {
+    Generic,
+    Specialized(Isa),
+}
+
+impl Path {
+    fn attention<T: Element>(self, config: KernelConfig) -> Attention<T> {
+        match self {
+            Path::Generic => {
+                Attention::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric))
+                    .unwrap()
+            }
+            Path::Specialized(isa) => {
+                let a = Attention::with_backend(config, BackendRequest::Kind(BackendKind::Cpu))
+                    .unwrap()
+                    .with_isa(isa)
+                    .unwrap();
+                assert!(a.kernel().is_some(), "no registry kernel for {config}");
+                a
+            }
+        }
+    }
+
+    fn configs(self) -> Vec<(usize, usize, usize)> {
+        match self {
+            Path::Generic => CONFIGS.to_vec(),
+            Path::Specialized(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
+        }
+    }
+
+    /// False (and says so) when this CPU cannot run the path.
+    fn available(self) -> bool {
+        match self {
+            Path::Specialized(isa) if !isa.is_supported() => {
+                eprintln!("skipped: this CPU does not support {isa}");
+                false
+            }
+            _ => true,
+        }
+    }
+}
 
 /// Tolerance on `||y - y_ref|| / ||y_ref||`.
 fn tolerance<T: Element>() -> f64 {
@@ -72,12 +118,12 @@ fn check<T: Element>(what: &str, p: &Problem, got: &[T], want: &[f64]) {
     );
 }
 
-fn causal_prefill<T: Element>() {
+fn causal_prefill<T: Element>(path: Path) {
     let mut rng = rng("causal_prefill");
-    for &(dk, dv, terms) in CONFIGS {
+    for (dk, dv, terms) in path.configs() {
         let p = problem(&mut rng, (2, 3), (40, 40), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = Attention::<T>::new(p.config()).unwrap();
+        let attention = path.attention::<T>(p.config());
         let mut state = attention.new_state(2, 3).unwrap();
         let y = attention
             .prefill(
@@ -92,17 +138,38 @@ fn causal_prefill<T: Element>() {
         assert_eq!(y.stats.queries, 2 * 3 * 40);
         assert_eq!(state.tokens(), 40);
         check("causal prefill", &p, &y.output.data, &reference(&p, true));
+        if let Path::Specialized(_) = path {
+            // The specialized kernel and the generic path agree with each other too.
+            let generic = Path::Generic.attention::<T>(p.config());
+            let mut s = generic.new_state(2, 3).unwrap();
+            let g = generic
+                .prefill(
+                    &mut s,
+                    TensorRef::query(&q, p.q_shape()).unwrap(),
+                    TensorRef::key(&k, p.k_shape()).unwrap(),
+                    TensorRef::value(&v, p.v_shape()).unwrap(),
+                )
+                .unwrap();
+            check(
+                "specialized vs generic",
+                &p,
+                &y.output.data,
+                &widen(&g.output.data),
+            );
+            let state_err = rel_err(&widen(state.as_slice()), &widen(s.as_slice()));
+            assert!(state_err < 1e-6, "states differ by {state_err:e}");
+        }
     }
 }
 
 /// Cross attention: more or fewer queries than keys, every query sees every key.
-fn non_causal<T: Element>() {
+fn non_causal<T: Element>(path: Path) {
     let mut rng = rng("non_causal");
-    for (i, &(dk, dv, terms)) in CONFIGS.iter().enumerate() {
+    for (i, (dk, dv, terms)) in path.configs().into_iter().enumerate() {
         let n_q = [1, 7, 33][i % 3];
         let p = problem(&mut rng, (3, 2), (n_q, 25), (dk, dv, terms), 1.0, false);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = Attention::<T>::new(p.config()).unwrap();
+        let attention = path.attention::<T>(p.config());
         let y = attention
             .attend(
                 TensorRef::query(&q, p.q_shape()).unwrap(),
@@ -145,13 +212,13 @@ fn tokens<T: Copy>(
 
 /// Prefill in random chunks, each continuing from the state the previous one left, then
 /// decode steps: the concatenated outputs equal the one-shot causal reference.
-fn causal_continuation<T: Element>() {
+fn causal_continuation<T: Element>(path: Path) {
     let mut rng = rng("causal_continuation");
-    for &(dk, dv, terms) in CONFIGS {
+    for (dk, dv, terms) in path.configs() {
         let n = 30;
         let p = problem(&mut rng, (1, 2), (n, n), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = Attention::<T>::new(p.config()).unwrap();
+        let attention = path.attention::<T>(p.config());
         let mut state = attention.new_state(1, 2).unwrap();
         let lanes = 2;
         let mut per_lane = vec![Vec::new(); lanes];
@@ -186,13 +253,13 @@ fn causal_continuation<T: Element>() {
 }
 
 /// Non-causal continuation: keys absorbed in random chunks, then queried.
-fn non_causal_continuation<T: Element>() {
+fn non_causal_continuation<T: Element>(path: Path) {
     let mut rng = rng("non_causal_continuation");
-    for &(dk, dv, terms) in CONFIGS {
+    for (dk, dv, terms) in path.configs() {
         let (n_q, n_k) = (9, 31);
         let p = problem(&mut rng, (2, 1), (n_q, n_k), (dk, dv, terms), 1.0, false);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = Attention::<T>::new(p.config()).unwrap();
+        let attention = path.attention::<T>(p.config());
         let mut state = attention.new_state(2, 1).unwrap();
         for r in random_splits(&mut rng, n_k) {
             let (kc, vc) = (tokens(&k, 2, n_k, dk, &r), tokens(&v, 2, n_k, dv, &r));
@@ -218,13 +285,13 @@ fn non_causal_continuation<T: Element>() {
 
 /// Causal attention whose queries arrive after a context already in the state: `prefill`
 /// on top of `absorb` equals the reference in which the queries are the last tokens.
-fn causal_after_context<T: Element>() {
+fn causal_after_context<T: Element>(path: Path) {
     let mut rng = rng("causal_after_context");
-    for &(dk, dv, terms) in CONFIGS {
+    for (dk, dv, terms) in path.configs() {
         let (n_q, n_k) = (6, 20);
         let p = problem(&mut rng, (1, 3), (n_q, n_k), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = Attention::<T>::new(p.config()).unwrap();
+        let attention = path.attention::<T>(p.config());
         let mut state = attention.new_state(1, 3).unwrap();
         let context = 0..n_k - n_q;
         let last = n_k - n_q..n_k;
@@ -257,21 +324,47 @@ fn causal_after_context<T: Element>() {
     }
 }
 
-macro_rules! for_each_dtype {
-    ($($name:ident),* $(,)?) => {
-        mod f32_suite {
-            $(#[test] fn $name() { super::$name::<f32>() })*
-        }
-        mod f64_suite {
-            $(#[test] fn $name() { super::$name::<f64>() })*
+/// Instantiates every test above for one backend.
+macro_rules! suite {
+    ($module:ident, $t:ty, $path:expr) => {
+        mod $module {
+            use super::*;
+            #[test]
+            fn causal_prefill() {
+                if $path.available() {
+                    super::causal_prefill::<$t>($path)
+                }
+            }
+            #[test]
+            fn non_causal() {
+                if $path.available() {
+                    super::non_causal::<$t>($path)
+                }
+            }
+            #[test]
+            fn causal_continuation() {
+                if $path.available() {
+                    super::causal_continuation::<$t>($path)
+                }
+            }
+            #[test]
+            fn non_causal_continuation() {
+                if $path.available() {
+                    super::non_causal_continuation::<$t>($path)
+                }
+            }
+            #[test]
+            fn causal_after_context() {
+                if $path.available() {
+                    super::causal_after_context::<$t>($path)
+                }
+            }
         }
     };
 }
 
-for_each_dtype!(
-    causal_prefill,
-    non_causal,
-    causal_continuation,
-    non_causal_continuation,
-    causal_after_context,
-);
+suite!(generic_f32, f32, Path::Generic);
+suite!(generic_f64, f64, Path::Generic);
+suite!(specialized_portable, f32, Path::Specialized(Isa::Portable));
+suite!(specialized_avx2, f32, Path::Specialized(Isa::Avx2));
+suite!(specialized_avx512, f32, Path::Specialized(Isa::Avx512));

@@ -5,7 +5,10 @@
 //! - [`KernelConfig`]: a validated `(d_k, d_v, P, scale)`;
 //! - [`Basis`]: the symmetric monomial basis in lexicographic order, multiplicities `C_p`,
 //!   query weights `alpha_p C_p` and the prefix tree (parent and extra coordinate per feature);
-//! - [`CostModel`]: state size, FLOPs per token and the KV-cache break-even context.
+//! - [`CostModel`]: state size, FLOPs per token and the KV-cache break-even context;
+//! - [`KernelPlan`]: the target-independent kernel plan (feature program, weights, sizes);
+//! - [`render`]: plans to source through the tera templates in `templates/`;
+//! - [`Builder`]: the `build.rs` API; [`registry`]: the precompiled configurations.
 //!
 //! ```
 //! use sata_codegen::{Basis, KernelConfig};
@@ -18,13 +21,22 @@
 //! ```
 
 mod basis;
+mod builder;
 mod combinatorics;
 mod config;
 mod cost;
+mod plan;
+pub mod registry;
+pub mod render;
 
 pub use basis::{Basis, OrderSpan};
+pub use builder::{BuildError, Builder};
 pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
 pub use cost::CostModel;
+pub use plan::{
+    FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, KernelPlan, OrderPlan, Unroll,
+};
+pub use render::{RenderError, Target};
 
 /// Version of the generator, recorded in checkpoints and (later) in generated-code headers.
 pub const GENERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

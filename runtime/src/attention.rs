@@ -2,10 +2,12 @@
 
 use sata_codegen::KernelConfig;
 
-use crate::backend::{self, BackendRequest, Selection};
+use crate::backend::{self, BackendKind, BackendRequest, Selection};
 use crate::cpu_generic::{Answer, FeatureProgram};
 use crate::element::Element;
 use crate::error::{QueryIndex, SataError};
+use crate::kernel::SpecializedKernel;
+use crate::simd::Isa;
 use crate::state::State;
 use crate::stats::{CallStats, DenominatorPolicy};
 use crate::tensor::{Role, Shape, Tensor, TensorRef};
@@ -52,12 +54,32 @@ pub struct Attended<T> {
 /// assert_eq!(state.tokens(), 2);
 /// # Ok::<(), sata_runtime::SataError>(())
 /// ```
-#[derive(Debug)]
 pub struct Attention<T: Element> {
     config: KernelConfig,
     selection: Selection,
     policy: DenominatorPolicy,
     program: FeatureProgram<T>,
+    /// The specialized kernel and instruction set, when the CPU backend runs one (f32 only).
+    specialized: Option<(&'static dyn SpecializedKernel, Isa)>,
+}
+
+impl<T: Element> std::fmt::Debug for Attention<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attention")
+            .field("config", &self.config)
+            .field("path", &self.describe_path())
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+/// Casts a slice of `T` to f32 on the specialized path, which only exists for `T = f32`.
+fn f32s<T: Element>(x: &[T]) -> &[f32] {
+    T::as_f32(x).expect("the specialized path is only chosen for f32")
+}
+
+fn f32s_mut<T: Element>(x: &mut [T]) -> &mut [f32] {
+    T::as_f32_mut(x).expect("the specialized path is only chosen for f32")
 }
 
 impl<T: Element> Attention<T> {
@@ -68,13 +90,69 @@ impl<T: Element> Attention<T> {
 
     /// Attention on the requested backend; fails if that backend cannot run here.
     pub fn with_backend(config: KernelConfig, request: BackendRequest) -> Result<Self, SataError> {
-        let selection = backend::select(request, &config)?;
+        let (selection, kernel) = backend::resolve(request, &config, T::DTYPE)?;
         Ok(Self {
             config,
             selection,
             policy: DenominatorPolicy::default(),
             program: FeatureProgram::new(&config),
+            specialized: kernel.map(|k| (k, Isa::detect())),
         })
+    }
+
+    /// Runs the given specialized kernel (e.g. one made by `#[sata::kernel]`) on the widest
+    /// instruction set this CPU supports. Fails for `f64`: specialized kernels are f32.
+    pub fn with_kernel(kernel: &'static dyn SpecializedKernel) -> Result<Self, SataError> {
+        let config = kernel.descriptor().config()?;
+        if T::DTYPE != crate::DType::F32 {
+            return Err(SataError::Backend(backend::BackendUnavailable {
+                backend: BackendKind::Cpu,
+                reason: format!("specialized kernels compute in float32, not {}", T::DTYPE),
+            }));
+        }
+        Ok(Self {
+            config,
+            selection: Selection {
+                backend: BackendKind::Cpu,
+                fallback: None,
+            },
+            policy: DenominatorPolicy::default(),
+            program: FeatureProgram::new(&config),
+            specialized: Some((kernel, Isa::detect())),
+        })
+    }
+
+    /// Runs the specialized kernel with a given instruction set (for comparisons and tests);
+    /// fails if this CPU does not support it. No effect on the generic path.
+    pub fn with_isa(mut self, isa: Isa) -> Result<Self, SataError> {
+        if !isa.is_supported() {
+            return Err(SataError::Backend(backend::BackendUnavailable {
+                backend: BackendKind::Cpu,
+                reason: format!("this CPU does not support {isa}"),
+            }));
+        }
+        if let Some((_, current)) = &mut self.specialized {
+            *current = isa;
+        }
+        Ok(self)
+    }
+
+    /// The specialized kernel in use, if any.
+    pub fn kernel(&self) -> Option<&'static crate::KernelDescriptor> {
+        self.specialized.map(|(k, _)| k.descriptor())
+    }
+
+    /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx512f)` or
+    /// `cpu-generic`.
+    pub fn describe_path(&self) -> String {
+        match self.specialized {
+            Some((k, isa)) => format!(
+                "{} (kernel {}, {isa})",
+                self.selection.backend,
+                k.descriptor().name
+            ),
+            None => self.selection.backend.to_string(),
+        }
     }
 
     /// Sets what happens to queries with a non-positive denominator.
@@ -138,16 +216,27 @@ impl<T: Element> Attention<T> {
         self.transaction(state, |this, state| {
             let mut stats = CallStats::default();
             let mut scratch = this.program.scratch();
+            let mut kernel_scratch = this.kernel_scratch();
             let heads = state.heads();
             let (nq, dv) = (q.shape().tokens, this.config.d_v());
             for (lane, lane_state) in state.lanes_mut().enumerate() {
-                this.program.causal(
-                    &mut scratch,
-                    lane_state,
-                    (q.lane(lane), k.lane(lane), v.lane(lane)),
-                    &mut out[lane * nq * dv..(lane + 1) * nq * dv],
-                    |t, a| record(&mut stats, lane, heads, t, a),
-                );
+                let out = &mut out[lane * nq * dv..(lane + 1) * nq * dv];
+                let (ql, kl, vl) = (q.lane(lane), k.lane(lane), v.lane(lane));
+                let mut answered = |t, a| record(&mut stats, lane, heads, t, a);
+                match this.specialized {
+                    Some((kernel, isa)) => kernel.causal(
+                        isa,
+                        &mut kernel_scratch,
+                        f32s_mut(lane_state),
+                        (f32s(ql), f32s(kl), f32s(vl)),
+                        f32s_mut(out),
+                        &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
+                    ),
+                    None => {
+                        this.program
+                            .causal(&mut scratch, lane_state, (ql, kl, vl), out, answered)
+                    }
+                }
             }
             state.advance(k.shape().tokens);
             stats
@@ -202,9 +291,19 @@ impl<T: Element> Attention<T> {
         self.check_state(state)?;
         self.check_inputs(state, None, &k, &v)?;
         let mut scratch = self.program.scratch();
+        let mut kernel_scratch = self.kernel_scratch();
         for (lane, lane_state) in state.lanes_mut().enumerate() {
-            self.program
-                .absorb(&mut scratch, lane_state, k.lane(lane), v.lane(lane));
+            let (kl, vl) = (k.lane(lane), v.lane(lane));
+            match self.specialized {
+                Some((kernel, isa)) => kernel.absorb(
+                    isa,
+                    &mut kernel_scratch,
+                    f32s_mut(lane_state),
+                    f32s(kl),
+                    f32s(vl),
+                ),
+                None => self.program.absorb(&mut scratch, lane_state, kl, vl),
+            }
         }
         state.advance(k.shape().tokens);
         // Absorb answers no query that would reveal an overflow, so look at the state itself.
@@ -234,15 +333,26 @@ impl<T: Element> Attention<T> {
         self.check_output(&q, out)?;
         let mut stats = CallStats::default();
         let mut scratch = self.program.scratch();
+        let mut kernel_scratch = self.kernel_scratch();
         let (nq, dv) = (q.shape().tokens, self.config.d_v());
+        let heads = state.heads();
         for (lane, lane_state) in state.lanes().enumerate() {
-            self.program.read(
-                &mut scratch,
-                lane_state,
-                q.lane(lane),
-                &mut out[lane * nq * dv..(lane + 1) * nq * dv],
-                |t, a| record(&mut stats, lane, state.heads(), t, a),
-            );
+            let out = &mut out[lane * nq * dv..(lane + 1) * nq * dv];
+            let ql = q.lane(lane);
+            let mut answered = |t, a| record(&mut stats, lane, heads, t, a);
+            match self.specialized {
+                Some((kernel, isa)) => kernel.read(
+                    isa,
+                    &mut kernel_scratch,
+                    f32s(lane_state),
+                    f32s(ql),
+                    f32s_mut(out),
+                    &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
+                ),
+                None => self
+                    .program
+                    .read(&mut scratch, lane_state, ql, out, answered),
+            }
         }
         self.enforce_policy(&stats)?;
         Ok(stats)
@@ -259,6 +369,14 @@ impl<T: Element> Attention<T> {
         let mut state = self.new_state(k.shape().batch, k.shape().heads)?;
         self.absorb(&mut state, k, v)?;
         self.query(&state, q)
+    }
+
+    /// Feature buffers of the specialized kernel (`2 m` words); empty on the generic path.
+    fn kernel_scratch(&self) -> Vec<f32> {
+        match self.specialized {
+            Some(_) => vec![0.0; 2 * self.config.features()],
+            None => Vec::new(),
+        }
     }
 
     fn attended(&self, q: Shape, data: Vec<T>, stats: CallStats) -> Attended<T> {

@@ -8,6 +8,9 @@ use std::str::FromStr;
 
 use sata_codegen::KernelConfig;
 
+use crate::element::DType;
+use crate::kernel::{self, SpecializedKernel};
+
 /// A backend the runtime knows by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BackendKind {
@@ -87,22 +90,52 @@ pub struct BackendUnavailable {
     pub reason: String,
 }
 
-/// Picks the backend for `config`.
+/// Picks the backend for `config` computed in `dtype`.
 pub fn select(
     request: BackendRequest,
     config: &KernelConfig,
+    dtype: DType,
 ) -> Result<Selection, BackendUnavailable> {
-    let no_specialized =
-        || format!("no specialized CPU kernel for {config} in this build; using cpu-generic");
+    resolve(request, config, dtype).map(|(selection, _)| selection)
+}
+
+/// [`select`], also returning the specialized kernel when the CPU backend was chosen.
+pub(crate) fn resolve(
+    request: BackendRequest,
+    config: &KernelConfig,
+    dtype: DType,
+) -> Result<(Selection, Option<&'static dyn SpecializedKernel>), BackendUnavailable> {
+    let generic = |fallback: Option<String>| {
+        Ok((
+            Selection {
+                backend: BackendKind::CpuGeneric,
+                fallback,
+            },
+            None,
+        ))
+    };
     match request {
-        BackendRequest::Kind(BackendKind::CpuGeneric) => Ok(Selection {
-            backend: BackendKind::CpuGeneric,
-            fallback: None,
-        }),
-        BackendRequest::Auto | BackendRequest::Kind(BackendKind::Cpu) => Ok(Selection {
-            backend: BackendKind::CpuGeneric,
-            fallback: Some(no_specialized()),
-        }),
+        BackendRequest::Kind(BackendKind::CpuGeneric) => generic(None),
+        BackendRequest::Auto | BackendRequest::Kind(BackendKind::Cpu) => {
+            if dtype != DType::F32 {
+                return generic(Some(format!(
+                    "specialized CPU kernels compute in float32; {dtype} runs on cpu-generic"
+                )));
+            }
+            match kernel::lookup(config) {
+                Some(found) => Ok((
+                    Selection {
+                        backend: BackendKind::Cpu,
+                        fallback: None,
+                    },
+                    Some(found),
+                )),
+                None => generic(Some(format!(
+                    "no specialized CPU kernel for {config} in this build (register one made by \
+                     #[sata::kernel] or a build script); using cpu-generic"
+                ))),
+            }
+        }
         BackendRequest::Kind(backend @ (BackendKind::Wgpu | BackendKind::Cuda)) => {
             Err(BackendUnavailable {
                 backend,
@@ -127,14 +160,31 @@ mod tests {
     }
 
     #[test]
-    fn cpu_reports_its_fallback_and_gpu_backends_are_unavailable() {
-        let config = KernelConfig::new(8, 8, 3).unwrap();
-        let cpu = select(BackendRequest::Kind(BackendKind::Cpu), &config).unwrap();
-        assert_eq!(cpu.backend, BackendKind::CpuGeneric);
-        assert!(cpu.fallback.unwrap().contains("d_k=8, d_v=8, P=3"));
-        let generic = select(BackendRequest::Kind(BackendKind::CpuGeneric), &config).unwrap();
-        assert_eq!(generic.fallback, None);
-        assert!(select(BackendRequest::Kind(BackendKind::Wgpu), &config).is_err());
-        assert!(select(BackendRequest::Kind(BackendKind::Cuda), &config).is_err());
+    fn cpu_picks_registry_kernels_and_reports_every_fallback() {
+        let cpu = BackendRequest::Kind(BackendKind::Cpu);
+        let registered = KernelConfig::new(8, 8, 3).unwrap();
+        let chosen = select(cpu, &registered, DType::F32).unwrap();
+        assert_eq!(chosen.backend, BackendKind::Cpu);
+        assert_eq!(chosen.fallback, None);
+        // Not in the registry (d_k != d_v), non-default scale, and f64 all fall back visibly.
+        let odd = KernelConfig::new(8, 5, 3).unwrap();
+        let scaled = registered.with_scale(2.0).unwrap();
+        for (config, dtype) in [
+            (odd, DType::F32),
+            (scaled, DType::F32),
+            (registered, DType::F64),
+        ] {
+            let s = select(cpu, &config, dtype).unwrap();
+            assert_eq!(s.backend, BackendKind::CpuGeneric);
+            assert!(s.fallback.is_some());
+        }
+        let generic = BackendRequest::Kind(BackendKind::CpuGeneric);
+        assert_eq!(
+            select(generic, &registered, DType::F32).unwrap().fallback,
+            None
+        );
+        for gpu in [BackendKind::Wgpu, BackendKind::Cuda] {
+            assert!(select(BackendRequest::Kind(gpu), &registered, DType::F32).is_err());
+        }
     }
 }

@@ -5,6 +5,8 @@
 //! - [`State`]: `S_p` and `Z_p` for every (batch, head), saved and loaded through
 //!   [`checkpoint`];
 //! - [`backend`]: backend names and the visible selection of the path that runs;
+//! - [`kernel`]: specialized (generated) CPU kernels, their registry and drivers; [`simd`]: the
+//!   explicit-SIMD state sweeps they use, chosen at run time;
 //! - every entry point returns [`SataError`] on bad input instead of panicking.
 //!
 //! Tensors are `[batch, heads, tokens, dim]` row-major slices wrapped in [`TensorRef`].
@@ -15,6 +17,8 @@ pub mod checkpoint;
 mod cpu_generic;
 mod element;
 mod error;
+pub mod kernel;
+pub mod simd;
 mod state;
 mod stats;
 mod tensor;
@@ -23,7 +27,9 @@ pub use attention::{Attended, Attention};
 pub use backend::{BackendKind, BackendRequest, BackendUnavailable, Selection};
 pub use element::{DType, Element};
 pub use error::{QueryIndex, SataError};
+pub use kernel::{KernelDescriptor, SpecializedKernel};
 pub use sata_codegen::{ConfigError, KernelConfig};
+pub use simd::Isa;
 pub use state::State;
 pub use stats::{CallStats, DenominatorPolicy};
 pub use tensor::{Role, Shape, Tensor, TensorRef};

@@ -1,0 +1,80 @@
+//! Renderers: a [`KernelPlan`] to source text through the tera templates in `templates/`.
+//!
+//! One module per target. Templates are compiled into the generator (so build scripts and the
+//! proc-macro need no files at run time); every render error names the configuration, the
+//! target and the template.
+
+mod rust;
+
+pub(crate) use rust::render_rust_registry as rust_registry;
+pub use rust::{RustOptions, module_name, render_rust, render_rust_module};
+
+use crate::plan::KernelPlan;
+
+/// A code-generation target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Rust with the runtime's explicit-SIMD sweeps (x86-64 AVX2/AVX-512, portable fallback).
+    Rust,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Rust => "rust",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why rendering failed.
+#[derive(Debug, thiserror::Error)]
+#[error("rendering {target} kernel {kernel} with template {template}: {message}")]
+pub struct RenderError {
+    pub kernel: String,
+    pub target: Target,
+    pub template: &'static str,
+    pub message: String,
+}
+
+impl RenderError {
+    pub(crate) fn new(
+        plan: &KernelPlan,
+        target: Target,
+        template: &'static str,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        Self {
+            kernel: plan.name.clone(),
+            target,
+            template,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Renders one template of `target` with `context`, mapping errors (and their causes, which
+/// tera keeps in the source chain) into a [`RenderError`].
+pub(crate) fn render_template(
+    plan: &KernelPlan,
+    target: Target,
+    name: &'static str,
+    source: &str,
+    context: &tera::Context,
+) -> Result<String, RenderError> {
+    tera::Tera::one_off(source, context, false).map_err(|e| {
+        let mut message = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(": ");
+            message.push_str(&c.to_string());
+            cause = c.source();
+        }
+        RenderError::new(plan, target, name, message)
+    })
+}

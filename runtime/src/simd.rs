@@ -1,0 +1,461 @@
+//! The state sweeps of specialized kernels, in explicit SIMD with run-time CPU detection.
+//!
+//! This module is the only place in the workspace with `unsafe` code and intrinsics. A sweep
+//! walks the `m` rows of one lane's state (`ROW = d_v + 1` words each, `[S | Z]`) and, per row
+//! `j`, updates it with `phi_k[j] * [v, 1]` and/or accumulates `phi_q[j] * row` into `acc`.
+//! `ROW` is a compile-time constant of the generated kernel, so every loop over a row has a
+//! constant trip count and its vectors stay in registers.
+//!
+//! Every public function is safe: the [`Isa`] it is given is re-checked against what the CPU
+//! supports ([`Isa::resolve`]) before any `#[target_feature]` function is called.
+
+/// Instruction sets the sweeps are written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Isa {
+    /// Plain Rust loops (auto-vectorised for the build's baseline target). Runs everywhere.
+    Portable,
+    /// x86-64 AVX2 + FMA, 8 lanes.
+    Avx2,
+    /// x86-64 AVX-512F, 16 lanes, masked row tails.
+    Avx512,
+}
+
+/// Rows longer than this many words use the portable sweep: the vector sweeps keep one
+/// accumulator register per 8 or 16 words of a row, for two rows at a time.
+pub const MAX_VECTOR_ROW: usize = 129;
+
+impl Isa {
+    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2+fma",
+            Isa::Avx512 => "avx512f",
+        }
+    }
+
+    /// Whether this CPU can run `self` (detection is cached by the standard library).
+    pub fn is_supported(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The widest supported instruction set.
+    pub fn detect() -> Isa {
+        [Isa::Avx512, Isa::Avx2]
+            .into_iter()
+            .find(|isa| isa.is_supported())
+            .unwrap_or(Isa::Portable)
+    }
+
+    /// `self` if this CPU supports it and the row fits the vector code, else `Portable`.
+    fn resolve(self, row: usize) -> Isa {
+        if row <= MAX_VECTOR_ROW && self.is_supported() {
+            self
+        } else {
+            Isa::Portable
+        }
+    }
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which halves of the sweep to run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `row += phi_k[j] * v_ext`, then `acc += phi_q[j] * row` (causal: the token sees itself).
+    UpdateRead,
+    /// `row += phi_k[j] * v_ext`.
+    Update,
+    /// `acc += phi_q[j] * row`.
+    Read,
+}
+
+fn check_lengths<const ROW: usize>(state: usize, features: usize) {
+    // Callers are the kernel drivers, which size everything from the same constants; a
+    // mismatch is a bug in this crate, and the check keeps the pointer arithmetic below in
+    // bounds regardless.
+    assert_eq!(state, features * ROW, "state must hold m rows of ROW words");
+}
+
+/// Causal sweep: update each row with `(phi_k, v_ext)`, then read it with `phi_q` into `acc`.
+pub fn update_read<const ROW: usize>(
+    isa: Isa,
+    state: &mut [f32],
+    phi_k: &[f32],
+    phi_q: &[f32],
+    v_ext: &[f32; ROW],
+    acc: &mut [f32; ROW],
+) {
+    check_lengths::<ROW>(state.len(), phi_k.len());
+    assert_eq!(phi_q.len(), phi_k.len());
+    sweep::<ROW>(isa, Op::UpdateRead, state, phi_k, phi_q, v_ext, acc);
+}
+
+/// Update-only sweep (absorbing keys for non-causal attention).
+pub fn update<const ROW: usize>(isa: Isa, state: &mut [f32], phi_k: &[f32], v_ext: &[f32; ROW]) {
+    check_lengths::<ROW>(state.len(), phi_k.len());
+    let mut unused = [0.0; ROW];
+    sweep::<ROW>(isa, Op::Update, state, phi_k, phi_k, v_ext, &mut unused);
+}
+
+/// Read-only sweep (answering a query from a fixed state).
+pub fn read<const ROW: usize>(isa: Isa, state: &[f32], phi_q: &[f32], acc: &mut [f32; ROW]) {
+    check_lengths::<ROW>(state.len(), phi_q.len());
+    // The vector sweeps take a mutable pointer; for `Op::Read` they only read through it, and
+    // never read `v_ext`.
+    let unused_v = [0.0; ROW];
+    match isa.resolve(ROW) {
+        Isa::Portable => read_portable::<ROW>(state, phi_q, acc),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `resolve` returned Avx512 only because the CPU reports avx512f and
+            // ROW <= MAX_VECTOR_ROW; `state` holds `phi_q.len()` rows of ROW words (checked
+            // above), which is every address the sweep reads. `Op::Read` never writes through
+            // the pointer, so casting away `const` is sound.
+            unsafe {
+                x86::sweep_avx512::<ROW>(
+                    Op::Read,
+                    state.as_ptr() as *mut f32,
+                    phi_q,
+                    phi_q,
+                    &unused_v,
+                    acc,
+                )
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: as above, with avx2 and fma detected.
+            unsafe {
+                x86::sweep_avx2::<ROW>(
+                    Op::Read,
+                    state.as_ptr() as *mut f32,
+                    phi_q,
+                    phi_q,
+                    &unused_v,
+                    acc,
+                )
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => read_portable::<ROW>(state, phi_q, acc),
+    }
+}
+
+fn sweep<const ROW: usize>(
+    isa: Isa,
+    op: Op,
+    state: &mut [f32],
+    phi_k: &[f32],
+    phi_q: &[f32],
+    v_ext: &[f32; ROW],
+    acc: &mut [f32; ROW],
+) {
+    match isa.resolve(ROW) {
+        Isa::Portable => sweep_portable::<ROW>(op, state, phi_k, phi_q, v_ext, acc),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => {
+            // SAFETY: `resolve` returned Avx512 only because the CPU reports avx512f and
+            // ROW <= MAX_VECTOR_ROW; `state` is an exclusive borrow of `phi_k.len()` rows of
+            // ROW words (checked by the public callers), which bounds every access.
+            unsafe { x86::sweep_avx512::<ROW>(op, state.as_mut_ptr(), phi_k, phi_q, v_ext, acc) }
+        }
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => {
+            // SAFETY: as above, with avx2 and fma detected.
+            unsafe { x86::sweep_avx2::<ROW>(op, state.as_mut_ptr(), phi_k, phi_q, v_ext, acc) }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => sweep_portable::<ROW>(op, state, phi_k, phi_q, v_ext, acc),
+    }
+}
+
+fn sweep_portable<const ROW: usize>(
+    op: Op,
+    state: &mut [f32],
+    phi_k: &[f32],
+    phi_q: &[f32],
+    v_ext: &[f32; ROW],
+    acc: &mut [f32; ROW],
+) {
+    for ((row, &a), &b) in state.chunks_exact_mut(ROW).zip(phi_k).zip(phi_q) {
+        let row: &mut [f32; ROW] = row.try_into().expect("chunks_exact yields ROW words");
+        if op != Op::Read {
+            for c in 0..ROW {
+                row[c] += a * v_ext[c];
+            }
+        }
+        if op != Op::Update {
+            for c in 0..ROW {
+                acc[c] += b * row[c];
+            }
+        }
+    }
+}
+
+fn read_portable<const ROW: usize>(state: &[f32], phi_q: &[f32], acc: &mut [f32; ROW]) {
+    for (row, &b) in state.chunks_exact(ROW).zip(phi_q) {
+        for c in 0..ROW {
+            acc[c] += b * row[c];
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The vector sweeps. Each processes two rows per iteration with two sets of accumulators,
+    //! so consecutive rows' reads do not wait on each other's fused multiply-add latency.
+
+    use std::arch::x86_64::*;
+
+    use super::Op;
+
+    /// Mask of the first `n` lanes of 16.
+    fn mask16(n: usize) -> __mmask16 {
+        ((1u32 << n) - 1) as __mmask16
+    }
+
+    /// # Safety
+    /// The CPU must support avx512f; `state` must point to `phi_k.len()` rows of `ROW` words,
+    /// writable unless `op` is `Op::Read`; `phi_q.len() == phi_k.len()`; `ROW <= 129`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sweep_avx512<const ROW: usize>(
+        op: Op,
+        state: *mut f32,
+        phi_k: &[f32],
+        phi_q: &[f32],
+        v_ext: &[f32; ROW],
+        acc: &mut [f32; ROW],
+    ) {
+        const MAXV: usize = 9; // ceil(129 / 16)
+        let full = ROW / 16;
+        let tail = ROW % 16;
+        let nv = full + (tail > 0) as usize;
+        let tail_mask = mask16(tail);
+        // SAFETY (whole body): loads and stores touch `state[j * ROW + c]` for j < m and
+        // c < ROW only (full vectors below `full * 16`, masked lanes below `ROW`), `v_ext` and
+        // `acc` likewise below ROW; the caller guarantees those are valid.
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            let mut vv = [zero; MAXV];
+            for (c, v) in vv.iter_mut().enumerate().take(nv) {
+                *v = if c < full {
+                    _mm512_loadu_ps(v_ext.as_ptr().add(c * 16))
+                } else {
+                    _mm512_maskz_loadu_ps(tail_mask, v_ext.as_ptr().add(c * 16))
+                };
+            }
+            let mut acc0 = [zero; MAXV];
+            let mut acc1 = [zero; MAXV];
+            let row_step = |row: *mut f32, a: f32, b: f32, accs: &mut [__m512; MAXV]| {
+                let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+                for c in 0..nv {
+                    let p = row.add(c * 16);
+                    let mask = if c < full { 0xffff } else { tail_mask };
+                    let mut x = _mm512_maskz_loadu_ps(mask, p);
+                    if op != Op::Read {
+                        x = _mm512_fmadd_ps(a, vv[c], x);
+                        _mm512_mask_storeu_ps(p, mask, x);
+                    }
+                    if op != Op::Update {
+                        accs[c] = _mm512_fmadd_ps(b, x, accs[c]);
+                    }
+                }
+            };
+            let m = phi_k.len();
+            let mut j = 0;
+            while j + 1 < m {
+                row_step(state.add(j * ROW), phi_k[j], phi_q[j], &mut acc0);
+                row_step(
+                    state.add((j + 1) * ROW),
+                    phi_k[j + 1],
+                    phi_q[j + 1],
+                    &mut acc1,
+                );
+                j += 2;
+            }
+            if j < m {
+                row_step(state.add(j * ROW), phi_k[j], phi_q[j], &mut acc0);
+            }
+            if op != Op::Update {
+                for c in 0..nv {
+                    let mask = if c < full { 0xffff } else { tail_mask };
+                    let p = acc.as_mut_ptr().add(c * 16);
+                    let sum = _mm512_add_ps(acc0[c], acc1[c]);
+                    let prev = _mm512_maskz_loadu_ps(mask, p);
+                    _mm512_mask_storeu_ps(p, mask, _mm512_add_ps(prev, sum));
+                }
+            }
+        }
+    }
+
+    /// Lane mask for `_mm256_maskload_ps`: the first `n` of 8 lanes set.
+    #[target_feature(enable = "avx2")]
+    fn mask8(n: usize) -> __m256i {
+        let lanes: [i32; 8] = std::array::from_fn(|i| if i < n { -1 } else { 0 });
+        // SAFETY: an unaligned load of eight i32 from a local array.
+        unsafe { _mm256_loadu_si256(lanes.as_ptr().cast()) }
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma; otherwise as [`sweep_avx512`].
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn sweep_avx2<const ROW: usize>(
+        op: Op,
+        state: *mut f32,
+        phi_k: &[f32],
+        phi_q: &[f32],
+        v_ext: &[f32; ROW],
+        acc: &mut [f32; ROW],
+    ) {
+        const MAXV: usize = 17; // ceil(129 / 8)
+        let full = ROW / 8;
+        let tail = ROW % 8;
+        let nv = full + (tail > 0) as usize;
+        let all = mask8(8);
+        let tail_mask = mask8(tail);
+        // SAFETY (whole body): as in `sweep_avx512`, every access is below ROW words of a row
+        // the caller guarantees, with masked loads and stores for the tail.
+        unsafe {
+            let zero = _mm256_setzero_ps();
+            let mut vv = [zero; MAXV];
+            for (c, v) in vv.iter_mut().enumerate().take(nv) {
+                let mask = if c < full { all } else { tail_mask };
+                *v = _mm256_maskload_ps(v_ext.as_ptr().add(c * 8), mask);
+            }
+            let mut acc0 = [zero; MAXV];
+            let mut acc1 = [zero; MAXV];
+            let row_step = |row: *mut f32, a: f32, b: f32, accs: &mut [__m256; MAXV]| {
+                let (a, b) = (_mm256_set1_ps(a), _mm256_set1_ps(b));
+                for c in 0..nv {
+                    let p = row.add(c * 8);
+                    let mut x = if c < full {
+                        _mm256_loadu_ps(p)
+                    } else {
+                        _mm256_maskload_ps(p, tail_mask)
+                    };
+                    if op != Op::Read {
+                        x = _mm256_fmadd_ps(a, vv[c], x);
+                        if c < full {
+                            _mm256_storeu_ps(p, x);
+                        } else {
+                            _mm256_maskstore_ps(p, tail_mask, x);
+                        }
+                    }
+                    if op != Op::Update {
+                        accs[c] = _mm256_fmadd_ps(b, x, accs[c]);
+                    }
+                }
+            };
+            let m = phi_k.len();
+            let mut j = 0;
+            while j + 1 < m {
+                row_step(state.add(j * ROW), phi_k[j], phi_q[j], &mut acc0);
+                row_step(
+                    state.add((j + 1) * ROW),
+                    phi_k[j + 1],
+                    phi_q[j + 1],
+                    &mut acc1,
+                );
+                j += 2;
+            }
+            if j < m {
+                row_step(state.add(j * ROW), phi_k[j], phi_q[j], &mut acc0);
+            }
+            if op != Op::Update {
+                for c in 0..nv {
+                    let mask = if c < full { all } else { tail_mask };
+                    let p = acc.as_mut_ptr().add(c * 8);
+                    let sum = _mm256_add_ps(acc0[c], acc1[c]);
+                    let prev = _mm256_maskload_ps(p, mask);
+                    _mm256_maskstore_ps(p, mask, _mm256_add_ps(prev, sum));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every supported ISA agrees with the portable sweep, for rows that are whole vectors,
+    /// have tails, or exceed the vector limit.
+    fn agree<const ROW: usize>() {
+        let m = 37;
+        let state0: Vec<f32> = (0..m * ROW)
+            .map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0)
+            .collect();
+        let phi_k: Vec<f32> = (0..m).map(|i| ((i * 31) % 17) as f32 / 8.0 - 1.0).collect();
+        let phi_q: Vec<f32> = (0..m)
+            .map(|i| ((i * 13) % 23) as f32 / 11.0 - 1.0)
+            .collect();
+        let v: [f32; ROW] = std::array::from_fn(|c| (c as f32 * 0.37).sin());
+        let run = |isa: Isa| {
+            let mut s = state0.clone();
+            let mut acc = [0.5f32; ROW];
+            update_read::<ROW>(isa, &mut s, &phi_k, &phi_q, &v, &mut acc);
+            let mut s2 = state0.clone();
+            update::<ROW>(isa, &mut s2, &phi_k, &v);
+            let mut acc2 = [0.25f32; ROW];
+            read::<ROW>(isa, &s2, &phi_q, &mut acc2);
+            (s, acc, s2, acc2)
+        };
+        let reference = run(Isa::Portable);
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            let got = run(isa);
+            let close = |a: &[f32], b: &[f32]| {
+                a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))
+            };
+            assert!(
+                close(&got.0, &reference.0),
+                "{isa} ROW={ROW} update_read state"
+            );
+            assert!(
+                close(&got.1, &reference.1),
+                "{isa} ROW={ROW} update_read acc"
+            );
+            assert!(close(&got.2, &reference.2), "{isa} ROW={ROW} update state");
+            assert!(close(&got.3, &reference.3), "{isa} ROW={ROW} read acc");
+        }
+    }
+
+    #[test]
+    fn vector_sweeps_match_portable() {
+        agree::<1>();
+        agree::<2>();
+        agree::<5>();
+        agree::<8>();
+        agree::<9>();
+        agree::<16>();
+        agree::<17>();
+        agree::<33>();
+        agree::<65>();
+        agree::<129>();
+        agree::<130>();
+    }
+
+    #[test]
+    fn detection_is_consistent() {
+        assert!(Isa::detect().is_supported());
+        assert_eq!(Isa::Portable.resolve(10_000), Isa::Portable);
+    }
+}
