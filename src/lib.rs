@@ -23,4 +23,7 @@
 //! ```
 
 pub use sata_codegen as codegen;
+/// `#[sata::kernel(d_k = .., d_v = .., terms = ..)] pub struct Name;` makes `Name` a
+/// specialized kernel ([`SpecializedKernel`]); run it with [`Attention::with_kernel`].
+pub use sata_macros::kernel;
 pub use sata_runtime::*;

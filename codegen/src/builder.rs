@@ -1,17 +1,18 @@
 //! The build-script API: kernels for a list of configurations, written to `OUT_DIR` and
 //! `include!`d by the crate (in the style of `prost-build`).
 //!
+//! In `build.rs` (with `sata-codegen` as a build-dependency):
+//!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     sata_codegen::Builder::new()
-//!         .config(sata_codegen::KernelConfig::new(16, 16, 4).unwrap())
-//!         .compile()
-//!         .unwrap();
-//! }
-//! // src/lib.rs: include!(concat!(env!("OUT_DIR"), "/sata_kernels.rs"));
-//! // then sata::kernel::register(sata_d16_v16_p4::Kernel) or KERNELS.
+//! sata_codegen::Builder::new()
+//!     .config(sata_codegen::KernelConfig::new(16, 16, 4).unwrap())
+//!     .compile()
+//!     .unwrap();
 //! ```
+//!
+//! Then in the crate: `include!(concat!(env!("OUT_DIR"), "/sata_kernels.rs"));` brings module
+//! `sata_d16_v16_p4` (its `Kernel` implements `sata::SpecializedKernel`) and a `KERNELS` table;
+//! pass one to `sata::Attention::with_kernel` or `sata::kernel::register`.
 
 use std::path::PathBuf;
 

@@ -15,12 +15,20 @@ pub struct RustOptions {
     /// Path of the runtime's `kernel` module as the generated code sees it: `::sata::kernel`
     /// from a user crate (the default), `crate::kernel` inside the runtime itself.
     pub runtime_path: String,
+    /// Name of the generated module (default `sata_<plan name>`).
+    pub module_name: Option<String>,
+    /// The type that implements the kernel trait, as seen from inside the module. `None`
+    /// defines `pub struct Kernel` in the module (build scripts, registry); the proc-macro
+    /// passes `super::UserType`.
+    pub kernel_type: Option<String>,
 }
 
 impl Default for RustOptions {
     fn default() -> Self {
         Self {
             runtime_path: "::sata::kernel".to_string(),
+            module_name: None,
+            kernel_type: None,
         }
     }
 }
@@ -64,7 +72,15 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
     ctx.insert("plan", plan);
     ctx.insert("orders", &orders);
     ctx.insert("full", &full);
-    ctx.insert("module", &module_name(plan));
+    ctx.insert(
+        "module",
+        &options.module_name.clone().unwrap_or_else(|| module_name(plan)),
+    );
+    ctx.insert("own_type", &options.kernel_type.is_none());
+    ctx.insert(
+        "kernel_type",
+        options.kernel_type.as_deref().unwrap_or("Kernel"),
+    );
     ctx.insert("rt", &options.runtime_path);
     ctx.insert("scale_bits", &format!("0x{:016x}", plan.scale.to_bits()));
     ctx.insert("unroll_description", plan.unroll.describe());

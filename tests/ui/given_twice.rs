@@ -1,0 +1,6 @@
+#[sata::kernel(d_k = 4, d_v = 4, terms = 3, d_v = 8)]
+pub struct Attention;
+
+fn main() {
+    let _ = Attention;
+}
