@@ -42,7 +42,11 @@ static KERNELS: &[&dyn SpecializedKernel] = &[
 ];
 
 fn run(attention: &Attention<f32>, p: &Problem, causal: bool) -> Vec<f64> {
-    let (q, k, v) = (common::to_f32(&p.q), common::to_f32(&p.k), common::to_f32(&p.v));
+    let (q, k, v) = (
+        common::to_f32(&p.q),
+        common::to_f32(&p.k),
+        common::to_f32(&p.v),
+    );
     let (q, k, v) = (
         TensorRef::query(&q, p.q_shape()).unwrap(),
         TensorRef::key(&k, p.k_shape()).unwrap(),
@@ -85,9 +89,11 @@ fn macro_kernels_match_the_reference_and_the_generic_path_on_every_isa() {
             ));
             p.scale = d.scale;
             let want = reference(&p, causal);
-            let generic =
-                Attention::<f32>::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric))
-                    .unwrap();
+            let generic = Attention::<f32>::with_backend(
+                config,
+                BackendRequest::Kind(BackendKind::CpuGeneric),
+            )
+            .unwrap();
             let from_generic = run(&generic, &p, causal);
             for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
                 let attention = Attention::<f32>::with_kernel(*kernel)
@@ -110,7 +116,14 @@ fn descriptors_state_the_configuration() {
     assert_eq!((d.d_k, d.d_v, d.terms, d.scale), (3, 4, 3, 1.25));
     assert_eq!(d.features, 10);
     assert_eq!(d.unroll, "full");
-    assert!(d.matches(&KernelConfig::new(3, 4, 3).unwrap().with_scale(1.25).unwrap()));
+    assert!(
+        d.matches(
+            &KernelConfig::new(3, 4, 3)
+                .unwrap()
+                .with_scale(1.25)
+                .unwrap()
+        )
+    );
     assert!(!d.matches(&KernelConfig::new(3, 4, 3).unwrap()));
 }
 

@@ -8,13 +8,22 @@ use crate::config::KernelConfig;
 use crate::cost::CostModel;
 
 /// Largest feature count whose feature program is emitted as straight-line code (one statement
-/// per feature). Larger configurations get one loop per Taylor order over a constant table of
-/// runs. The figure comes from measuring rustc on generated kernels (README, "Unrolling
-/// threshold"): compile time grows linearly with the statement count at about 0.1 ms per
-/// feature in release mode for the
-/// whole kernel, and the straight-line form stops paying once the feature map is a small part
-/// of a decode step (m (d_v + 1) state work against m feature multiplies).
-pub const FULL_UNROLL_MAX_FEATURES: usize = 1024;
+/// per feature); larger configurations get one loop per Taylor order over a constant run table.
+///
+/// Measured 2026-11-23 on the 2-core dev VM (AVX2+FMA), rustc 1.95, `cargo build --release` of
+/// a probe crate holding one kernel, decode of 16 heads (README, "Unrolling threshold"):
+///
+/// | features | config | rustc full / loops | binary full / loops | decode full / loops |
+/// |---|---|---|---|---|
+/// | 969 | d16 P4 | 1.8 s / 1.0 s | +7 KB | 2.86 / 3.03 µs |
+/// | 4,845 | d16 P5 | 9.4 s / 1.1 s | +41 KB | 14.7 / 24.1 µs |
+/// | 6,545 | d32 P4 | 11.2 s / 1.1 s | +60 KB | 53.9 / 65.0 µs |
+/// | 20,349 | d16 P6 | 110 s / 1.8 s | +179 KB | 129 / 185 µs |
+///
+/// Straight-line code is 1.1–1.6x faster at every size, but its compile time grows faster than
+/// linearly (110 s at 20k features against 11 s at 6.5k), so the cut sits above the largest
+/// registry kernel that still compiles in seconds.
+pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
 
 /// How the feature program is emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -161,6 +170,13 @@ impl KernelPlan {
         }
     }
 
+    /// The same plan with the feature program emitted in `unroll` form regardless of size
+    /// (for tests and for comparing the two forms).
+    pub fn with_unroll(mut self, unroll: Unroll) -> Self {
+        self.unroll = unroll;
+        self
+    }
+
     /// The straight-line feature program: one statement per feature of order >= 1, in order.
     pub fn statements(&self) -> Vec<FeatureStatement> {
         self.orders
@@ -211,7 +227,11 @@ mod tests {
             Unroll::Full
         );
         assert_eq!(
-            KernelPlan::new(&KernelConfig::new(16, 16, 5).unwrap()).unroll,
+            KernelPlan::new(&KernelConfig::new(32, 32, 4).unwrap()).unroll,
+            Unroll::Full
+        );
+        assert_eq!(
+            KernelPlan::new(&KernelConfig::new(16, 16, 6).unwrap()).unroll,
             Unroll::PerOrder
         );
         let scaled = KernelConfig::new(4, 4, 2).unwrap().with_scale(1.0).unwrap();

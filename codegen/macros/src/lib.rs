@@ -139,7 +139,11 @@ impl<T> ReplaceWith<T> for Option<T> {
 /// Validates through `KernelConfig`, pointing each error at the argument that caused it.
 fn config(args: &Args) -> syn::Result<KernelConfig> {
     let mut errors = Errors::default();
-    for (name, slot) in [("d_k", &args.d_k), ("d_v", &args.d_v), ("terms", &args.terms)] {
+    for (name, slot) in [
+        ("d_k", &args.d_k),
+        ("d_v", &args.d_v),
+        ("terms", &args.terms),
+    ] {
         if slot.is_none() {
             errors.push(
                 Span::call_site(),

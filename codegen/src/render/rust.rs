@@ -74,7 +74,10 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
     ctx.insert("full", &full);
     ctx.insert(
         "module",
-        &options.module_name.clone().unwrap_or_else(|| module_name(plan)),
+        &options
+            .module_name
+            .clone()
+            .unwrap_or_else(|| module_name(plan)),
     );
     ctx.insert("own_type", &options.kernel_type.is_none());
     ctx.insert(

@@ -155,7 +155,7 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
     if args.stats {
         eprintln!(
             "sata: backend {}, {} queries, {} bad denominators, smallest denominator {:e}, state holds {} tokens",
-            selection.backend,
+            attention.describe_path(),
             stats.queries,
             stats.bad_denominators,
             stats.min_denominator,

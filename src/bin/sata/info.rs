@@ -1,7 +1,7 @@
 //! `sata info`: what a configuration costs.
 
-use sata::KernelConfig;
-use sata::codegen::CostModel;
+use sata::codegen::{CostModel, FULL_UNROLL_MAX_FEATURES, KernelPlan, Unroll};
+use sata::{Attention, KernelConfig};
 
 use crate::InfoArgs;
 
@@ -65,6 +65,22 @@ fn report(config: &KernelConfig) -> String {
         "state is smaller than a KV cache from a context of {} tokens on",
         cost.break_even_tokens
     );
+    let plan = KernelPlan::new(config);
+    let _ = writeln!(
+        s,
+        "generated feature program: {} ({} features; straight-line code up to {FULL_UNROLL_MAX_FEATURES})",
+        plan.unroll.describe(),
+        plan.features
+    );
+    debug_assert!(plan.unroll == Unroll::for_features(plan.features));
+    match Attention::<f32>::new(*config) {
+        Ok(a) => {
+            let _ = writeln!(s, "f32 CPU path in this build: {}", a.describe_path());
+        }
+        Err(e) => {
+            let _ = writeln!(s, "f32 CPU path in this build: unavailable ({e})");
+        }
+    }
     match CostModel::negative_below(config) {
         Some(x) => {
             let _ = writeln!(

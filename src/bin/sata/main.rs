@@ -1,6 +1,7 @@
 //! `sata`: run symmetry-aware Taylor attention on `.npy` files and inspect configurations.
 
 mod attend;
+mod emit;
 mod info;
 mod npy;
 
@@ -18,6 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "sata", version, about, long_about = None)]
 #[command(after_help = "Examples:\n  \
     sata info --d-k 16 --d-v 16 --terms 4\n  \
+    sata emit --target rust --d-k 16 --d-v 16 --terms 4 -o kernel.rs\n  \
     sata attend --q q.npy --k k.npy --v v.npy --out y.npy --terms 4\n  \
     sata attend --q q1.npy --k k1.npy --v v1.npy --out y1.npy --terms 4 --state-out s.sata\n  \
     sata attend --q q2.npy --k k2.npy --v v2.npy --out y2.npy --terms 4 --state-in s.sata")]
@@ -32,6 +34,48 @@ enum Command {
     Attend(AttendArgs),
     /// Print feature counts, state size, cost per token and the KV-cache break-even context.
     Info(InfoArgs),
+    /// Print or write the generated source of a specialized kernel.
+    Emit(EmitArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EmitTarget {
+    /// Rust module implementing sata::SpecializedKernel (x86-64 SIMD with a portable fallback).
+    Rust,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmitArgs {
+    /// Code-generation target.
+    #[arg(long, value_enum)]
+    pub target: EmitTarget,
+    /// Key/query head dimension.
+    #[arg(long, value_name = "D")]
+    pub d_k: usize,
+    /// Value head dimension.
+    #[arg(long, value_name = "D")]
+    pub d_v: usize,
+    /// Number of Taylor terms P.
+    #[arg(long, value_name = "P")]
+    pub terms: usize,
+    /// Scale c (default sqrt(d_k)).
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    pub scale: Option<f64>,
+    /// Force the feature program's form (default: straight-line up to the threshold that
+    /// `sata info` prints, per-order loops above it).
+    #[arg(long, value_enum)]
+    pub unroll: Option<UnrollArg>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UnrollArg {
+    /// One statement per feature.
+    Full,
+    /// One loop per Taylor order over a constant run table.
+    PerOrder,
 }
 
 #[derive(Debug, clap::Args)]
@@ -108,6 +152,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attend(args) => attend::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::Emit(args) => emit::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,37 @@
+//! Snapshots of emitted kernels: any change to generated code is reviewed as a diff
+//! (`cargo insta review`, or `INSTA_UPDATE=always cargo test` and `git diff`). The same
+//! kernels are compiled and run by the runtime's tests (registry) and the root crate's tests
+//! (`#[sata::kernel]`), so a snapshot is never the only check of what it shows.
+
+use sata_codegen::render::{RustOptions, render_rust};
+use sata_codegen::{KernelConfig, KernelPlan, Unroll};
+
+/// One helper for every target's snapshots: the suffix names the target.
+fn snapshot(name: &str, target: &str, source: &str) {
+    insta::with_settings!({ snapshot_suffix => target, prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(name, source);
+    });
+}
+
+fn rust(d_k: usize, d_v: usize, terms: usize) -> KernelPlan {
+    KernelPlan::new(&KernelConfig::new(d_k, d_v, terms).unwrap())
+}
+
+#[test]
+fn rust_d2_v2_p3() {
+    let source = render_rust(&rust(2, 2, 3), &RustOptions::default()).unwrap();
+    snapshot("d2_v2_p3", "rust", &source);
+}
+
+#[test]
+fn rust_d3_v3_p3() {
+    let source = render_rust(&rust(3, 3, 3), &RustOptions::default()).unwrap();
+    snapshot("d3_v3_p3", "rust", &source);
+}
+
+#[test]
+fn rust_d3_v2_p3_per_order_loops() {
+    let plan = rust(3, 2, 3).with_unroll(Unroll::PerOrder);
+    let source = render_rust(&plan, &RustOptions::default()).unwrap();
+    snapshot("d3_v2_p3_per_order", "rust", &source);
+}

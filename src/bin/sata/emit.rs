@@ -1,0 +1,37 @@
+//! `sata emit`: the generated source of a kernel, through the same renderer as `build.rs` and
+//! `#[sata::kernel]`.
+
+use sata::KernelConfig;
+use sata::codegen::KernelPlan;
+use sata::codegen::render::{RustOptions, render_rust};
+
+use sata::codegen::Unroll;
+
+use crate::{EmitArgs, EmitTarget, UnrollArg};
+
+pub fn run(args: &EmitArgs) -> Result<(), String> {
+    let mut config =
+        KernelConfig::new(args.d_k, args.d_v, args.terms).map_err(|e| e.to_string())?;
+    if let Some(scale) = args.scale {
+        config = config.with_scale(scale).map_err(|e| e.to_string())?;
+    }
+    let mut plan = KernelPlan::new(&config);
+    match args.unroll {
+        Some(UnrollArg::Full) => plan = plan.with_unroll(Unroll::Full),
+        Some(UnrollArg::PerOrder) => plan = plan.with_unroll(Unroll::PerOrder),
+        None => {}
+    }
+    let source = match args.target {
+        EmitTarget::Rust => {
+            render_rust(&plan, &RustOptions::default()).map_err(|e| e.to_string())?
+        }
+    };
+    match &args.output {
+        Some(path) => std::fs::write(path, source)
+            .map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => {
+            print!("{source}");
+            Ok(())
+        }
+    }
+}
