@@ -29,7 +29,9 @@ pub(crate) struct Scratch<T> {
     phi_k: Vec<T>,
     phi_q: Vec<T>,
     v_ext: Vec<T>,
-    acc: Vec<T>,
+    /// Numerator and denominator of one query, accumulated in f64 whatever `T` is (see
+    /// `crate::simd` for why f32 accumulators are not accurate enough).
+    acc: Vec<f64>,
 }
 
 /// What answering one query produced: its denominator and whether the output is usable.
@@ -63,7 +65,7 @@ impl<T: Element> FeatureProgram<T> {
             phi_k: vec![T::zero(); m],
             phi_q: vec![T::zero(); m],
             v_ext,
-            acc: vec![T::zero(); self.d_v + 1],
+            acc: vec![0.0; self.d_v + 1],
         }
     }
 
@@ -94,12 +96,12 @@ impl<T: Element> FeatureProgram<T> {
     }
 
     /// Writes `num / den` into `out` or, for a non-positive or non-finite result, zeros.
-    fn finish(&self, acc: &[T], out: &mut [T]) -> Answer {
+    fn finish(&self, acc: &[f64], out: &mut [T]) -> Answer {
         let den = acc[self.d_v];
-        let mut ok = den > T::zero() && den.is_finite();
+        let mut ok = den > 0.0 && den.is_finite();
         if ok {
             for (o, &n) in out.iter_mut().zip(&acc[..self.d_v]) {
-                *o = n / den;
+                *o = T::from_f64(n / den);
                 ok &= o.is_finite();
             }
         }
@@ -107,7 +109,7 @@ impl<T: Element> FeatureProgram<T> {
             out.iter_mut().for_each(|o| *o = T::zero());
         }
         Answer {
-            denominator: den.widen(),
+            denominator: den,
             ok,
         }
     }
@@ -128,11 +130,12 @@ impl<T: Element> FeatureProgram<T> {
             self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
             s.v_ext[..dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
-            s.acc.iter_mut().for_each(|a| *a = T::zero());
+            s.acc.iter_mut().for_each(|a| *a = 0.0);
             for ((r, &fk), &fq) in state.chunks_exact_mut(row).zip(&s.phi_k).zip(&s.phi_q) {
+                let fq = fq.widen();
                 for ((x, &ve), a) in r.iter_mut().zip(&s.v_ext).zip(s.acc.iter_mut()) {
                     *x = *x + fk * ve;
-                    *a = *a + fq * *x;
+                    *a += fq * x.widen();
                 }
             }
             answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
@@ -165,10 +168,11 @@ impl<T: Element> FeatureProgram<T> {
         let (dk, dv) = (self.d_k, self.d_v);
         for t in 0..q.len() / dk {
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
-            s.acc.iter_mut().for_each(|a| *a = T::zero());
+            s.acc.iter_mut().for_each(|a| *a = 0.0);
             for (r, &fq) in state.chunks_exact(dv + 1).zip(&s.phi_q) {
+                let fq = fq.widen();
                 for (a, &x) in s.acc.iter_mut().zip(r) {
-                    *a = *a + fq * x;
+                    *a += fq * x.widen();
                 }
             }
             answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
