@@ -7,13 +7,16 @@
 //! traffic (the state is read and written once per token), and the ratios to the FMA peak of
 //! DESIGN.md section 5 and to the stream floor measured here.
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
+
+use common::{mean_seconds, output_dir};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
-use sata::{Attention, KernelConfig, TensorRef};
+use sata::{Attention, BackendKind, BackendRequest, KernelConfig, TensorRef};
 
 const D: usize = 16;
 const TERMS: usize = 4;
@@ -27,6 +30,17 @@ fn config() -> KernelConfig {
     KernelConfig::new(D, D, TERMS).expect("valid config")
 }
 
+/// The generic path, forced: `Attention::new` would pick the registry's specialised kernel.
+fn generic() -> Attention<f32> {
+    let a = Attention::with_backend(config(), BackendRequest::Kind(BackendKind::CpuGeneric))
+        .expect("attention");
+    assert!(
+        a.kernel().is_none(),
+        "the baseline must run the generic path"
+    );
+    a
+}
+
 /// Deterministic inputs with `q·k / c` of order 0.5, so every Taylor order contributes.
 fn inputs(len: usize, salt: f32) -> Vec<f32> {
     (0..len)
@@ -36,7 +50,7 @@ fn inputs(len: usize, salt: f32) -> Vec<f32> {
 
 fn decode(c: &mut Criterion) {
     let cost = CostModel::new(&config());
-    let attention = Attention::<f32>::new(config()).expect("attention");
+    let attention = generic();
     let mut group = c.benchmark_group("generic_decode_d16_p4");
     for heads in DECODE_HEADS {
         let mut state = attention.new_state(1, heads).expect("state");
@@ -70,7 +84,7 @@ fn decode(c: &mut Criterion) {
 
 fn prefill(c: &mut Criterion) {
     let cost = CostModel::new(&config());
-    let attention = Attention::<f32>::new(config()).expect("attention");
+    let attention = generic();
     let mut group = c.benchmark_group("generic_prefill_d16_p4");
     group.sample_size(10);
     for heads in PREFILL_HEADS {
@@ -121,27 +135,6 @@ fn stream_floor(c: &mut Criterion) {
     group.finish();
 }
 
-fn output_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return home.into();
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
-    target.join("criterion")
-}
-
-/// Mean time in seconds of one benchmark, from criterion's estimates.
-fn mean_seconds(dir: &std::path::Path, group: &str, heads: usize) -> Option<f64> {
-    let path = dir
-        .join(group)
-        .join("heads")
-        .join(heads.to_string())
-        .join("new/estimates.json");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    Some(json["mean"]["point_estimate"].as_f64()? * 1e-9)
-}
-
 fn summary(dir: &std::path::Path) {
     let cost = CostModel::new(&config());
     let state_kib = cost.state_bytes(4) as f64 / 1024.0;
@@ -156,8 +149,8 @@ fn summary(dir: &std::path::Path) {
     );
     for heads in DECODE_HEADS {
         let (Some(t), Some(floor)) = (
-            mean_seconds(dir, "generic_decode_d16_p4", heads),
-            mean_seconds(dir, "stream_floor_d16_p4", heads),
+            mean_seconds(dir, "generic_decode_d16_p4", "heads", &heads.to_string()),
+            mean_seconds(dir, "stream_floor_d16_p4", "heads", &heads.to_string()),
         ) else {
             continue;
         };
@@ -174,7 +167,7 @@ fn summary(dir: &std::path::Path) {
         );
     }
     for heads in PREFILL_HEADS {
-        if let Some(t) = mean_seconds(dir, "generic_prefill_d16_p4", heads) {
+        if let Some(t) = mean_seconds(dir, "generic_prefill_d16_p4", "heads", &heads.to_string()) {
             let tokens = (heads * PREFILL_TOKENS) as f64;
             println!(
                 "  prefill {PREFILL_TOKENS} tokens x {heads} heads: {:.1} ms, {:.0} head-tokens/s, {:.2} GFLOP/s",

@@ -247,6 +247,44 @@ fn read_portable<const ROW: usize>(state: &[f32], phi_q: &[f32], acc: &mut [f32;
     add_wide(acc, &wide);
 }
 
+/// Machine-limit probes for benchmarks: what one core can do at best, measured in the same run
+/// as the kernels they are compared with.
+pub mod floor {
+    use super::Isa;
+
+    /// Runs `iters` rounds of 12 independent fused multiply-add chains of one vector each
+    /// (FMA-throughput bound); returns a value that depends on every chain, and the FLOPs done.
+    pub fn fma_peak(isa: Isa, iters: usize) -> (f32, u64) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && isa.is_supported() {
+            // SAFETY: avx2 and fma were detected just above.
+            let r = unsafe { super::x86::fma_peak_avx2(iters) };
+            return (r, iters as u64 * 12 * 8 * 2);
+        }
+        let mut acc = [1.0f32; 12];
+        for _ in 0..iters {
+            for a in acc.iter_mut() {
+                *a = *a * 0.999_999 + 1e-7;
+            }
+        }
+        (acc.iter().sum(), iters as u64 * 12 * 2)
+    }
+
+    /// `x = x * a + b` over `buf` (one read and one write per word): the streaming floor of a
+    /// buffer of that size.
+    pub fn stream(isa: Isa, buf: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2 && isa.is_supported() {
+            // SAFETY: avx2 and fma were detected just above; the function stays inside `buf`.
+            unsafe { super::x86::stream_avx2(buf) };
+            return;
+        }
+        for x in buf.iter_mut() {
+            *x = *x * 0.999_9 + 1e-7;
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! The vector sweeps. Each processes two rows per iteration with two sets of accumulators,
@@ -345,6 +383,44 @@ mod x86 {
                     *a = *t as f32;
                 }
             }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn fma_peak_avx2(iters: usize) -> f32 {
+        let mut acc = [_mm256_set1_ps(1.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm256_fmadd_ps(*x, a, b);
+            }
+        }
+        let mut out = [0.0f32; 8];
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, &x| _mm256_add_ps(s, x));
+        // SAFETY: an unaligned store of eight floats into a local array.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
+        out.iter().sum()
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn stream_avx2(buf: &mut [f32]) {
+        let (a, b) = (_mm256_set1_ps(0.999_9), _mm256_set1_ps(1e-7));
+        let mut chunks = buf.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            // SAFETY: `chunk` has exactly eight floats.
+            unsafe {
+                let x = _mm256_loadu_ps(chunk.as_ptr());
+                _mm256_storeu_ps(chunk.as_mut_ptr(), _mm256_fmadd_ps(x, a, b));
+            }
+        }
+        for x in chunks.into_remainder() {
+            *x = x.mul_add(0.999_9, 1e-7);
         }
     }
 

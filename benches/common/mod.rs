@@ -1,0 +1,29 @@
+//! Shared by the benchmarks: where criterion writes, and reading its mean estimates back so a
+//! bench can print a summary table with explicit units.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+/// Criterion's output directory: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else
+/// `target/criterion` of this workspace. Benches pass it to criterion explicitly so the
+/// summary reads the same place.
+pub fn output_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    target.join("criterion")
+}
+
+/// Mean time in seconds of benchmark `group/function/parameter`, if it ran.
+pub fn mean_seconds(dir: &Path, group: &str, function: &str, parameter: &str) -> Option<f64> {
+    let path = dir
+        .join(group)
+        .join(function)
+        .join(parameter)
+        .join("new/estimates.json");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(json["mean"]["point_estimate"].as_f64()? * 1e-9)
+}

@@ -1,0 +1,349 @@
+//! Specialized (generated, SIMD) kernels against the generic path, and SATA decode against
+//! softmax attention with a KV cache, with the machine's floors measured in the same run.
+//!
+//! `cargo bench --bench specialized` prints criterion's report, then tables with explicit
+//! units, and writes `benches/results/crossover.csv` (read by
+//! `cargo run --example plot_crossover` to draw `benches/results/crossover.svg`).
+//!
+//! FLOPs are `CostModel::decode_flops` per head-token; "state GB/s" counts the state read and
+//! written once per token; the FMA floor is `2 m (d_v + 1)` multiply-adds at the FMA peak
+//! measured here, the stream floor the time of `x = x * a + b` over a buffer of the state's
+//! size, also measured here.
+
+mod common;
+
+use std::hint::black_box;
+use std::io::Write;
+use std::time::Duration;
+
+use common::{mean_seconds, output_dir};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use sata::codegen::CostModel;
+use sata::simd::floor;
+use sata::{Attention, BackendKind, BackendRequest, Isa, KernelConfig, TensorRef};
+
+const DIMS: [usize; 3] = [8, 16, 32];
+const TERMS: [usize; 3] = [2, 3, 4];
+const HEADS: [usize; 2] = [1, 64];
+const PREFILL_TOKENS: usize = 64;
+const CONTEXTS: [usize; 7] = [256, 1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20];
+
+fn inputs(len: usize, salt: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as f32 * 0.7548 + salt).sin() * 43758.547).fract() - 0.5)
+        .collect()
+}
+
+fn attention(config: KernelConfig, path: &str) -> Attention<f32> {
+    let kind = if path == "generic" {
+        BackendKind::CpuGeneric
+    } else {
+        BackendKind::Cpu
+    };
+    let a = Attention::with_backend(config, BackendRequest::Kind(kind)).expect("backend");
+    assert_eq!(a.kernel().is_some(), path != "generic", "{config} {path}");
+    a
+}
+
+fn config_id(d: usize, terms: usize) -> String {
+    format!("d{d}_p{terms}")
+}
+
+fn decode(c: &mut Criterion) {
+    let mut group = c.benchmark_group("decode");
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    for d in DIMS {
+        for terms in TERMS {
+            let config = KernelConfig::new(d, d, terms).unwrap();
+            let cost = CostModel::new(&config);
+            for heads in HEADS {
+                let (q, k, v) = (
+                    inputs(heads * d, 0.1),
+                    inputs(heads * d, 0.2),
+                    inputs(heads * d, 0.3),
+                );
+                let mut out = vec![0.0f32; heads * d];
+                group.throughput(Throughput::ElementsAndBytes {
+                    elements: cost.decode_flops * heads as u64,
+                    bytes: 2 * cost.state_bytes(4) as u64 * heads as u64,
+                });
+                for path in ["generic", "specialized"] {
+                    let a = attention(config, path);
+                    let mut state = a.new_state(1, heads).unwrap();
+                    let id = BenchmarkId::new(format!("{}_{path}", config_id(d, terms)), heads);
+                    group.bench_function(id, |b| {
+                        b.iter(|| {
+                            let shape = [1, heads, 1, d];
+                            a.decode_into(
+                                &mut state,
+                                TensorRef::query(&q, shape).unwrap(),
+                                TensorRef::key(&k, shape).unwrap(),
+                                TensorRef::value(&v, shape).unwrap(),
+                                &mut out,
+                            )
+                            .unwrap();
+                            black_box(&out);
+                        })
+                    });
+                }
+            }
+        }
+    }
+    group.finish();
+}
+
+fn prefill(c: &mut Criterion) {
+    let mut group = c.benchmark_group("prefill");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    for d in DIMS {
+        for terms in TERMS {
+            let config = KernelConfig::new(d, d, terms).unwrap();
+            let cost = CostModel::new(&config);
+            for heads in HEADS {
+                let n = heads * PREFILL_TOKENS * d;
+                let (q, k, v) = (inputs(n, 0.4), inputs(n, 0.5), inputs(n, 0.6));
+                let mut out = vec![0.0f32; n];
+                group.throughput(Throughput::Elements(
+                    cost.decode_flops * (heads * PREFILL_TOKENS) as u64,
+                ));
+                for path in ["generic", "specialized"] {
+                    let a = attention(config, path);
+                    let id = BenchmarkId::new(format!("{}_{path}", config_id(d, terms)), heads);
+                    group.bench_function(id, |b| {
+                        b.iter(|| {
+                            let mut state = a.new_state(1, heads).unwrap();
+                            let shape = [1, heads, PREFILL_TOKENS, d];
+                            a.prefill_into(
+                                &mut state,
+                                TensorRef::query(&q, shape).unwrap(),
+                                TensorRef::key(&k, shape).unwrap(),
+                                TensorRef::value(&v, shape).unwrap(),
+                                &mut out,
+                            )
+                            .unwrap();
+                            black_box(&out);
+                        })
+                    });
+                }
+            }
+        }
+    }
+    group.finish();
+}
+
+/// Softmax attention decode over a KV cache of `n` tokens, one head, d = 16: scores, a
+/// max-shifted exp, and the weighted sum of values; straightforward, contiguous, f32.
+struct KvCache {
+    d: usize,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl KvCache {
+    fn new(n: usize, d: usize) -> Self {
+        Self {
+            d,
+            keys: inputs(n * d, 0.8),
+            values: inputs(n * d, 0.9),
+            scores: vec![0.0; n],
+        }
+    }
+
+    fn decode(&mut self, q: &[f32], out: &mut [f32]) {
+        let d = self.d;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut max = f32::NEG_INFINITY;
+        for (s, k) in self.scores.iter_mut().zip(self.keys.chunks_exact(d)) {
+            *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0.0;
+        for s in self.scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        out.iter_mut().for_each(|o| *o = 0.0);
+        for (s, v) in self.scores.iter().zip(self.values.chunks_exact(d)) {
+            for (o, x) in out.iter_mut().zip(v) {
+                *o += s * x;
+            }
+        }
+        out.iter_mut().for_each(|o| *o /= sum);
+    }
+}
+
+fn versus_softmax(c: &mut Criterion) {
+    let d = 16;
+    let mut group = c.benchmark_group("softmax_kv_decode_d16");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    let q = inputs(d, 0.1);
+    let mut out = vec![0.0f32; d];
+    for n in CONTEXTS {
+        let mut cache = KvCache::new(n, d);
+        group.throughput(Throughput::Bytes((n * 2 * d * 4) as u64));
+        group.bench_function(BenchmarkId::new("context", n), |b| {
+            b.iter(|| {
+                cache.decode(&q, &mut out);
+                black_box(&out);
+            })
+        });
+    }
+    group.finish();
+}
+
+fn floors(c: &mut Criterion) {
+    let mut group = c.benchmark_group("floor");
+    group.warm_up_time(Duration::from_millis(300));
+    group.measurement_time(Duration::from_secs(1));
+    let isa = Isa::detect();
+    let iters = 10_000;
+    group.throughput(Throughput::Elements(
+        floor::fma_peak(isa, 1).1 * iters as u64,
+    ));
+    group.bench_function(BenchmarkId::new("fma_peak", "10000"), |b| {
+        b.iter(|| black_box(floor::fma_peak(isa, black_box(iters))))
+    });
+    for d in DIMS {
+        for terms in TERMS {
+            let cost = CostModel::new(&KernelConfig::new(d, d, terms).unwrap());
+            for heads in HEADS {
+                let mut buf = inputs(cost.state_words * heads, 0.7);
+                group.throughput(Throughput::Bytes(
+                    2 * cost.state_bytes(4) as u64 * heads as u64,
+                ));
+                let id = BenchmarkId::new(format!("stream_{}", config_id(d, terms)), heads);
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        floor::stream(isa, &mut buf);
+                        black_box(&buf);
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+fn summary(dir: &std::path::Path) {
+    let isa = Isa::detect();
+    let peak = mean_seconds(dir, "floor", "fma_peak", "10000")
+        .map(|t| floor::fma_peak(isa, 1).1 as f64 * 10_000.0 / t);
+    println!("\nSpecialized vs generic decode, f32, 1 thread, {isa}");
+    if let Some(p) = peak {
+        println!("  measured FMA peak: {:.1} GFLOP/s", p * 1e-9);
+    }
+    println!(
+        "  {:<7} {:>5}  {:>12} {:>12} {:>8}  {:>9} {:>10}  {:>12} {:>12} {:>9}",
+        "config",
+        "heads",
+        "generic",
+        "specialized",
+        "speedup",
+        "GFLOP/s",
+        "state GB/s",
+        "FMA floor",
+        "stream floor",
+        "x limit"
+    );
+    for d in DIMS {
+        for terms in TERMS {
+            let cost = CostModel::new(&KernelConfig::new(d, d, terms).unwrap());
+            for heads in HEADS {
+                let cfg = config_id(d, terms);
+                let h = heads.to_string();
+                let get = |path: &str| mean_seconds(dir, "decode", &format!("{cfg}_{path}"), &h);
+                let stream = mean_seconds(dir, "floor", &format!("stream_{cfg}"), &h);
+                let (Some(g), Some(s), Some(stream), Some(peak)) =
+                    (get("generic"), get("specialized"), stream, peak)
+                else {
+                    continue;
+                };
+                let per = |t: f64| t / heads as f64;
+                let fma_floor = 2.0 * cost.decode_fmas as f64 * heads as f64 / peak;
+                let limit = fma_floor.max(stream);
+                println!(
+                    "  {cfg:<7} {heads:>5}  {:>9.3} us {:>9.3} us {:>7.1}x  {:>9.2} {:>10.1}  {:>9.3} us {:>9.3} us {:>8.1}x",
+                    per(g) * 1e6,
+                    per(s) * 1e6,
+                    g / s,
+                    (cost.decode_flops * heads as u64) as f64 / s * 1e-9,
+                    (2 * cost.state_bytes(4) * heads) as f64 / s * 1e-9,
+                    per(fma_floor) * 1e6,
+                    per(stream) * 1e6,
+                    s / limit
+                );
+            }
+        }
+    }
+    println!("\nPrefill, {PREFILL_TOKENS} tokens: head-tokens per second");
+    for d in DIMS {
+        for terms in TERMS {
+            for heads in HEADS {
+                let cfg = config_id(d, terms);
+                let h = heads.to_string();
+                let get = |path: &str| mean_seconds(dir, "prefill", &format!("{cfg}_{path}"), &h);
+                if let (Some(g), Some(s)) = (get("generic"), get("specialized")) {
+                    let n = (heads * PREFILL_TOKENS) as f64;
+                    println!(
+                        "  {cfg:<7} {heads:>5}  generic {:>10.0}/s  specialized {:>10.0}/s  {:>5.1}x",
+                        n / g,
+                        n / s,
+                        g / s
+                    );
+                }
+            }
+        }
+    }
+    // Crossover: SATA decode (d16, P = 2..4, 1 head) against softmax with a KV cache.
+    let csv_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/crossover.csv");
+    let mut csv = String::from("context,softmax_kv_us");
+    for terms in TERMS {
+        csv.push_str(&format!(",sata_d16_p{terms}_us"));
+    }
+    csv.push('\n');
+    println!("\nDecode per token, one head, d = 16: softmax with a KV cache vs SATA (specialized)");
+    let sata: Vec<Option<f64>> = TERMS
+        .iter()
+        .map(|&t| mean_seconds(dir, "decode", &format!("d16_p{t}_specialized"), "1"))
+        .collect();
+    for n in CONTEXTS {
+        let Some(soft) = mean_seconds(dir, "softmax_kv_decode_d16", "context", &n.to_string())
+        else {
+            continue;
+        };
+        let mut line = format!("  context {n:>8}: softmax {:>10.3} us", soft * 1e6);
+        csv.push_str(&format!("{n},{:.4}", soft * 1e6));
+        for (t, s) in TERMS.iter().zip(&sata) {
+            if let Some(s) = s {
+                line.push_str(&format!("  P={t} {:.3} us ({:.1}x)", s * 1e6, soft / s));
+                csv.push_str(&format!(",{:.4}", s * 1e6));
+            }
+        }
+        csv.push('\n');
+        println!("{line}");
+    }
+    match std::fs::File::create(&csv_path).and_then(|mut f| f.write_all(csv.as_bytes())) {
+        Ok(()) => println!("  wrote {}", csv_path.display()),
+        Err(e) => println!("  could not write {}: {e}", csv_path.display()),
+    }
+}
+
+fn main() {
+    let dir = output_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    decode(&mut c);
+    prefill(&mut c);
+    versus_softmax(&mut c);
+    floors(&mut c);
+    c.final_summary();
+    summary(&dir);
+}
