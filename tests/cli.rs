@@ -112,27 +112,19 @@ fn assert_ok(out: &Output) {
 }
 
 /// Rounds the problem's inputs to f32, as the files hold them.
-fn rounded(p: &Problem) -> Problem {
-    let r = |x: &[f64]| common::widen(&common::to_f32(x));
-    Problem {
-        q: r(&p.q),
-        k: r(&p.k),
-        v: r(&p.v),
-        ..p.clone()
-    }
-}
 
 #[test]
 fn causal_f32_matches_the_reference() {
     let files = Files::new();
-    let p = rounded(&problem(
+    let p = problem(
         &mut rng("cli_causal"),
         (2, 2),
         (17, 17),
         (6, 4, 4),
         1.0,
         true,
-    ));
+    )
+    .rounded_to_f32();
     files.write_problem_f32(&p, "");
     let out = run(&files.attend_args("", "y.npy", 4));
     assert_ok(&out);
@@ -177,14 +169,7 @@ fn state_out_then_state_in_reproduces_the_one_shot_result() {
     let files = Files::new();
     let n = 20;
     let split = 13;
-    let p = rounded(&problem(
-        &mut rng("cli_state"),
-        (1, 2),
-        (n, n),
-        (4, 3, 3),
-        1.0,
-        true,
-    ));
+    let p = problem(&mut rng("cli_state"), (1, 2), (n, n), (4, 3, 3), 1.0, true).rounded_to_f32();
     files.write_problem_f32(&p, "");
     // The same sequence cut in two.
     let part = |x: &[f64], dim: usize, r: std::ops::Range<usize>| -> Vec<f32> {

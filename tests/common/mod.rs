@@ -57,6 +57,17 @@ impl Problem {
     pub fn lanes(&self) -> usize {
         self.batch * self.heads
     }
+    /// The same problem with its inputs rounded to f32, as an f32 kernel (or a file) sees them.
+    pub fn rounded_to_f32(&self) -> Problem {
+        let r = |x: &[f64]| widen(&to_f32(x));
+        Problem {
+            q: r(&self.q),
+            k: r(&self.k),
+            v: r(&self.v),
+            ..self.clone()
+        }
+    }
+
     pub fn config(&self) -> sata::KernelConfig {
         sata::KernelConfig::new(self.d_k, self.d_v, self.terms)
             .unwrap()

@@ -1,21 +1,13 @@
 //! `sata emit`: the generated source of a kernel, through the same renderer as `build.rs` and
 //! `#[sata::kernel]`.
 
-use sata::KernelConfig;
-use sata::codegen::KernelPlan;
 use sata::codegen::render::{RustOptions, render_rust};
-
-use sata::codegen::Unroll;
+use sata::codegen::{KernelPlan, Unroll};
 
 use crate::{EmitArgs, EmitTarget, UnrollArg};
 
 pub fn run(args: &EmitArgs) -> Result<(), String> {
-    let mut config =
-        KernelConfig::new(args.d_k, args.d_v, args.terms).map_err(|e| e.to_string())?;
-    if let Some(scale) = args.scale {
-        config = config.with_scale(scale).map_err(|e| e.to_string())?;
-    }
-    let mut plan = KernelPlan::new(&config);
+    let mut plan = KernelPlan::new(&args.config.config()?);
     match args.unroll {
         Some(UnrollArg::Full) => plan = plan.with_unroll(Unroll::Full),
         Some(UnrollArg::PerOrder) => plan = plan.with_unroll(Unroll::PerOrder),

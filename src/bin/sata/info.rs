@@ -6,12 +6,7 @@ use sata::{Attention, KernelConfig};
 use crate::InfoArgs;
 
 pub fn run(args: &InfoArgs) -> Result<(), String> {
-    let mut config =
-        KernelConfig::new(args.d_k, args.d_v, args.terms).map_err(|e| e.to_string())?;
-    if let Some(scale) = args.scale {
-        config = config.with_scale(scale).map_err(|e| e.to_string())?;
-    }
-    print!("{}", report(&config));
+    print!("{}", report(&args.config.config()?));
     Ok(())
 }
 

@@ -49,18 +49,8 @@ pub struct EmitArgs {
     /// Code-generation target.
     #[arg(long, value_enum)]
     pub target: EmitTarget,
-    /// Key/query head dimension.
-    #[arg(long, value_name = "D")]
-    pub d_k: usize,
-    /// Value head dimension.
-    #[arg(long, value_name = "D")]
-    pub d_v: usize,
-    /// Number of Taylor terms P.
-    #[arg(long, value_name = "P")]
-    pub terms: usize,
-    /// Scale c (default sqrt(d_k)).
-    #[arg(long, value_name = "C", allow_negative_numbers = true)]
-    pub scale: Option<f64>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
     /// Force the feature program's form (default: straight-line up to the threshold that
     /// `sata info` prints, per-order loops above it).
     #[arg(long, value_enum)]
@@ -129,6 +119,13 @@ pub enum BadDenominator {
 
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// A configuration given on the command line (`info`, `emit`).
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
     /// Key/query head dimension.
     #[arg(long, value_name = "D")]
     pub d_k: usize,
@@ -141,6 +138,18 @@ pub struct InfoArgs {
     /// Scale c (default sqrt(d_k)).
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub scale: Option<f64>,
+}
+
+impl ConfigArgs {
+    /// The validated configuration, or the reason it is not one.
+    pub fn config(&self) -> Result<sata::KernelConfig, String> {
+        let config =
+            sata::KernelConfig::new(self.d_k, self.d_v, self.terms).map_err(|e| e.to_string())?;
+        match self.scale {
+            Some(scale) => config.with_scale(scale).map_err(|e| e.to_string()),
+            None => Ok(config),
+        }
+    }
 }
 
 fn main() -> ExitCode {
