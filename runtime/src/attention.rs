@@ -215,7 +215,8 @@ impl<T: Element> Attention<T> {
         self.check_output(&q, out)?;
         self.transaction(state, |this, state| {
             let mut stats = CallStats::default();
-            let mut scratch = this.program.scratch();
+            // Only the generic path needs these buffers; made on first use.
+            let mut scratch = None;
             let mut kernel_scratch = this.kernel_scratch();
             let heads = state.heads();
             let (nq, dv) = (q.shape().tokens, this.config.d_v());
@@ -232,10 +233,13 @@ impl<T: Element> Attention<T> {
                         f32s_mut(out),
                         &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
                     ),
-                    None => {
-                        this.program
-                            .causal(&mut scratch, lane_state, (ql, kl, vl), out, answered)
-                    }
+                    None => this.program.causal(
+                        scratch.get_or_insert_with(|| this.program.scratch()),
+                        lane_state,
+                        (ql, kl, vl),
+                        out,
+                        answered,
+                    ),
                 }
             }
             state.advance(k.shape().tokens);
@@ -290,7 +294,7 @@ impl<T: Element> Attention<T> {
     ) -> Result<(), SataError> {
         self.check_state(state)?;
         self.check_inputs(state, None, &k, &v)?;
-        let mut scratch = self.program.scratch();
+        let mut scratch = None;
         let mut kernel_scratch = self.kernel_scratch();
         for (lane, lane_state) in state.lanes_mut().enumerate() {
             let (kl, vl) = (k.lane(lane), v.lane(lane));
@@ -302,7 +306,12 @@ impl<T: Element> Attention<T> {
                     f32s(kl),
                     f32s(vl),
                 ),
-                None => self.program.absorb(&mut scratch, lane_state, kl, vl),
+                None => self.program.absorb(
+                    scratch.get_or_insert_with(|| self.program.scratch()),
+                    lane_state,
+                    kl,
+                    vl,
+                ),
             }
         }
         state.advance(k.shape().tokens);
@@ -332,7 +341,7 @@ impl<T: Element> Attention<T> {
         self.check_tensor(state, &q, self.config.d_k(), "d_k")?;
         self.check_output(&q, out)?;
         let mut stats = CallStats::default();
-        let mut scratch = self.program.scratch();
+        let mut scratch = None;
         let mut kernel_scratch = self.kernel_scratch();
         let (nq, dv) = (q.shape().tokens, self.config.d_v());
         let heads = state.heads();
@@ -349,9 +358,13 @@ impl<T: Element> Attention<T> {
                     f32s_mut(out),
                     &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
                 ),
-                None => self
-                    .program
-                    .read(&mut scratch, lane_state, ql, out, answered),
+                None => self.program.read(
+                    scratch.get_or_insert_with(|| self.program.scratch()),
+                    lane_state,
+                    ql,
+                    out,
+                    answered,
+                ),
             }
         }
         self.enforce_policy(&stats)?;
