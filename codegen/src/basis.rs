@@ -101,10 +101,10 @@ impl Basis {
         let weight = orders
             .iter()
             .flat_map(|span| {
-                let inv = 1.0 / (factorial(span.degree) * config.scale().powi(span.degree as i32));
+                let alpha = alpha(config, span.degree);
                 multiplicity[span.range()]
                     .iter()
-                    .map(move |&c| c as f64 * inv)
+                    .map(move |&c| c as f64 * alpha)
             })
             .collect();
 
@@ -157,6 +157,11 @@ impl Basis {
         &self.last_coord
     }
 
+    /// The Taylor coefficient `alpha_p = 1 / (p! c^p)` of order `p`.
+    pub fn alpha(&self, degree: usize) -> f64 {
+        alpha(&self.config, degree)
+    }
+
     /// Multiplicities `C_p[j]`, indexed by global feature number.
     pub fn multiplicities(&self) -> &[u64] {
         &self.multiplicity
@@ -197,6 +202,11 @@ impl Basis {
             }
         }
     }
+}
+
+/// `alpha_p = 1 / (p! c^p)`.
+fn alpha(config: &KernelConfig, degree: usize) -> f64 {
+    1.0 / (factorial(degree) * config.scale().powi(degree as i32))
 }
 
 #[cfg(test)]

@@ -34,6 +34,30 @@ pub(crate) struct Scratch<T> {
     acc: Vec<f64>,
 }
 
+/// Writes `num / den` (the accumulator `[num.., den]`) into `out` or, for a non-positive or
+/// non-finite result, zeros: the policy every CPU path shares ([`crate::DenominatorPolicy`]
+/// decides afterwards what the call does with the count).
+pub(crate) fn answer<T: Element>(acc: &[f64], out: &mut [T]) -> Answer {
+    let (den, num) = acc
+        .split_last()
+        .expect("the accumulator ends with the denominator");
+    let den = *den;
+    let mut ok = den > 0.0 && den.is_finite();
+    if ok {
+        for (o, &n) in out.iter_mut().zip(num) {
+            *o = T::from_f64(n / den);
+            ok &= o.is_finite();
+        }
+    }
+    if !ok {
+        out.iter_mut().for_each(|o| *o = T::zero());
+    }
+    Answer {
+        denominator: den,
+        ok,
+    }
+}
+
 /// What answering one query produced: its denominator and whether the output is usable.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answer {
@@ -95,25 +119,6 @@ impl<T: Element> FeatureProgram<T> {
         }
     }
 
-    /// Writes `num / den` into `out` or, for a non-positive or non-finite result, zeros.
-    fn finish(&self, acc: &[f64], out: &mut [T]) -> Answer {
-        let den = acc[self.d_v];
-        let mut ok = den > 0.0 && den.is_finite();
-        if ok {
-            for (o, &n) in out.iter_mut().zip(&acc[..self.d_v]) {
-                *o = T::from_f64(n / den);
-                ok &= o.is_finite();
-            }
-        }
-        if !ok {
-            out.iter_mut().for_each(|o| *o = T::zero());
-        }
-        Answer {
-            denominator: den,
-            ok,
-        }
-    }
-
     /// Causal attention over one lane: for each token, absorb `(k_t, v_t)` and then read with
     /// `q_t`, fused into one pass over the state rows.
     pub(crate) fn causal(
@@ -138,7 +143,7 @@ impl<T: Element> FeatureProgram<T> {
                     *a += fq * x.widen();
                 }
             }
-            answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+            answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
         }
     }
 
@@ -175,7 +180,7 @@ impl<T: Element> FeatureProgram<T> {
                     *a += fq * x.widen();
                 }
             }
-            answered(t, self.finish(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+            answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
         }
     }
 }

@@ -11,6 +11,7 @@ use std::sync::{OnceLock, RwLock};
 
 use sata_codegen::KernelConfig;
 
+use crate::cpu_generic::answer;
 use crate::simd;
 pub use crate::simd::Isa;
 
@@ -82,23 +83,6 @@ pub trait SpecializedKernel: Send + Sync {
     );
 }
 
-/// `num / den` into `out` (zeros when the denominator is not positive or the result is not
-/// finite); returns the denominator and whether the output is usable.
-fn finish<const ROW: usize>(acc: &[f32; ROW], out: &mut [f32]) -> (f64, bool) {
-    let den = acc[ROW - 1];
-    let mut ok = den > 0.0 && den.is_finite();
-    if ok {
-        for (o, &n) in out.iter_mut().zip(&acc[..ROW - 1]) {
-            *o = n / den;
-            ok &= o.is_finite();
-        }
-    }
-    if !ok {
-        out.iter_mut().for_each(|o| *o = 0.0);
-    }
-    (den as f64, ok)
-}
-
 fn split_scratch<const M: usize>(scratch: &mut [f32]) -> (&mut [f32; M], &mut [f32; M]) {
     let (a, b) = scratch[..2 * M].split_at_mut(M);
     (
@@ -134,10 +118,10 @@ pub fn causal<const DK: usize, const ROW: usize, const M: usize>(
     for t in 0..q.len() / DK {
         features(token::<DK>(k, t), phi_k);
         weighted(token::<DK>(q, t), phi_q);
-        let mut acc = [0.0f32; ROW];
+        let mut acc = [0.0f64; ROW];
         simd::update_read::<ROW>(isa, state, phi_k, phi_q, &v_ext::<ROW>(v, t), &mut acc);
-        let (den, ok) = finish::<ROW>(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
-        answered(t, den, ok);
+        let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
+        answered(t, a.denominator, a.ok);
     }
 }
 
@@ -172,10 +156,10 @@ pub fn read<const DK: usize, const ROW: usize, const M: usize>(
     let (phi_q, _) = split_scratch::<M>(scratch);
     for t in 0..q.len() / DK {
         weighted(token::<DK>(q, t), phi_q);
-        let mut acc = [0.0f32; ROW];
+        let mut acc = [0.0f64; ROW];
         simd::read::<ROW>(isa, state, phi_q, &mut acc);
-        let (den, ok) = finish::<ROW>(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
-        answered(t, den, ok);
+        let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
+        answered(t, a.denominator, a.ok);
     }
 }
 

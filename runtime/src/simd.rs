@@ -109,142 +109,130 @@ pub fn update_read<const ROW: usize>(
     phi_k: &[f32],
     phi_q: &[f32],
     v_ext: &[f32; ROW],
-    acc: &mut [f32; ROW],
+    acc: &mut [f64; ROW],
 ) {
     check_lengths::<ROW>(state.len(), phi_k.len());
     assert_eq!(phi_q.len(), phi_k.len());
-    sweep::<ROW>(isa, Op::UpdateRead, state, phi_k, phi_q, v_ext, acc);
+    sweep::<ROW>(
+        isa,
+        Op::UpdateRead,
+        State::Exclusive(state),
+        phi_k,
+        phi_q,
+        v_ext,
+        acc,
+    );
 }
 
 /// Update-only sweep (absorbing keys for non-causal attention).
 pub fn update<const ROW: usize>(isa: Isa, state: &mut [f32], phi_k: &[f32], v_ext: &[f32; ROW]) {
     check_lengths::<ROW>(state.len(), phi_k.len());
     let mut unused = [0.0; ROW];
-    sweep::<ROW>(isa, Op::Update, state, phi_k, phi_k, v_ext, &mut unused);
+    sweep::<ROW>(
+        isa,
+        Op::Update,
+        State::Exclusive(state),
+        phi_k,
+        phi_k,
+        v_ext,
+        &mut unused,
+    );
 }
 
 /// Read-only sweep (answering a query from a fixed state).
-pub fn read<const ROW: usize>(isa: Isa, state: &[f32], phi_q: &[f32], acc: &mut [f32; ROW]) {
+pub fn read<const ROW: usize>(isa: Isa, state: &[f32], phi_q: &[f32], acc: &mut [f64; ROW]) {
     check_lengths::<ROW>(state.len(), phi_q.len());
-    // The vector sweeps take a mutable pointer; for `Op::Read` they only read through it, and
-    // never read `v_ext`.
+    // A read never looks at `v_ext`.
     let unused_v = [0.0; ROW];
-    match isa.resolve(ROW) {
-        Isa::Portable => read_portable::<ROW>(state, phi_q, acc),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => {
-            // SAFETY: `resolve` returned Avx512 only because the CPU reports avx512f and
-            // ROW <= MAX_VECTOR_ROW; `state` holds `phi_q.len()` rows of ROW words (checked
-            // above), which is every address the sweep reads. `Op::Read` never writes through
-            // the pointer, so casting away `const` is sound.
-            unsafe {
-                x86::sweep_avx512::<ROW>(
-                    Op::Read,
-                    state.as_ptr() as *mut f32,
-                    phi_q,
-                    phi_q,
-                    &unused_v,
-                    acc,
-                )
-            }
+    sweep::<ROW>(
+        isa,
+        Op::Read,
+        State::Shared(state),
+        phi_q,
+        phi_q,
+        &unused_v,
+        acc,
+    );
+}
+
+/// The state a sweep walks: exclusive when it updates, shared when it only reads.
+enum State<'a> {
+    Exclusive(&'a mut [f32]),
+    Shared(&'a [f32]),
+}
+
+impl State<'_> {
+    /// Pointer for the vector sweeps. A `Shared` state is only ever passed with `Op::Read`,
+    /// which never writes through the pointer.
+    fn as_ptr(&mut self) -> *mut f32 {
+        match self {
+            State::Exclusive(s) => s.as_mut_ptr(),
+            State::Shared(s) => s.as_ptr() as *mut f32,
         }
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => {
-            // SAFETY: as above, with avx2 and fma detected.
-            unsafe {
-                x86::sweep_avx2::<ROW>(
-                    Op::Read,
-                    state.as_ptr() as *mut f32,
-                    phi_q,
-                    phi_q,
-                    &unused_v,
-                    acc,
-                )
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        _ => read_portable::<ROW>(state, phi_q, acc),
     }
 }
 
 fn sweep<const ROW: usize>(
     isa: Isa,
     op: Op,
-    state: &mut [f32],
+    mut state: State<'_>,
     phi_k: &[f32],
     phi_q: &[f32],
     v_ext: &[f32; ROW],
-    acc: &mut [f32; ROW],
+    acc: &mut [f64; ROW],
 ) {
+    debug_assert!(op == Op::Read || matches!(state, State::Exclusive(_)));
     match isa.resolve(ROW) {
-        Isa::Portable => sweep_portable::<ROW>(op, state, phi_k, phi_q, v_ext, acc),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => {
             // SAFETY: `resolve` returned Avx512 only because the CPU reports avx512f and
-            // ROW <= MAX_VECTOR_ROW; `state` is an exclusive borrow of `phi_k.len()` rows of
-            // ROW words (checked by the public callers), which bounds every access.
-            unsafe { x86::sweep_avx512::<ROW>(op, state.as_mut_ptr(), phi_k, phi_q, v_ext, acc) }
+            // ROW <= MAX_VECTOR_ROW; `state` holds `phi_k.len()` rows of ROW words (checked by
+            // the public callers), which bounds every access; it is written only when it is an
+            // exclusive borrow (a shared one comes with `Op::Read`, see `State::as_ptr`).
+            unsafe { x86::sweep_avx512::<ROW>(op, state.as_ptr(), phi_k, phi_q, v_ext, acc) }
         }
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => {
             // SAFETY: as above, with avx2 and fma detected.
-            unsafe { x86::sweep_avx2::<ROW>(op, state.as_mut_ptr(), phi_k, phi_q, v_ext, acc) }
+            unsafe { x86::sweep_avx2::<ROW>(op, state.as_ptr(), phi_k, phi_q, v_ext, acc) }
         }
-        #[cfg(not(target_arch = "x86_64"))]
         _ => sweep_portable::<ROW>(op, state, phi_k, phi_q, v_ext, acc),
     }
 }
 
 fn sweep_portable<const ROW: usize>(
     op: Op,
-    state: &mut [f32],
+    state: State<'_>,
     phi_k: &[f32],
     phi_q: &[f32],
     v_ext: &[f32; ROW],
-    acc: &mut [f32; ROW],
+    acc: &mut [f64; ROW],
 ) {
-    let mut wide = [0.0f64; ROW];
-    for ((row, &a), &b) in state.chunks_exact_mut(ROW).zip(phi_k).zip(phi_q) {
-        let row: &mut [f32; ROW] = row.try_into().expect("chunks_exact yields ROW words");
-        if op != Op::Read {
-            for c in 0..ROW {
-                row[c] += a * v_ext[c];
-            }
-        }
-        if op != Op::Update {
-            let b = f64::from(b);
-            for c in 0..ROW {
-                wide[c] += b * f64::from(row[c]);
-            }
-        }
-    }
-    add_wide(acc, &wide);
-}
-
-/// `acc += wide`, rounding once.
-fn add_wide<const ROW: usize>(acc: &mut [f32; ROW], wide: &[f64; ROW]) {
-    for (a, w) in acc.iter_mut().zip(wide) {
-        *a = (f64::from(*a) + w) as f32;
-    }
-}
-
-/// Moves the block's f32 sums into the f64 totals.
-fn flush<const ROW: usize>(block: &mut [f32; ROW], totals: &mut [f64; ROW]) {
-    for (t, b) in totals.iter_mut().zip(block.iter_mut()) {
-        *t += f64::from(*b);
-        *b = 0.0;
-    }
-}
-
-fn read_portable<const ROW: usize>(state: &[f32], phi_q: &[f32], acc: &mut [f32; ROW]) {
-    let mut wide = [0.0f64; ROW];
-    for (row, &b) in state.chunks_exact(ROW).zip(phi_q) {
+    let read = |acc: &mut [f64; ROW], row: &[f32], b: f32| {
         let b = f64::from(b);
         for c in 0..ROW {
-            wide[c] += b * f64::from(row[c]);
+            acc[c] += b * f64::from(row[c]);
+        }
+    };
+    match state {
+        State::Exclusive(state) => {
+            for ((row, &a), &b) in state.chunks_exact_mut(ROW).zip(phi_k).zip(phi_q) {
+                if op != Op::Read {
+                    for (x, v) in row.iter_mut().zip(v_ext) {
+                        *x += a * v;
+                    }
+                }
+                if op != Op::Update {
+                    read(acc, row, b);
+                }
+            }
+        }
+        State::Shared(state) => {
+            for (row, &b) in state.chunks_exact(ROW).zip(phi_q) {
+                read(acc, row, b);
+            }
         }
     }
-    add_wide(acc, &wide);
 }
 
 /// Machine-limit probes for benchmarks: what one core can do at best, measured in the same run
@@ -309,7 +297,7 @@ mod x86 {
         phi_k: &[f32],
         phi_q: &[f32],
         v_ext: &[f32; ROW],
-        acc: &mut [f32; ROW],
+        acc: &mut [f64; ROW],
     ) {
         const MAXV: usize = 9; // ceil(129 / 16)
         let full = ROW / 16;
@@ -352,7 +340,6 @@ mod x86 {
                 }};
             }
             let m = phi_k.len();
-            let mut totals = [0.0f64; ROW];
             let mut block = [0.0f32; ROW];
             let mut j = 0;
             while j < m {
@@ -374,13 +361,10 @@ mod x86 {
                         acc0[c] = zero;
                         acc1[c] = zero;
                     }
-                    super::flush(&mut block, &mut totals);
-                }
-            }
-            if op != Op::Update {
-                super::flush(acc, &mut totals);
-                for (a, t) in acc.iter_mut().zip(totals.iter()) {
-                    *a = *t as f32;
+                    // Move the block's f32 sums into the f64 accumulator.
+                    for (a, b) in acc.iter_mut().zip(block.iter()) {
+                        *a += f64::from(*b);
+                    }
                 }
             }
         }
@@ -439,7 +423,7 @@ mod x86 {
         phi_k: &[f32],
         phi_q: &[f32],
         v_ext: &[f32; ROW],
-        acc: &mut [f32; ROW],
+        acc: &mut [f64; ROW],
     ) {
         const MAXV: usize = 16; // 129 / 8
         let full = ROW / 8;
@@ -498,12 +482,12 @@ mod x86 {
                 for c in 0..full {
                     _mm256_storeu_pd(sums.as_mut_ptr(), lo[c]);
                     _mm256_storeu_pd(sums.as_mut_ptr().add(4), hi[c]);
-                    for (i, s) in sums.iter().enumerate() {
-                        acc[c * 8 + i] = (f64::from(acc[c * 8 + i]) + s) as f32;
+                    for (a, s) in acc[c * 8..c * 8 + 8].iter_mut().zip(sums) {
+                        *a += s;
                     }
                 }
                 for (t, c) in tail.enumerate() {
-                    acc[c] = (f64::from(acc[c]) + tails[t]) as f32;
+                    acc[c] += tails[t];
                 }
             }
         }
@@ -529,24 +513,25 @@ mod tests {
         let v: [f32; ROW] = std::array::from_fn(|c| (c as f32 * 0.37).sin());
         let run = |isa: Isa| {
             let mut s = state0.clone();
-            let mut acc = [0.5f32; ROW];
+            let mut acc = [0.5f64; ROW];
             update_read::<ROW>(isa, &mut s, &phi_k, &phi_q, &v, &mut acc);
             let mut s2 = state0.clone();
             update::<ROW>(isa, &mut s2, &phi_k, &v);
-            let mut acc2 = [0.25f32; ROW];
+            let mut acc2 = [0.25f64; ROW];
             read::<ROW>(isa, &s2, &phi_q, &mut acc2);
-            (s, acc, s2, acc2)
+            let widen = |x: Vec<f32>| x.into_iter().map(f64::from).collect::<Vec<f64>>();
+            (widen(s), acc, widen(s2), acc2)
         };
         let reference = run(Isa::Portable);
         // The read half against an exact f64 computation on the updated state.
         let mut exact = [0.5f64; ROW];
         for (row, &b) in reference.0.chunks_exact(ROW).zip(&phi_q) {
             for c in 0..ROW {
-                exact[c] += f64::from(b) * f64::from(row[c]);
+                exact[c] += f64::from(b) * row[c];
             }
         }
         for c in 0..ROW {
-            let err = (f64::from(reference.1[c]) - exact[c]).abs();
+            let err = (reference.1[c] - exact[c]).abs();
             assert!(
                 err <= 1e-5 * (1.0 + exact[c].abs()),
                 "portable read ROW={ROW} c={c}: {err:e}"
@@ -554,7 +539,7 @@ mod tests {
         }
         for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
             let got = run(isa);
-            let close = |a: &[f32], b: &[f32]| {
+            let close = |a: &[f64], b: &[f64]| {
                 a.iter()
                     .zip(b)
                     .all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs()))

@@ -124,10 +124,7 @@ impl<T: Element> State<T> {
         let basis = sata_codegen::Basis::new(&self.config);
         let mut alpha = vec![0.0; basis.len()];
         for span in basis.orders() {
-            let a = 1.0
-                / ((1..=span.degree).map(|i| i as f64).product::<f64>()
-                    * self.config.scale().powi(span.degree as i32));
-            alpha[span.range()].iter_mut().for_each(|x| *x = a);
+            alpha[span.range()].fill(basis.alpha(span.degree));
         }
         self.data
             .iter()
@@ -151,5 +148,23 @@ impl<T: Element> State<T> {
 
     pub(crate) fn poison(&mut self) {
         self.poisoned = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_scaling_multiplies_each_order_by_one_over_p_factorial_c_to_the_p() {
+        // d_k = 2, d_v = 1, P = 3, c = 2: features [1], [x0, x1], [x0x0, x0x1, x1x1].
+        let config = KernelConfig::new(2, 1, 3).unwrap().with_scale(2.0).unwrap();
+        let data: Vec<f32> = (0..2 * 6 * 2).map(|i| i as f32 + 1.0).collect();
+        let state = State::from_parts(config, 1, 2, 7, data.clone()).unwrap();
+        let scaled = state.to_alpha_scaled();
+        let alpha = [1.0, 0.5, 0.5, 0.125, 0.125, 0.125];
+        for (i, (&x, &y)) in data.iter().zip(&scaled).enumerate() {
+            assert_eq!(y, f64::from(x) * alpha[(i / 2) % 6], "word {i}");
+        }
     }
 }
