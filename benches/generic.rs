@@ -12,7 +12,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{mean_seconds, output_dir};
+use common::{inputs, mean_seconds, output_dir};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
@@ -39,13 +39,6 @@ fn generic() -> Attention<f32> {
         "the baseline must run the generic path"
     );
     a
-}
-
-/// Deterministic inputs with `q·k / c` of order 0.5, so every Taylor order contributes.
-fn inputs(len: usize, salt: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 * 0.7548 + salt).sin() * 43758.547).fract() - 0.5)
-        .collect()
 }
 
 fn decode(c: &mut Criterion) {

@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{mean_seconds, output_dir};
+use common::{inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
 use sata::simd::floor;
@@ -27,12 +27,6 @@ const TERMS: [usize; 3] = [2, 3, 4];
 const HEADS: [usize; 2] = [1, 64];
 const PREFILL_TOKENS: usize = 64;
 const CONTEXTS: [usize; 7] = [256, 1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20];
-
-fn inputs(len: usize, salt: f32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as f32 * 0.7548 + salt).sin() * 43758.547).fract() - 0.5)
-        .collect()
-}
 
 fn attention(config: KernelConfig, path: &str) -> Attention<f32> {
     let kind = if path == "generic" {

@@ -27,3 +27,12 @@ pub fn mean_seconds(dir: &Path, group: &str, function: &str, parameter: &str) ->
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
     Some(json["mean"]["point_estimate"].as_f64()? * 1e-9)
 }
+
+/// Deterministic inputs in [-0.5, 0.5) (a sine hash), so every run and every path sees the
+/// same numbers; with d = 16 they give `q·k / c` of order 0.5, so every Taylor order
+/// contributes.
+pub fn inputs(len: usize, salt: f32) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i as f32 * 0.7548 + salt).sin() * 43758.547).fract() - 0.5)
+        .collect()
+}
