@@ -246,3 +246,33 @@ fn a_failed_save_leaves_the_previous_checkpoint_intact() {
     let err = state.save(dir.path().join("missing/s.sata")).unwrap_err();
     assert!(err.to_string().contains("missing"));
 }
+
+/// A file in the older row layout (code 1, `[S | Z]` rows per feature) loads into the same
+/// state as its planar (code 2) twin: the loader converts, word by word.
+#[test]
+fn row_layout_files_are_converted_on_load() {
+    let (_, state) = trained_state();
+    let planar = state.to_bytes().unwrap();
+    assert_eq!(planar[33], sata::checkpoint::LAYOUT_PLANAR);
+    let c = *state.config();
+    let (m, dv) = (c.features(), c.d_v());
+    // Rewrite the data section as rows, written out from the layout's definition.
+    let mut rows = planar[..60].to_vec();
+    rows[33] = sata::checkpoint::LAYOUT_FEATURE_ROWS;
+    for lane in state.as_slice().chunks_exact(m * (dv + 1)) {
+        let (s, z) = lane.split_at(m * dv);
+        for j in 0..m {
+            for x in s[j * dv..(j + 1) * dv].iter().chain([&z[j]]) {
+                rows.extend_from_slice(&x.to_le_bytes());
+            }
+        }
+    }
+    let crc = crc32(&rows);
+    rows.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(rows.len(), planar.len());
+    assert_ne!(
+        rows, planar,
+        "the two layouts must differ for this test to mean anything"
+    );
+    assert_eq!(State::<f32>::from_bytes(&rows).unwrap(), state);
+}

@@ -367,4 +367,3 @@ suite!(generic_f32, f32, Path::Generic);
 suite!(generic_f64, f64, Path::Generic);
 suite!(specialized_portable, f32, Path::Specialized(Isa::Portable));
 suite!(specialized_avx2, f32, Path::Specialized(Isa::Avx2));
-suite!(specialized_avx512, f32, Path::Specialized(Isa::Avx512));

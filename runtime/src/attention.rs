@@ -142,7 +142,7 @@ impl<T: Element> Attention<T> {
         self.specialized.map(|(k, _)| k.descriptor())
     }
 
-    /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx512f)` or
+    /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx2+fma)` or
     /// `cpu-generic`.
     pub fn describe_path(&self) -> String {
         match self.specialized {

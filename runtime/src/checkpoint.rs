@@ -11,7 +11,7 @@
 //! | 20 | 4 | terms `P` (`u32`) |
 //! | 24 | 8 | scale `c` (`f64`) |
 //! | 32 | 1 | element type: 1 = f32, 2 = f64 |
-//! | 33 | 1 | layout: 1 = `[batch][heads][feature][d_v + 1]`, features in lexicographic order, order 0 first, rows `[S | Z]`, unweighted |
+//! | 33 | 1 | layout: 2 = per (batch, head) in `[batch][heads]` order, `S` (`[feature][d_v]`) then `Z` (`[feature]`); 1 = per (batch, head) `[feature][d_v + 1]`, rows `[S \| Z]` (read and converted, no longer written). Features in lexicographic order, order 0 first, unweighted |
 //! | 34 | 2 | reserved, 0 |
 //! | 36 | 4 | batch (`u32`) |
 //! | 40 | 4 | heads (`u32`) |
@@ -38,8 +38,11 @@ use crate::state::State;
 pub const MAGIC: &[u8; 8] = b"SATASTAT";
 /// The format version this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
-/// The only state layout so far.
+/// Layout 1: per (batch, head), `m` rows of `[S | Z]` (`d_v + 1` words each). Read only.
 pub const LAYOUT_FEATURE_ROWS: u8 = 1;
+/// Layout 2, the one [`State`] uses and this build writes: per (batch, head), `S` (`m x d_v`)
+/// then `Z` (`m`).
+pub const LAYOUT_PLANAR: u8 = 2;
 
 const HEADER_LEN: usize = 60;
 const CHECKSUM_LEN: usize = 4;
@@ -100,6 +103,8 @@ pub struct CheckpointHeader {
     pub batch: usize,
     pub heads: usize,
     pub tokens: u64,
+    /// [`LAYOUT_PLANAR`] or [`LAYOUT_FEATURE_ROWS`].
+    pub layout: u8,
 }
 
 /// Little-endian field reader over a buffer whose length was already checked.
@@ -168,8 +173,9 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
     }
     let config = KernelConfig::new(f.u32(12) as usize, f.u32(16) as usize, f.u32(20) as usize)?
         .with_scale(f.f64(24))?;
-    if bytes[33] != LAYOUT_FEATURE_ROWS {
-        return Err(CheckpointError::UnknownLayout(bytes[33]));
+    let layout = bytes[33];
+    if layout != LAYOUT_PLANAR && layout != LAYOUT_FEATURE_ROWS {
+        return Err(CheckpointError::UnknownLayout(layout));
     }
     let (batch, heads) = (f.u32(36), f.u32(40));
     let per_head = config.state_words_per_head();
@@ -189,7 +195,20 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
         batch: batch as usize,
         heads: heads as usize,
         tokens: f.u64(44),
+        layout,
     })
+}
+
+/// Layout 1 to layout 2: each lane's `[S | Z]` rows become an `S` block and a `Z` block.
+fn rows_to_planar<T: Element>(data: &[T], config: &KernelConfig) -> Vec<T> {
+    let (m, row) = (config.features(), config.row_len());
+    let mut out = Vec::with_capacity(data.len());
+    for lane in data.chunks_exact(m * row) {
+        lane.chunks_exact(row)
+            .for_each(|r| out.extend_from_slice(&r[..row - 1]));
+        out.extend(lane.chunks_exact(row).map(|r| r[row - 1]));
+    }
+    out
 }
 
 impl<T: Element> State<T> {
@@ -217,7 +236,7 @@ impl<T: Element> State<T> {
             out.extend_from_slice(&(dim as u32).to_le_bytes());
         }
         out.extend_from_slice(&c.scale().to_le_bytes());
-        out.extend_from_slice(&[dtype_code(T::DTYPE), LAYOUT_FEATURE_ROWS, 0, 0]);
+        out.extend_from_slice(&[dtype_code(T::DTYPE), LAYOUT_PLANAR, 0, 0]);
         out.extend_from_slice(&batch.to_le_bytes());
         out.extend_from_slice(&heads.to_le_bytes());
         out.extend_from_slice(&self.tokens().to_le_bytes());
@@ -243,12 +262,15 @@ impl<T: Element> State<T> {
             .into());
         }
         let size = T::DTYPE.size();
-        let data: Vec<T> = bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN]
+        let mut data: Vec<T> = bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN]
             .chunks_exact(size)
             .map(T::read_le)
             .collect();
         if let Some(i) = data.iter().position(|x| !x.is_finite()) {
             return Err(CheckpointError::NonFinite(i).into());
+        }
+        if header.layout == LAYOUT_FEATURE_ROWS {
+            data = rows_to_planar(&data, &header.config);
         }
         State::from_parts(
             header.config,

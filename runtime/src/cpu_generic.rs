@@ -2,7 +2,7 @@
 //! basis. It is the correctness baseline and the fallback of dispatch; specialized kernels must
 //! agree with it.
 //!
-//! Everything here works on one (batch, head) lane: `state` is that lane's `m x (d_v + 1)` block,
+//! Everything here works on one (batch, head) lane: `state` is that lane's `S` (`m x d_v`) then `Z` (`m`) block,
 //! `q`, `k`, `v` its `tokens x dim` blocks, `out` its `tokens x d_v` block.
 
 use std::ops::Range;
@@ -28,7 +28,6 @@ pub(crate) struct FeatureProgram<T> {
 pub(crate) struct Scratch<T> {
     phi_k: Vec<T>,
     phi_q: Vec<T>,
-    v_ext: Vec<T>,
     /// Numerator and denominator of one query, accumulated in f64 whatever `T` is (see
     /// `crate::simd` for why f32 accumulators are not accurate enough).
     acc: Vec<f64>,
@@ -83,12 +82,9 @@ impl<T: Element> FeatureProgram<T> {
 
     pub(crate) fn scratch(&self) -> Scratch<T> {
         let m = self.weights.len();
-        let mut v_ext = vec![T::zero(); self.d_v + 1];
-        v_ext[self.d_v] = T::one();
         Scratch {
             phi_k: vec![T::zero(); m],
             phi_q: vec![T::zero(); m],
-            v_ext,
             acc: vec![0.0; self.d_v + 1],
         }
     }
@@ -130,18 +126,21 @@ impl<T: Element> FeatureProgram<T> {
         mut answered: impl FnMut(usize, Answer),
     ) {
         let (dk, dv) = (self.d_k, self.d_v);
-        let row = dv + 1;
         for t in 0..q.len() / dk {
             self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
-            s.v_ext[..dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
+            let vt = &v[t * dv..(t + 1) * dv];
             s.acc.iter_mut().for_each(|a| *a = 0.0);
-            for ((r, &fk), &fq) in state.chunks_exact_mut(row).zip(&s.phi_k).zip(&s.phi_q) {
+            let (rows, z) = state.split_at_mut(s.phi_k.len() * dv);
+            let rows = rows.chunks_exact_mut(dv).zip(z);
+            for ((r, z), (&fk, &fq)) in rows.zip(s.phi_k.iter().zip(&s.phi_q)) {
                 let fq = fq.widen();
-                for ((x, &ve), a) in r.iter_mut().zip(&s.v_ext).zip(s.acc.iter_mut()) {
+                for ((x, &ve), a) in r.iter_mut().zip(vt).zip(s.acc.iter_mut()) {
                     *x = *x + fk * ve;
                     *a += fq * x.widen();
                 }
+                *z = *z + fk;
+                s.acc[dv] += fq * z.widen();
             }
             answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
         }
@@ -152,11 +151,13 @@ impl<T: Element> FeatureProgram<T> {
         let (dk, dv) = (self.d_k, self.d_v);
         for t in 0..k.len() / dk {
             self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
-            s.v_ext[..dv].copy_from_slice(&v[t * dv..(t + 1) * dv]);
-            for (r, &fk) in state.chunks_exact_mut(dv + 1).zip(&s.phi_k) {
-                for (x, &ve) in r.iter_mut().zip(&s.v_ext) {
+            let vt = &v[t * dv..(t + 1) * dv];
+            let (rows, z) = state.split_at_mut(s.phi_k.len() * dv);
+            for ((r, z), &fk) in rows.chunks_exact_mut(dv).zip(z).zip(&s.phi_k) {
+                for (x, &ve) in r.iter_mut().zip(vt) {
                     *x = *x + fk * ve;
                 }
+                *z = *z + fk;
             }
         }
     }
@@ -174,11 +175,13 @@ impl<T: Element> FeatureProgram<T> {
         for t in 0..q.len() / dk {
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
             s.acc.iter_mut().for_each(|a| *a = 0.0);
-            for (r, &fq) in state.chunks_exact(dv + 1).zip(&s.phi_q) {
+            let (rows, z) = state.split_at(s.phi_q.len() * dv);
+            for ((r, z), &fq) in rows.chunks_exact(dv).zip(z).zip(&s.phi_q) {
                 let fq = fq.widen();
                 for (a, &x) in s.acc.iter_mut().zip(r) {
                     *a += fq * x.widen();
                 }
+                s.acc[dv] += fq * z.widen();
             }
             answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
         }

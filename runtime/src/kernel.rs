@@ -53,7 +53,7 @@ pub type Answered<'a> = &'a mut dyn FnMut(usize, f64, bool);
 /// runtime's registry, `build.rs` output, `#[sata::kernel]`); used through
 /// [`crate::Attention::with_kernel`] or the registry.
 ///
-/// All methods work on one (batch, head) lane: `state` is its `m x (d_v + 1)` block, `q`, `k`,
+/// All methods work on one (batch, head) lane: `state` is its `m (d_v + 1)` words (`S` then `Z`, see [`crate::State`]), `q`, `k`,
 /// `v` its `tokens x dim` blocks, `out` its `tokens x d_v` block, and `scratch` at least
 /// `2 m` words. Lengths are checked by the caller ([`crate::Attention`]).
 pub trait SpecializedKernel: Send + Sync {
@@ -95,10 +95,8 @@ fn token<const N: usize>(x: &[f32], t: usize) -> &[f32; N] {
     x[t * N..(t + 1) * N].try_into().expect("N words")
 }
 
-fn v_ext<const ROW: usize>(v: &[f32], t: usize) -> [f32; ROW] {
-    let mut e = [1.0f32; ROW];
-    e[..ROW - 1].copy_from_slice(&v[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
-    e
+fn value<const ROW: usize>(v: &[f32], t: usize) -> &[f32] {
+    &v[t * (ROW - 1)..(t + 1) * (ROW - 1)]
 }
 
 /// Driver of [`SpecializedKernel::causal`] for generated code.
@@ -119,7 +117,7 @@ pub fn causal<const DK: usize, const ROW: usize, const M: usize>(
         features(token::<DK>(k, t), phi_k);
         weighted(token::<DK>(q, t), phi_q);
         let mut acc = [0.0f64; ROW];
-        simd::update_read::<ROW>(isa, state, phi_k, phi_q, &v_ext::<ROW>(v, t), &mut acc);
+        simd::update_read::<ROW>(isa, state, phi_k, phi_q, value::<ROW>(v, t), &mut acc);
         let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
         answered(t, a.denominator, a.ok);
     }
@@ -138,7 +136,7 @@ pub fn absorb<const DK: usize, const ROW: usize, const M: usize>(
     let (phi_k, _) = split_scratch::<M>(scratch);
     for t in 0..k.len() / DK {
         features(token::<DK>(k, t), phi_k);
-        simd::update::<ROW>(isa, state, phi_k, &v_ext::<ROW>(v, t));
+        simd::update::<ROW>(isa, state, phi_k, value::<ROW>(v, t));
     }
 }
 

@@ -7,11 +7,15 @@ use crate::error::SataError;
 
 /// The whole memory of the sequences processed so far, for every (batch, head).
 ///
-/// **Layout** (also the checkpoint's data section): `[batch][heads][feature][d_v + 1]`,
-/// row-major. Features are numbered as in [`sata_codegen::Basis`] (order 0 first, then each
-/// order's monomials in lexicographic order). Row `j` of a head holds `S[j, 0..d_v] =
-/// sum_s Phi_j(k_s) v_s` followed by `Z[j] = sum_s Phi_j(k_s)`: the `[v, 1]` trick stores the
-/// denominator as the last column so one pass over a row yields numerator and denominator.
+/// **Layout** (also the checkpoint's data section, layout code 2): per (batch, head), in
+/// `[batch][heads]` order, an `m x d_v` block `S` followed by an `m`-word block `Z`:
+/// `S[j, 0..d_v] = sum_s Phi_j(k_s) v_s` and `Z[j] = sum_s Phi_j(k_s)`. Features are numbered
+/// as in [`sata_codegen::Basis`] (order 0 first, then each order's monomials in lexicographic
+/// order). Mathematically `Z` is the last column of `S` for values `[v, 1]` (and a sweep over
+/// feature `j` touches both, yielding numerator and denominator in one pass); storing it as
+/// its own block keeps every `S` row a whole number of vectors when `d_v` is a multiple of 8,
+/// and lets `Z` be read and updated 8 features at a time. With `Z` as a row's 17th word at
+/// d_v = 16, the AVX2 sweep measured 2.3-3.2 us per head-token against 1.4-1.6 us without it.
 ///
 /// The state is unweighted: `alpha_p C_p` is applied on the query side. The paper's reference
 /// code stores `alpha_p S_p`; [`State::to_alpha_scaled`] converts.
@@ -107,7 +111,7 @@ impl<T: Element> State<T> {
         &self.data
     }
 
-    /// The `m x (d_v + 1)` block of one (batch, head); `None` if out of range.
+    /// The `m (d_v + 1)` words of one (batch, head), `S` then `Z`; `None` if out of range.
     pub fn head(&self, batch: usize, head: usize) -> Option<&[T]> {
         if batch >= self.batch || head >= self.heads {
             return None;
@@ -120,16 +124,19 @@ impl<T: Element> State<T> {
     /// The state in the paper's reference layout convention, where each order's rows are
     /// pre-multiplied by `alpha_p = 1 / (p! c^p)` (computed in f64, returned in f64).
     pub fn to_alpha_scaled(&self) -> Vec<f64> {
-        let row = self.config.row_len();
         let basis = sata_codegen::Basis::new(&self.config);
         let mut alpha = vec![0.0; basis.len()];
         for span in basis.orders() {
             alpha[span.range()].fill(basis.alpha(span.degree));
         }
-        self.data
-            .iter()
-            .enumerate()
-            .map(|(i, x)| x.widen() * alpha[(i / row) % basis.len()])
+        let (m, dv) = (basis.len(), self.config.d_v());
+        self.lanes()
+            .flat_map(|lane| {
+                let (s, z) = lane.split_at(m * dv);
+                let s = s.iter().enumerate().map(|(i, x)| (i / dv, x));
+                s.chain(z.iter().enumerate())
+                    .map(|(feature, x)| x.widen() * alpha[feature])
+            })
             .collect()
     }
 
@@ -157,14 +164,19 @@ mod tests {
 
     #[test]
     fn alpha_scaling_multiplies_each_order_by_one_over_p_factorial_c_to_the_p() {
-        // d_k = 2, d_v = 1, P = 3, c = 2: features [1], [x0, x1], [x0x0, x0x1, x1x1].
-        let config = KernelConfig::new(2, 1, 3).unwrap().with_scale(2.0).unwrap();
-        let data: Vec<f32> = (0..2 * 6 * 2).map(|i| i as f32 + 1.0).collect();
+        // d_k = 2, d_v = 2, P = 3, c = 2: features [1], [x0, x1], [x0x0, x0x1, x1x1]; per
+        // head 12 words of S (two per feature) then 6 of Z.
+        let config = KernelConfig::new(2, 2, 3).unwrap().with_scale(2.0).unwrap();
+        let data: Vec<f32> = (0..2 * 18).map(|i| i as f32 + 1.0).collect();
         let state = State::from_parts(config, 1, 2, 7, data.clone()).unwrap();
         let scaled = state.to_alpha_scaled();
         let alpha = [1.0, 0.5, 0.5, 0.125, 0.125, 0.125];
+        let feature = |i: usize| match i % 18 {
+            w @ 0..12 => w / 2,
+            w => w - 12,
+        };
         for (i, (&x, &y)) in data.iter().zip(&scaled).enumerate() {
-            assert_eq!(y, f64::from(x) * alpha[(i / 2) % 6], "word {i}");
+            assert_eq!(y, f64::from(x) * alpha[feature(i)], "word {i}");
         }
     }
 }
