@@ -94,9 +94,9 @@ proptest! {
         basis.features_into(&q, &mut fq);
         basis.features_into(&k, &mut fk);
         // Features against the definition Phi_p(x)_j = prod_{i in M_p[j]} x_i.
-        for j in 0..basis.len() {
+        for (j, &f) in fq.iter().enumerate() {
             let direct: f64 = basis.monomial(j).iter().map(|&i| q[i]).product();
-            prop_assert!((fq[j] - direct).abs() <= 1e-12 * direct.abs().max(1.0));
+            prop_assert!((f - direct).abs() <= 1e-12 * direct.abs().max(1.0));
         }
         let dot: f64 = q.iter().zip(&k).map(|(a, b)| a * b).sum();
         for span in basis.orders() {

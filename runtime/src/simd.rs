@@ -363,7 +363,7 @@ mod x86 {
         let full = dv / 8;
         // The overlapping last vector is stored before the full ones, which then overwrite
         // the shared words with their own results; its read keeps only lanes past `full * 8`.
-        let overlap = full > 0 && dv % 8 != 0;
+        let overlap = full > 0 && !dv.is_multiple_of(8);
         let scalar_tail = if full == 0 { 0..dv } else { 0..0 };
         // SAFETY (whole body): row `j` of `S` is words `j * dv..(j + 1) * dv` of the lane and
         // `Z` words `m * dv..m * ROW`. Vector accesses cover `c * 8..c * 8 + 8` for
