@@ -29,7 +29,9 @@ pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Unroll {
-    /// One statement per feature: `f[j] = f[parent] * x[coord]`.
+    /// Straight-line code: one fixed-length statement per run of children,
+    /// `f[dest..dest + len] = f[parent] * x[first..]` (emitted by the Rust target as a call with
+    /// constant arguments, compiled to whole vector multiplies).
     Full,
     /// One loop per order over a constant table of runs.
     PerOrder,
@@ -47,7 +49,7 @@ impl Unroll {
 
     pub fn describe(self) -> &'static str {
         match self {
-            Unroll::Full => "fully unrolled (one statement per feature)",
+            Unroll::Full => "fully unrolled (one fixed-length statement per run of children)",
             Unroll::PerOrder => "one loop per Taylor order over a constant run table",
         }
     }

@@ -7,6 +7,7 @@ use crate::cpu_generic::{Answer, FeatureProgram};
 use crate::element::Element;
 use crate::error::{QueryIndex, SataError};
 use crate::kernel::SpecializedKernel;
+use crate::scratch::KernelScratch;
 use crate::simd::Isa;
 use crate::state::State;
 use crate::stats::{CallStats, DenominatorPolicy};
@@ -385,10 +386,10 @@ impl<T: Element> Attention<T> {
     }
 
     /// Feature buffers of the specialized kernel (`2 m` words); empty on the generic path.
-    fn kernel_scratch(&self) -> Vec<f32> {
+    fn kernel_scratch(&self) -> KernelScratch {
         match self.specialized {
-            Some(_) => vec![0.0; 2 * self.config.features()],
-            None => Vec::new(),
+            Some(_) => KernelScratch::take(2 * self.config.features()),
+            None => KernelScratch::take(0),
         }
     }
 

@@ -83,6 +83,27 @@ pub trait SpecializedKernel: Send + Sync {
     );
 }
 
+/// One run of a straight-line feature program: `f[dest..dest + LEN] = f[parent] *
+/// x[first..first + LEN]`, the `LEN` children of feature `parent`. Generated code calls it
+/// with constant arguments, so it compiles to whole vector multiplies and stores with no
+/// bounds checks; one scalar statement per feature was bound by one store per cycle (0.3 us
+/// per feature map at d16 P4, about a fifth of the decode step).
+#[inline(always)]
+pub fn run<const LEN: usize, const DK: usize, const M: usize>(
+    x: &[f32; DK],
+    f: &mut [f32; M],
+    parent: usize,
+    first: usize,
+    dest: usize,
+) {
+    let base = f[parent];
+    let src: &[f32; LEN] = x[first..first + LEN].try_into().expect("run inside x");
+    let dst: &mut [f32; LEN] = (&mut f[dest..dest + LEN]).try_into().expect("run inside f");
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = base * s;
+    }
+}
+
 fn split_scratch<const M: usize>(scratch: &mut [f32]) -> (&mut [f32; M], &mut [f32; M]) {
     let (a, b) = scratch[..2 * M].split_at_mut(M);
     (

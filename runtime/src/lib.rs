@@ -18,6 +18,7 @@ mod cpu_generic;
 mod element;
 mod error;
 pub mod kernel;
+mod scratch;
 pub mod simd;
 mod state;
 mod stats;

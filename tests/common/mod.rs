@@ -172,6 +172,28 @@ pub fn problem(
     causal: bool,
 ) -> Problem {
     let scale = (d_k as f64).sqrt();
+    problem_with_scale(
+        rng,
+        (batch, heads),
+        (n_q, n_k),
+        (d_k, d_v, terms),
+        scale,
+        spread,
+        causal,
+    )
+}
+
+/// [`problem`] for a configuration with scale `c = scale` instead of the default `sqrt(d_k)`.
+#[allow(clippy::too_many_arguments)]
+pub fn problem_with_scale(
+    rng: &mut StdRng,
+    (batch, heads): (usize, usize),
+    (n_q, n_k): (usize, usize),
+    (d_k, d_v, terms): (usize, usize, usize),
+    scale: f64,
+    spread: f64,
+    causal: bool,
+) -> Problem {
     // q·k has variance d_k sigma^4, so sigma = (spread^2 c^2 / d_k)^(1/4) gives sd(x) = spread.
     let mut sigma = (spread * spread * scale * scale / d_k as f64).powf(0.25);
     loop {

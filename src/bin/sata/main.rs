@@ -62,7 +62,7 @@ pub struct EmitArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum UnrollArg {
-    /// One statement per feature.
+    /// Straight-line: one fixed-length statement per run of children.
     Full,
     /// One loop per Taylor order over a constant run table.
     PerOrder,
