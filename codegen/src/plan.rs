@@ -8,7 +8,8 @@ use crate::config::KernelConfig;
 use crate::cost::CostModel;
 
 /// Largest feature count whose feature program is emitted as straight-line code (one statement
-/// per feature); larger configurations get one loop per Taylor order over a constant run table.
+/// per run of children); larger configurations get one loop per Taylor order over a constant
+/// run table.
 ///
 /// Measured 2026-11-23 on the 2-core dev VM (AVX2+FMA), rustc 1.95, `cargo build --release` of
 /// a probe crate holding one kernel, decode of 16 heads (README, "Unrolling threshold"):
@@ -22,7 +23,9 @@ use crate::cost::CostModel;
 ///
 /// Straight-line code is 1.1–1.6x faster at every size, but its compile time grows faster than
 /// linearly (110 s at 20k features against 11 s at 6.5k), so the cut sits above the largest
-/// registry kernel that still compiles in seconds.
+/// registry kernel that still compiles in seconds. The table measured the first straight-line
+/// form (one scalar statement per feature). The run form, re-measured the same way: d16 P5
+/// 14.3 s, d32 P4 10.5 s, d16 P6 over 300 s (killed), so the cut stays.
 pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
 
 /// How the feature program is emitted.
