@@ -13,11 +13,7 @@ fn trained_state() -> (Attention<f32>, State<f32>) {
     let p = problem(&mut rng, (2, 3), (12, 12), (5, 3, 4), 1.0, true);
     let attention = Attention::<f32>::new(p.config()).unwrap();
     let mut state = attention.new_state(2, 3).unwrap();
-    let (q, k, v) = (
-        common::to_f32(&p.q),
-        common::to_f32(&p.k),
-        common::to_f32(&p.v),
-    );
+    let (q, k, v) = p.f32_inputs();
     attention
         .prefill(
             &mut state,

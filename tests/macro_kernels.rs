@@ -5,10 +5,8 @@
 
 mod common;
 
-use common::{Problem, problem, reference, rel_err, rng};
-use sata::{
-    Attention, BackendKind, BackendRequest, Isa, KernelConfig, SpecializedKernel, TensorRef,
-};
+use common::{problem, reference, rel_err, rng, run_f32};
+use sata::{Attention, BackendKind, BackendRequest, Isa, KernelConfig, SpecializedKernel};
 
 #[sata::kernel(d_k = 1, d_v = 1, terms = 1)]
 pub struct K1x1p1;
@@ -41,26 +39,6 @@ static KERNELS: &[&dyn SpecializedKernel] = &[
     &K3x4p3Scaled,
 ];
 
-fn run(attention: &Attention<f32>, p: &Problem, causal: bool) -> Vec<f64> {
-    let (q, k, v) = (
-        common::to_f32(&p.q),
-        common::to_f32(&p.k),
-        common::to_f32(&p.v),
-    );
-    let (q, k, v) = (
-        TensorRef::query(&q, p.q_shape()).unwrap(),
-        TensorRef::key(&k, p.k_shape()).unwrap(),
-        TensorRef::value(&v, p.v_shape()).unwrap(),
-    );
-    let y = if causal {
-        let mut state = attention.new_state(p.batch, p.heads).unwrap();
-        attention.prefill(&mut state, q, k, v).unwrap()
-    } else {
-        attention.attend(q, k, v).unwrap()
-    };
-    common::widen(&y.output.data)
-}
-
 #[test]
 fn macro_kernels_match_the_reference_and_the_generic_path_on_every_isa() {
     let mut rng = rng("macro_kernels");
@@ -85,14 +63,14 @@ fn macro_kernels_match_the_reference_and_the_generic_path_on_every_isa() {
                 BackendRequest::Kind(BackendKind::CpuGeneric),
             )
             .unwrap();
-            let from_generic = run(&generic, &p, causal);
+            let from_generic = run_f32(&generic, &p, causal);
             for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
                 let attention = Attention::<f32>::with_kernel(*kernel)
                     .unwrap()
                     .with_isa(isa)
                     .unwrap();
                 assert_eq!(attention.selection().backend, BackendKind::Cpu);
-                let got = run(&attention, &p, causal);
+                let got = run_f32(&attention, &p, causal);
                 let err = rel_err(&got, &want);
                 assert!(err < 1e-5, "{} {isa} causal={causal}: {err:e}", d.name);
                 assert!(rel_err(&got, &from_generic) < 1e-5, "{} vs generic", d.name);

@@ -58,6 +58,11 @@ impl Problem {
         self.batch * self.heads
     }
     /// The same problem with its inputs rounded to f32, as an f32 kernel (or a file) sees them.
+    /// `q`, `k`, `v` rounded to f32.
+    pub fn f32_inputs(&self) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (to_f32(&self.q), to_f32(&self.k), to_f32(&self.v))
+    }
+
     pub fn rounded_to_f32(&self) -> Problem {
         let r = |x: &[f64]| widen(&to_f32(x));
         Problem {
@@ -239,4 +244,23 @@ pub fn to_f32(x: &[f64]) -> Vec<f32> {
 
 pub fn widen(x: &[f32]) -> Vec<f64> {
     x.iter().map(|&v| v as f64).collect()
+}
+
+/// Runs `p` in f32 through `attention`, causal (prefill on a fresh state) or non-causal
+/// (`attend`), and returns the outputs widened to f64.
+pub fn run_f32(attention: &sata::Attention<f32>, p: &Problem, causal: bool) -> Vec<f64> {
+    use sata::TensorRef;
+    let (q, k, v) = p.f32_inputs();
+    let (q, k, v) = (
+        TensorRef::query(&q, p.q_shape()).unwrap(),
+        TensorRef::key(&k, p.k_shape()).unwrap(),
+        TensorRef::value(&v, p.v_shape()).unwrap(),
+    );
+    let y = if causal {
+        let mut state = attention.new_state(p.batch, p.heads).unwrap();
+        attention.prefill(&mut state, q, k, v).unwrap()
+    } else {
+        attention.attend(q, k, v).unwrap()
+    };
+    widen(&y.output.data)
 }

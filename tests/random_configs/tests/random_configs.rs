@@ -6,36 +6,14 @@
 #[path = "../../common/mod.rs"]
 mod common;
 
-use common::{Problem, problem_with_scale, reference, rel_err, rng};
+use common::{Problem, problem_with_scale, reference, rel_err, rng, run_f32};
 use sata::{Attention, BackendKind, BackendRequest, Isa, SpecializedKernel, TensorRef};
 use sata_random_configs::{KERNELS, SEED};
-
-fn inputs(p: &Problem) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    (
-        common::to_f32(&p.q),
-        common::to_f32(&p.k),
-        common::to_f32(&p.v),
-    )
-}
-
-fn causal_in_one_block(attention: &Attention<f32>, p: &Problem) -> Vec<f64> {
-    let (q, k, v) = inputs(p);
-    let mut state = attention.new_state(p.batch, p.heads).unwrap();
-    let y = attention
-        .prefill(
-            &mut state,
-            TensorRef::query(&q, p.q_shape()).unwrap(),
-            TensorRef::key(&k, p.k_shape()).unwrap(),
-            TensorRef::value(&v, p.v_shape()).unwrap(),
-        )
-        .unwrap();
-    common::widen(&y.output.data)
-}
 
 /// The same causal problem, one decode step per token (one batch and head).
 fn causal_token_by_token(attention: &Attention<f32>, p: &Problem) -> Vec<f64> {
     assert_eq!((p.batch, p.heads), (1, 1));
-    let (q, k, v) = inputs(p);
+    let (q, k, v) = p.f32_inputs();
     let mut state = attention.new_state(1, 1).unwrap();
     let mut out = Vec::new();
     for t in 0..p.n_k {
@@ -51,18 +29,6 @@ fn causal_token_by_token(attention: &Attention<f32>, p: &Problem) -> Vec<f64> {
         out.extend(common::widen(&y.output.data));
     }
     out
-}
-
-fn non_causal(attention: &Attention<f32>, p: &Problem) -> Vec<f64> {
-    let (q, k, v) = inputs(p);
-    let y = attention
-        .attend(
-            TensorRef::query(&q, p.q_shape()).unwrap(),
-            TensorRef::key(&k, p.k_shape()).unwrap(),
-            TensorRef::value(&v, p.v_shape()).unwrap(),
-        )
-        .unwrap();
-    common::widen(&y.output.data)
 }
 
 /// How one case runs an attention on a problem.
@@ -94,7 +60,7 @@ fn random_configurations_match_the_reference_and_the_generic_path() {
             (
                 "causal",
                 problem_for(&mut rng, kernel, (2, 3), (19, 19), true),
-                causal_in_one_block,
+                |a, p| run_f32(a, p, true),
             ),
             (
                 "decode",
@@ -104,7 +70,7 @@ fn random_configurations_match_the_reference_and_the_generic_path() {
             (
                 "non-causal",
                 problem_for(&mut rng, kernel, (2, 2), (7, 21), false),
-                non_causal,
+                |a, p| run_f32(a, p, false),
             ),
         ];
         for (what, p, run) in &cases {
