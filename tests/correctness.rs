@@ -31,6 +31,8 @@ const CONFIGS: &[(usize, usize, usize)] = &[
 enum Path {
     Generic,
     Specialized(Isa),
+    /// WGSL kernels through wgpu (Mesa's llvmpipe where there is no GPU).
+    Wgpu,
 }
 
 impl Path {
@@ -48,12 +50,18 @@ impl Path {
                 assert!(a.kernel().is_some(), "no registry kernel for {config}");
                 a
             }
+            Path::Wgpu => {
+                let a = Attention::with_backend(config, BackendRequest::Kind(BackendKind::Wgpu))
+                    .unwrap();
+                assert_eq!(a.selection().backend, BackendKind::Wgpu);
+                a
+            }
         }
     }
 
     fn configs(self) -> Vec<(usize, usize, usize)> {
         match self {
-            Path::Generic => CONFIGS.to_vec(),
+            Path::Generic | Path::Wgpu => CONFIGS.to_vec(),
             Path::Specialized(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
         }
     }
@@ -65,6 +73,7 @@ impl Path {
                 eprintln!("skipped: this CPU does not support {isa}");
                 false
             }
+            Path::Wgpu => common::wgpu_available(),
             _ => true,
         }
     }
@@ -367,3 +376,4 @@ suite!(generic_f32, f32, Path::Generic);
 suite!(generic_f64, f64, Path::Generic);
 suite!(specialized_portable, f32, Path::Specialized(Isa::Portable));
 suite!(specialized_avx2, f32, Path::Specialized(Isa::Avx2));
+suite!(wgpu_f32, f32, Path::Wgpu);

@@ -34,7 +34,8 @@ pub use builder::{BuildError, Builder};
 pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
 pub use cost::CostModel;
 pub use plan::{
-    FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, KernelPlan, OrderPlan, Unroll,
+    FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry,
+    KernelPlan, OrderPlan, Unroll,
 };
 pub use render::{RenderError, Target};
 

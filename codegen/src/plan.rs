@@ -28,6 +28,26 @@ use crate::cost::CostModel;
 /// 14.3 s, d32 P4 10.5 s, d16 P6 over 300 s (killed), so the cut stays.
 pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
 
+/// Largest number of runs of children (features of orders `0..P-2`) whose feature program the
+/// GPU targets emit as straight-line code; above it they loop over the run table.
+///
+/// Measured 2026-11-23 on the 2-core dev VM, Mesa 22.3.6 llvmpipe (LLVM 15) through wgpu 30
+/// Vulkan, first `causal` dispatch (shader JIT, empty Mesa shader cache) and a second
+/// prefill of 6 lanes x 40 tokens (`examples` probe, see README "WGSL backend"):
+///
+/// | config | runs | JIT straight-line / loops | prefill straight-line / loops |
+/// |---|---|---|---|
+/// | d16 P3 | 17 | 0.43 s / 0.78 s | 23 / 28 ms |
+/// | d32 P3 | 33 | 0.97 s / 0.37 s | 122 / 130 ms |
+/// | d8 P4 | 45 | 1.5 s / 0.53 s | 29 / 33 ms |
+/// | d16 P4 | 153 | 16 s / 1.3 s | 152 / 183 ms |
+/// | d32 P4 | 561 | 114 s / 0.96 s | 717 / 673 ms |
+///
+/// The driver's compile time grows much faster than the run count while the run-time gain
+/// stays at or below 1.2x (the feature program is small next to the state sweep), so the cut
+/// keeps the first dispatch within about two seconds on the slowest compiler we run.
+pub const GPU_FULL_UNROLL_MAX_RUNS: usize = 64;
+
 /// How the feature program is emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -41,7 +61,16 @@ pub enum Unroll {
 }
 
 impl Unroll {
-    /// The mode the generator picks for `features`.
+    /// The mode the GPU targets pick for a feature program of `runs` runs of children.
+    pub fn for_gpu_runs(runs: usize) -> Self {
+        if runs <= GPU_FULL_UNROLL_MAX_RUNS {
+            Unroll::Full
+        } else {
+            Unroll::PerOrder
+        }
+    }
+
+    /// The mode the Rust target picks for `features`.
     pub fn for_features(features: usize) -> Self {
         if features <= FULL_UNROLL_MAX_FEATURES {
             Unroll::Full
@@ -85,6 +114,48 @@ pub struct FeatureStatement {
     pub coord: usize,
 }
 
+/// How a GPU kernel lays one (batch, head) lane of work over a workgroup (WGSL) or thread
+/// block (CUDA): one workgroup per lane, its invocations arranged as `rows x cols`.
+///
+/// The state sweep visits row `j` of `S` (`d_v` words) with the `cols` invocations of one row
+/// group, so neighbouring invocations touch neighbouring words and a whole workgroup covers
+/// `rows` consecutive rows, `rows * d_v` contiguous words per step: the access is coalesced,
+/// which matters because decode is bandwidth-bound (every state word is read and written once
+/// per token). `Z` is swept separately, one feature per invocation. With `d_v <= 64` the
+/// workgroup holds `rows = floor(64 / d_v)` row groups (64 invocations at d_v = 16, the
+/// smallest size that fills a SIMD group on every vendor); wider values take one row group
+/// of up to 256 invocations, each owning `cols_per_invocation` columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GpuGeometry {
+    /// Invocations per workgroup, `rows * cols`.
+    pub workgroup: usize,
+    /// Invocations sharing one state row (`min(d_v, 256)`).
+    pub cols: usize,
+    /// Row groups: rows of `S` swept at once.
+    pub rows: usize,
+    /// Columns each invocation owns, `ceil(d_v / cols)` (1 unless `d_v > 256`).
+    pub cols_per_invocation: usize,
+}
+
+impl GpuGeometry {
+    /// Largest workgroup the geometry uses: WebGPU's default
+    /// `maxComputeInvocationsPerWorkgroup`.
+    pub const MAX_WORKGROUP: usize = 256;
+    /// Workgroup size aimed for when a row is narrow.
+    pub const TARGET_WORKGROUP: usize = 64;
+
+    pub fn new(d_v: usize) -> Self {
+        let cols = d_v.min(Self::MAX_WORKGROUP);
+        let rows = (Self::TARGET_WORKGROUP / cols).max(1);
+        Self {
+            workgroup: rows * cols,
+            cols,
+            rows,
+            cols_per_invocation: d_v.div_ceil(cols),
+        }
+    }
+}
+
 /// The kernel plan of one configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct KernelPlan {
@@ -102,6 +173,11 @@ pub struct KernelPlan {
     pub state_words: usize,
     pub decode_flops: u64,
     pub unroll: Unroll,
+    /// How the GPU targets (WGSL, CUDA) emit the feature program; their compilers run when
+    /// the program does, so the cut is lower ([`GPU_FULL_UNROLL_MAX_RUNS`]).
+    pub gpu_unroll: Unroll,
+    /// Workgroup layout of the GPU targets.
+    pub gpu: GpuGeometry,
     pub orders: Vec<OrderPlan>,
     /// Query-side weights `alpha_p C_p`, in f64.
     pub weights: Vec<f64>,
@@ -164,6 +240,8 @@ impl KernelPlan {
             state_words: cost.state_words,
             decode_flops: cost.decode_flops,
             unroll: Unroll::for_features(config.features()),
+            gpu_unroll: Unroll::for_gpu_runs(orders.iter().map(|o| o.runs.len()).sum()),
+            gpu: GpuGeometry::new(config.d_v()),
             orders,
             weights: basis.weights().to_vec(),
             weight_literals: basis
@@ -175,10 +253,11 @@ impl KernelPlan {
         }
     }
 
-    /// The same plan with the feature program emitted in `unroll` form regardless of size
-    /// (for tests and for comparing the two forms).
+    /// The same plan with the feature program emitted in `unroll` form by every target,
+    /// regardless of size (for tests and for comparing the two forms).
     pub fn with_unroll(mut self, unroll: Unroll) -> Self {
         self.unroll = unroll;
+        self.gpu_unroll = unroll;
         self
     }
 
@@ -241,5 +320,25 @@ mod tests {
         );
         let scaled = KernelConfig::new(4, 4, 2).unwrap().with_scale(1.0).unwrap();
         assert!(KernelPlan::new(&scaled).name.starts_with("d4_v4_p2_s"));
+    }
+}
+
+#[cfg(test)]
+mod geometry_tests {
+    use super::GpuGeometry;
+
+    #[test]
+    fn workgroups_cover_every_column_and_stay_within_limits() {
+        for d_v in [1, 2, 3, 5, 16, 17, 48, 64, 65, 100, 256, 257, 1000, 65_536] {
+            let g = GpuGeometry::new(d_v);
+            assert_eq!(g.workgroup, g.rows * g.cols, "d_v = {d_v}");
+            assert!(g.workgroup <= GpuGeometry::MAX_WORKGROUP, "d_v = {d_v}");
+            assert!(g.cols * g.cols_per_invocation >= d_v, "d_v = {d_v}");
+            assert!(g.cols * (g.cols_per_invocation - 1) < d_v, "d_v = {d_v}");
+            // Several row groups only when one invocation owns one column.
+            assert!(g.rows == 1 || g.cols_per_invocation == 1, "d_v = {d_v}");
+        }
+        assert_eq!(GpuGeometry::new(16).workgroup, 64);
+        assert_eq!(GpuGeometry::new(16).rows, 4);
     }
 }

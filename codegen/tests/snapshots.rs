@@ -13,25 +13,38 @@ fn snapshot(name: &str, target: &str, source: &str) {
     });
 }
 
-fn rust(d_k: usize, d_v: usize, terms: usize) -> KernelPlan {
+fn plan(d_k: usize, d_v: usize, terms: usize) -> KernelPlan {
     KernelPlan::new(&KernelConfig::new(d_k, d_v, terms).unwrap())
 }
 
 #[test]
 fn rust_d2_v2_p3() {
-    let source = render_rust(&rust(2, 2, 3), &RustOptions::default()).unwrap();
+    let source = render_rust(&plan(2, 2, 3), &RustOptions::default()).unwrap();
     snapshot("d2_v2_p3", "rust", &source);
 }
 
 #[test]
 fn rust_d3_v3_p3() {
-    let source = render_rust(&rust(3, 3, 3), &RustOptions::default()).unwrap();
+    let source = render_rust(&plan(3, 3, 3), &RustOptions::default()).unwrap();
     snapshot("d3_v3_p3", "rust", &source);
 }
 
 #[test]
 fn rust_d3_v2_p3_per_order_loops() {
-    let plan = rust(3, 2, 3).with_unroll(Unroll::PerOrder);
+    let plan = plan(3, 2, 3).with_unroll(Unroll::PerOrder);
     let source = render_rust(&plan, &RustOptions::default()).unwrap();
     snapshot("d3_v2_p3_per_order", "rust", &source);
+}
+
+#[test]
+fn wgsl_d2_v2_p3() {
+    let source = sata_codegen::render::render_wgsl(&plan(2, 2, 3)).unwrap();
+    snapshot("d2_v2_p3", "wgsl", &source);
+}
+
+#[test]
+fn wgsl_d3_v2_p3_per_order_loops() {
+    let plan = plan(3, 2, 3).with_unroll(Unroll::PerOrder);
+    let source = sata_codegen::render::render_wgsl(&plan).unwrap();
+    snapshot("d3_v2_p3_per_order", "wgsl", &source);
 }

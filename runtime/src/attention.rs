@@ -3,6 +3,7 @@
 use sata_codegen::KernelConfig;
 
 use crate::backend::{self, BackendKind, BackendRequest, Selection};
+use crate::checks::{Lanes, output_len};
 use crate::cpu_generic::{Answer, FeatureProgram};
 use crate::element::Element;
 use crate::error::{QueryIndex, SataError};
@@ -11,7 +12,7 @@ use crate::scratch::KernelScratch;
 use crate::simd::Isa;
 use crate::state::State;
 use crate::stats::{CallStats, DenominatorPolicy};
-use crate::tensor::{Role, Shape, Tensor, TensorRef};
+use crate::tensor::{Shape, Tensor, TensorRef};
 
 /// Outputs of one call and what the call saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +63,9 @@ pub struct Attention<T: Element> {
     program: FeatureProgram<T>,
     /// The specialized kernel and instruction set, when the CPU backend runs one (f32 only).
     specialized: Option<(&'static dyn SpecializedKernel, Isa)>,
+    /// The WGSL kernels, when the `wgpu` backend runs (f32 only).
+    #[cfg(feature = "wgpu")]
+    gpu: Option<crate::gpu::GpuAttention>,
 }
 
 impl<T: Element> std::fmt::Debug for Attention<T> {
@@ -83,6 +87,28 @@ fn f32s_mut<T: Element>(x: &mut [T]) -> &mut [f32] {
     T::as_f32_mut(x).expect("the specialized path is only chosen for f32")
 }
 
+/// A tensor as f32 on the GPU path, which only exists for `T = f32`.
+#[cfg(feature = "wgpu")]
+fn f32_ref<'a, T: Element>(x: TensorRef<'a, T>) -> TensorRef<'a, f32> {
+    x.as_f32().expect("the wgpu path is only chosen for f32")
+}
+
+/// Runs `call` on a device copy of a host state and copies the device state back, whether
+/// the call succeeded or not (a failed call has already restored or poisoned the device
+/// copy exactly as the host paths would).
+#[cfg(feature = "wgpu")]
+fn on_device<T: Element, R>(
+    gpu: &crate::gpu::GpuAttention,
+    state: &mut State<T>,
+    call: impl FnOnce(&crate::gpu::GpuAttention, &mut crate::gpu::DeviceState) -> Result<R, SataError>,
+) -> Result<R, SataError> {
+    let mut device = gpu.upload_words(state.parts(), f32s(state.as_slice()))?;
+    let result = call(gpu, &mut device);
+    device.download_into(f32s_mut(state.data_mut()))?;
+    state.set_progress(device.tokens(), device.is_poisoned());
+    result
+}
+
 impl<T: Element> Attention<T> {
     /// Attention on the best available CPU path (see [`Attention::selection`]).
     pub fn new(config: KernelConfig) -> Result<Self, SataError> {
@@ -94,10 +120,15 @@ impl<T: Element> Attention<T> {
         let (selection, kernel) = backend::resolve(request, &config, T::DTYPE)?;
         Ok(Self {
             config,
-            selection,
             policy: DenominatorPolicy::default(),
             program: FeatureProgram::new(&config),
             specialized: kernel.map(|k| (k, Isa::detect())),
+            #[cfg(feature = "wgpu")]
+            gpu: match selection.backend {
+                BackendKind::Wgpu => Some(crate::gpu::GpuAttention::new(config)?),
+                _ => None,
+            },
+            selection,
         })
     }
 
@@ -120,6 +151,8 @@ impl<T: Element> Attention<T> {
             policy: DenominatorPolicy::default(),
             program: FeatureProgram::new(&config),
             specialized: Some((kernel, Isa::detect())),
+            #[cfg(feature = "wgpu")]
+            gpu: None,
         })
     }
 
@@ -146,6 +179,10 @@ impl<T: Element> Attention<T> {
     /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx2+fma)` or
     /// `cpu-generic`.
     pub fn describe_path(&self) -> String {
+        #[cfg(feature = "wgpu")]
+        if let Some(gpu) = &self.gpu {
+            return gpu.describe_path();
+        }
         match self.specialized {
             Some((k, isa)) => format!(
                 "{} (kernel {}, {isa})",
@@ -159,6 +196,10 @@ impl<T: Element> Attention<T> {
     /// Sets what happens to queries with a non-positive denominator.
     pub fn with_denominator_policy(mut self, policy: DenominatorPolicy) -> Self {
         self.policy = policy;
+        #[cfg(feature = "wgpu")]
+        {
+            self.gpu = self.gpu.map(|g| g.with_denominator_policy(policy));
+        }
         self
     }
 
@@ -188,7 +229,7 @@ impl<T: Element> Attention<T> {
         k: TensorRef<'_, T>,
         v: TensorRef<'_, T>,
     ) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
         let stats = self.prefill_into(state, q, k, v, &mut out)?;
         Ok(self.attended(q.shape(), out, stats))
     }
@@ -203,17 +244,15 @@ impl<T: Element> Attention<T> {
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
         self.check_state(state)?;
-        self.check_inputs(state, Some(&q), &k, &v)?;
-        if q.shape().tokens != k.shape().tokens {
-            return Err(SataError::TokenMismatch {
-                role: Role::Query,
-                found: q.shape().tokens,
-                against: "keys",
-                expected: k.shape().tokens,
-                hint: "; causal attention needs one query per key (use absorb + query for cross attention)",
+        self.lanes(state).inputs(Some(&q), &k, &v)?;
+        self.lanes(state).causal_tokens(&q, &k)?;
+        self.lanes(state).output(&q, out)?;
+        #[cfg(feature = "wgpu")]
+        if let Some(gpu) = &self.gpu {
+            return on_device(gpu, state, |gpu, device| {
+                gpu.prefill_into(device, f32_ref(q), f32_ref(k), f32_ref(v), f32s_mut(out))
             });
         }
-        self.check_output(&q, out)?;
         self.transaction(state, |this, state| {
             let mut stats = CallStats::default();
             // Only the generic path needs these buffers; made on first use.
@@ -256,7 +295,7 @@ impl<T: Element> Attention<T> {
         k: TensorRef<'_, T>,
         v: TensorRef<'_, T>,
     ) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
         let stats = self.decode_into(state, q, k, v, &mut out)?;
         Ok(self.attended(q.shape(), out, stats))
     }
@@ -271,17 +310,7 @@ impl<T: Element> Attention<T> {
         v: TensorRef<'_, T>,
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
-        for t in [&q, &k, &v] {
-            if t.shape().tokens != 1 {
-                return Err(SataError::TokenMismatch {
-                    role: t.role(),
-                    found: t.shape().tokens,
-                    against: "a decode step",
-                    expected: 1,
-                    hint: "; use prefill for a block of tokens",
-                });
-            }
-        }
+        self.lanes(state).one_token([&q, &k, &v])?;
         self.prefill_into(state, q, k, v, out)
     }
 
@@ -294,7 +323,13 @@ impl<T: Element> Attention<T> {
         v: TensorRef<'_, T>,
     ) -> Result<(), SataError> {
         self.check_state(state)?;
-        self.check_inputs(state, None, &k, &v)?;
+        self.lanes(state).inputs(None, &k, &v)?;
+        #[cfg(feature = "wgpu")]
+        if let Some(gpu) = &self.gpu {
+            return on_device(gpu, state, |gpu, device| {
+                gpu.absorb(device, f32_ref(k), f32_ref(v))
+            });
+        }
         let mut scratch = None;
         let mut kernel_scratch = self.kernel_scratch();
         for (lane, lane_state) in state.lanes_mut().enumerate() {
@@ -326,7 +361,7 @@ impl<T: Element> Attention<T> {
 
     /// Answers queries from the state (every key in it is visible to every query).
     pub fn query(&self, state: &State<T>, q: TensorRef<'_, T>) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); self.output_len(&q)?];
+        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
         let stats = self.query_into(state, q, &mut out)?;
         Ok(self.attended(q.shape(), out, stats))
     }
@@ -339,8 +374,13 @@ impl<T: Element> Attention<T> {
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
         self.check_state(state)?;
-        self.check_tensor(state, &q, self.config.d_k(), "d_k")?;
-        self.check_output(&q, out)?;
+        self.lanes(state).tensor(&q, self.config.d_k(), "d_k")?;
+        self.lanes(state).output(&q, out)?;
+        #[cfg(feature = "wgpu")]
+        if let Some(gpu) = &self.gpu {
+            let device = gpu.upload_words(state.parts(), f32s(state.as_slice()))?;
+            return gpu.query_into(&device, f32_ref(q), f32s_mut(out));
+        }
         let mut stats = CallStats::default();
         let mut scratch = None;
         let mut kernel_scratch = self.kernel_scratch();
@@ -431,17 +471,7 @@ impl<T: Element> Attention<T> {
     }
 
     fn enforce_policy(&self, stats: &CallStats) -> Result<(), SataError> {
-        match (self.policy, stats.first_bad) {
-            (DenominatorPolicy::Error, Some((first, value))) => {
-                Err(SataError::NonPositiveDenominator {
-                    count: stats.bad_denominators,
-                    queries: stats.queries,
-                    first,
-                    value,
-                })
-            }
-            _ => Ok(()),
-        }
+        stats.enforce(self.policy)
     }
 
     fn check_state(&self, state: &State<T>) -> Result<(), SataError> {
@@ -457,89 +487,23 @@ impl<T: Element> Attention<T> {
         Ok(())
     }
 
-    fn check_inputs(
-        &self,
-        state: &State<T>,
-        q: Option<&TensorRef<'_, T>>,
-        k: &TensorRef<'_, T>,
-        v: &TensorRef<'_, T>,
-    ) -> Result<(), SataError> {
-        if let Some(q) = q {
-            self.check_tensor(state, q, self.config.d_k(), "d_k")?;
+    /// Shape checks of a call on `state`'s lanes.
+    fn lanes(&self, state: &State<T>) -> Lanes<'_> {
+        Lanes {
+            config: &self.config,
+            batch: state.batch(),
+            heads: state.heads(),
         }
-        self.check_tensor(state, k, self.config.d_k(), "d_k")?;
-        self.check_tensor(state, v, self.config.d_v(), "d_v")?;
-        if v.shape().tokens != k.shape().tokens {
-            return Err(SataError::TokenMismatch {
-                role: Role::Value,
-                found: v.shape().tokens,
-                against: "keys",
-                expected: k.shape().tokens,
-                hint: "",
-            });
-        }
-        Ok(())
-    }
-
-    fn check_tensor(
-        &self,
-        state: &State<T>,
-        t: &TensorRef<'_, T>,
-        dim: usize,
-        what: &'static str,
-    ) -> Result<(), SataError> {
-        let s = t.shape();
-        if s.dim != dim {
-            return Err(SataError::DimMismatch {
-                role: t.role(),
-                found: s.dim,
-                expected: dim,
-                what,
-            });
-        }
-        if (s.batch, s.heads) != (state.batch(), state.heads()) {
-            return Err(SataError::BatchHeadsMismatch {
-                role: t.role(),
-                found: (s.batch, s.heads),
-                against: "the state",
-                expected: (state.batch(), state.heads()),
-            });
-        }
-        t.check_finite()
-    }
-
-    fn output_len(&self, q: &TensorRef<'_, T>) -> Result<usize, SataError> {
-        let shape = Shape::new(
-            q.shape().batch,
-            q.shape().heads,
-            q.shape().tokens,
-            self.config.d_v(),
-        );
-        // q's own length fits in memory, so this only overflows when d_v >> d_k.
-        shape.checked_len().ok_or(SataError::LengthMismatch {
-            role: Role::Output,
-            len: 0,
-            shape: shape.as_array(),
-            expected: usize::MAX,
-        })
-    }
-
-    fn check_output(&self, q: &TensorRef<'_, T>, out: &[T]) -> Result<(), SataError> {
-        let expected = self.output_len(q)?;
-        if out.len() != expected {
-            let s = q.shape();
-            return Err(SataError::LengthMismatch {
-                role: Role::Output,
-                len: out.len(),
-                shape: [s.batch, s.heads, s.tokens, self.config.d_v()],
-                expected,
-            });
-        }
-        Ok(())
     }
 }
 
-fn record(stats: &mut CallStats, lane: usize, heads: usize, token: usize, answer: Answer) {
+pub(crate) fn record(
+    stats: &mut CallStats,
+    lane: usize,
+    heads: usize,
+    token: usize,
+    answer: Answer,
+) {
     let at = QueryIndex {
         batch: lane / heads,
         head: lane % heads,

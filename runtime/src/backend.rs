@@ -136,13 +136,30 @@ pub(crate) fn resolve(
                 ))),
             }
         }
-        BackendRequest::Kind(backend @ (BackendKind::Wgpu | BackendKind::Cuda)) => {
-            Err(BackendUnavailable {
-                backend,
-                reason: "this build of sata does not include it yet; available: cpu, cpu-generic"
-                    .to_string(),
-            })
+        BackendRequest::Kind(BackendKind::Wgpu) if cfg!(feature = "wgpu") => {
+            if dtype != DType::F32 {
+                return Err(BackendUnavailable {
+                    backend: BackendKind::Wgpu,
+                    reason: format!("WGSL kernels compute in float32, not {dtype}"),
+                });
+            }
+            Ok((
+                Selection {
+                    backend: BackendKind::Wgpu,
+                    fallback: None,
+                },
+                None,
+            ))
         }
+        BackendRequest::Kind(BackendKind::Wgpu) => Err(BackendUnavailable {
+            backend: BackendKind::Wgpu,
+            reason: "this build of sata was made without the `wgpu` feature".to_string(),
+        }),
+        BackendRequest::Kind(BackendKind::Cuda) => Err(BackendUnavailable {
+            backend: BackendKind::Cuda,
+            reason: "this build of sata does not include it yet; available: cpu, cpu-generic, wgpu"
+                .to_string(),
+        }),
     }
 }
 
@@ -183,8 +200,27 @@ mod tests {
             select(generic, &registered, DType::F32).unwrap().fallback,
             None
         );
-        for gpu in [BackendKind::Wgpu, BackendKind::Cuda] {
-            assert!(select(BackendRequest::Kind(gpu), &registered, DType::F32).is_err());
-        }
+        assert!(
+            select(
+                BackendRequest::Kind(BackendKind::Cuda),
+                &registered,
+                DType::F32
+            )
+            .is_err()
+        );
+        // The WGSL kernels are f32: f64 is refused, not silently converted.
+        let wgpu = BackendRequest::Kind(BackendKind::Wgpu);
+        assert!(select(wgpu, &registered, DType::F64).is_err());
+        assert_eq!(
+            select(wgpu, &odd, DType::F32).map(|s| s.backend),
+            if cfg!(feature = "wgpu") {
+                Ok(BackendKind::Wgpu)
+            } else {
+                Err(BackendUnavailable {
+                    backend: BackendKind::Wgpu,
+                    reason: "this build of sata was made without the `wgpu` feature".to_string(),
+                })
+            }
+        );
     }
 }

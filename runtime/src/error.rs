@@ -106,6 +106,10 @@ pub enum SataError {
     #[error(transparent)]
     Backend(#[from] crate::backend::BackendUnavailable),
 
+    /// The GPU device failed (out of memory, a limit exceeded, a lost device).
+    #[error("GPU error on {adapter}: {message}")]
+    Gpu { adapter: String, message: String },
+
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }

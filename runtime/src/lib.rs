@@ -14,9 +14,12 @@
 mod attention;
 pub mod backend;
 pub mod checkpoint;
+mod checks;
 mod cpu_generic;
 mod element;
 mod error;
+#[cfg(feature = "wgpu")]
+pub mod gpu;
 pub mod kernel;
 mod scratch;
 pub mod simd;

@@ -32,6 +32,23 @@ pub struct State<T> {
 impl<T: Element> State<T> {
     /// An empty state (no tokens seen) for `batch x heads` lanes.
     pub fn new(config: KernelConfig, batch: usize, heads: usize) -> Result<Self, SataError> {
+        let words = Self::check_size(config, batch, heads)?;
+        Ok(Self {
+            config,
+            batch,
+            heads,
+            tokens: 0,
+            poisoned: false,
+            data: vec![T::zero(); words],
+        })
+    }
+
+    /// The number of words of a `batch x heads` state, or why there can be no such state.
+    pub(crate) fn check_size(
+        config: KernelConfig,
+        batch: usize,
+        heads: usize,
+    ) -> Result<usize, SataError> {
         if batch == 0 || heads == 0 {
             return Err(SataError::EmptyState { batch, heads });
         }
@@ -41,22 +58,14 @@ impl<T: Element> State<T> {
             heads,
             per_head,
         };
-        let words = batch
+        batch
             .checked_mul(heads)
             .and_then(|l| l.checked_mul(per_head))
             .filter(|w| {
                 w.checked_mul(T::DTYPE.size())
                     .is_some_and(|b| b <= isize::MAX as usize)
             })
-            .ok_or(too_large)?;
-        Ok(Self {
-            config,
-            batch,
-            heads,
-            tokens: 0,
-            poisoned: false,
-            data: vec![T::zero(); words],
-        })
+            .ok_or(too_large)
     }
 
     /// Rebuilds a state from its parts (used by the checkpoint loader); `data` must have the
@@ -138,6 +147,26 @@ impl<T: Element> State<T> {
                     .map(|(feature, x)| x.widen() * alpha[feature])
             })
             .collect()
+    }
+
+    /// `(config, batch, heads, tokens, poisoned)`.
+    pub(crate) fn parts(&self) -> (KernelConfig, usize, usize, u64, bool) {
+        (
+            self.config,
+            self.batch,
+            self.heads,
+            self.tokens,
+            self.poisoned,
+        )
+    }
+
+    pub(crate) fn data_mut(&mut self) -> &mut [T] {
+        &mut self.data
+    }
+
+    pub(crate) fn set_progress(&mut self, tokens: u64, poisoned: bool) {
+        self.tokens = tokens;
+        self.poisoned = poisoned;
     }
 
     pub(crate) fn lanes_mut(&mut self) -> std::slice::ChunksExactMut<'_, T> {

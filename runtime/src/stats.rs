@@ -1,6 +1,6 @@
 //! What one call saw, and what it does with a bad denominator.
 
-use crate::error::QueryIndex;
+use crate::error::{QueryIndex, SataError};
 
 /// What to do with a query whose denominator `sum_p alpha_p (q·k_s)^p` summed over keys is not
 /// positive (or whose output is not finite).
@@ -45,6 +45,21 @@ impl Default for CallStats {
 }
 
 impl CallStats {
+    /// The error `policy` makes of this call's bad denominators, if any.
+    pub(crate) fn enforce(&self, policy: DenominatorPolicy) -> Result<(), SataError> {
+        match (policy, self.first_bad) {
+            (DenominatorPolicy::Error, Some((first, value))) => {
+                Err(SataError::NonPositiveDenominator {
+                    count: self.bad_denominators,
+                    queries: self.queries,
+                    first,
+                    value,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool) {
         self.queries += 1;
         self.min_denominator = self.min_denominator.min(denominator);

@@ -128,6 +128,15 @@ impl<'a, T: Element> TensorRef<'a, T> {
         &self.data[lane * n..(lane + 1) * n]
     }
 
+    /// The same tensor viewed as f32 (`None` unless `T` is f32).
+    pub(crate) fn as_f32(&self) -> Option<TensorRef<'a, f32>> {
+        T::as_f32(self.data).map(|data| TensorRef {
+            data,
+            shape: self.shape,
+            role: self.role,
+        })
+    }
+
     /// Fails on the first NaN or infinity.
     pub(crate) fn check_finite(&self) -> Result<(), SataError> {
         match self.data.iter().position(|x| !x.is_finite()) {

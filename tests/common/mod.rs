@@ -264,3 +264,20 @@ pub fn run_f32(attention: &sata::Attention<f32>, p: &Problem, causal: bool) -> V
     };
     widen(&y.output.data)
 }
+
+/// Whether the wgpu backend can run here. Without an adapter the GPU tests fail (CI installs
+/// Mesa's software Vulkan driver so that they always run) unless `SATA_SKIP_WGPU=1` opts out,
+/// which is printed.
+pub fn wgpu_available() -> bool {
+    match sata::gpu::adapter() {
+        Ok(adapter) => {
+            eprintln!("wgpu adapter: {adapter}");
+            true
+        }
+        Err(e) if std::env::var_os("SATA_SKIP_WGPU").is_some() => {
+            eprintln!("skipped (SATA_SKIP_WGPU is set): {e}");
+            false
+        }
+        Err(e) => panic!("{e}\n(set SATA_SKIP_WGPU=1 to skip the GPU tests on this machine)"),
+    }
+}

@@ -5,23 +5,28 @@
 //! target and the template.
 
 mod rust;
+mod wgsl;
 
 pub(crate) use rust::render_rust_registry as rust_registry;
 pub use rust::{RustOptions, module_name, render_rust, render_rust_module};
+pub use wgsl::{WGSL_ENTRY_POINTS, render_wgsl, wgsl_tables};
 
 use crate::plan::KernelPlan;
 
 /// A code-generation target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// Rust with the runtime's explicit-SIMD sweeps (x86-64 AVX2/AVX-512, portable fallback).
+    /// Rust with the runtime's explicit-SIMD sweeps (x86-64 AVX2, portable fallback).
     Rust,
+    /// WGSL compute shaders for the runtime's `wgpu` backend.
+    Wgsl,
 }
 
 impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::Rust => "rust",
+            Target::Wgsl => "wgsl",
         }
     }
 }

@@ -1,0 +1,80 @@
+//! Every WGSL kernel the generator emits for the registry configurations (and for small and
+//! odd ones, in both feature-program forms) is parsed and validated by naga, the shader
+//! compiler wgpu itself uses, so a shader that would fail on a device fails here first, with
+//! no device needed.
+
+use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl, wgsl_tables};
+use sata_codegen::{KernelConfig, KernelPlan, Unroll, registry};
+
+fn validate(plan: &KernelPlan) {
+    let source = render_wgsl(plan).unwrap();
+    let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
+        panic!(
+            "{}: WGSL does not parse:\n{}",
+            plan.name,
+            e.emit_to_string(&source)
+        )
+    });
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| {
+        panic!(
+            "{}: WGSL does not validate:\n{}",
+            plan.name,
+            e.emit_to_string(&source)
+        )
+    });
+    let entry_points: Vec<&str> = module
+        .entry_points
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(entry_points, WGSL_ENTRY_POINTS, "{}", plan.name);
+    for e in &module.entry_points {
+        let size = e.workgroup_size;
+        assert_eq!(size, [plan.gpu.workgroup as u32, 1, 1], "{}", plan.name);
+    }
+}
+
+#[test]
+fn every_registry_shader_validates() {
+    for config in registry::precompiled_configs() {
+        validate(&KernelPlan::new(&config));
+    }
+}
+
+#[test]
+fn small_odd_and_wide_shaders_validate_in_both_forms() {
+    // P = 1 (no feature program), d_k = 1, d_v not dividing the workgroup, d_v above the
+    // workgroup size (several columns per invocation), non-default scale.
+    let configs = [
+        KernelConfig::new(1, 1, 1).unwrap(),
+        KernelConfig::new(3, 5, 2).unwrap(),
+        KernelConfig::new(2, 7, 4).unwrap(),
+        KernelConfig::new(4, 300, 3).unwrap(),
+        KernelConfig::new(5, 2, 5).unwrap().with_scale(1.5).unwrap(),
+    ];
+    for config in configs {
+        for unroll in [Unroll::Full, Unroll::PerOrder] {
+            validate(&KernelPlan::new(&config).with_unroll(unroll));
+        }
+    }
+}
+
+#[test]
+fn tables_hold_the_weights_then_every_run_of_order_two_and_up() {
+    let plan = KernelPlan::new(&KernelConfig::new(3, 2, 4).unwrap());
+    let tables = wgsl_tables(&plan);
+    let runs: usize = plan.orders[2..].iter().map(|o| o.runs.len()).sum();
+    assert_eq!(tables.len(), plan.features + 3 * runs);
+    for (j, w) in plan.weights.iter().enumerate() {
+        assert_eq!(f32::from_bits(tables[j]), *w as f32);
+    }
+    // The first run of order 2 has parent x0 (feature 1), starts at coordinate 0 and writes
+    // the first order-2 feature.
+    let first = &tables[plan.features..plan.features + 3];
+    assert_eq!(first, [1, 0, plan.orders[2].offset as u32]);
+}
