@@ -261,6 +261,57 @@ fn help_explains_the_commands() {
 }
 
 #[test]
+fn backend_wgpu_matches_the_reference_and_its_state_continues_on_the_cpu() {
+    if !common::wgpu_available() {
+        return;
+    }
+    let files = Files::new();
+    let n = 12;
+    let p = problem(&mut rng("cli_wgpu"), (1, 2), (n, n), (4, 3, 3), 1.0, true).rounded_to_f32();
+    files.write_problem_f32(&p, "");
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--backend", "wgpu", "--stats", "--state-out"].map(String::from));
+    args.push(files.arg("s.sata"));
+    let out = run(&args);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("backend wgpu (kernel d4_v3_p3"), "{stderr}");
+    let (_, y, _) = read_npy(&files.path("y.npy"));
+    let err = rel_err(&y, &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+    // The checkpoint written from the device loads on the CPU: the same keys again as a
+    // continuation see 2n tokens.
+    let mut again = files.attend_args("", "y2.npy", 3);
+    again.extend(["--backend", "cpu-generic", "--stats", "--state-in"].map(String::from));
+    again.push(files.arg("s.sata"));
+    let out = run(&again);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("state holds {} tokens", 2 * n)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn backend_wgpu_without_an_adapter_is_one_clear_line() {
+    let files = Files::new();
+    let p = problem(&mut rng("cli_no_gpu"), (1, 1), (4, 4), (3, 3, 3), 1.0, true);
+    files.write_problem_f32(&p, "");
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--backend".into(), "wgpu".into()]);
+    // No Vulkan driver to be found and no other API allowed.
+    let out = Command::new(env!("CARGO_BIN_EXE_sata"))
+        .args(&args)
+        .env("VK_ICD_FILENAMES", "/nonexistent.json")
+        .env("VK_DRIVER_FILES", "/nonexistent.json")
+        .env("WGPU_BACKEND", "vulkan")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, "no GPU adapter found");
+}
+
+#[test]
 fn backend_cpu_says_it_fell_back_and_gpu_backends_are_clear_errors() {
     let files = Files::new();
     let p = problem(
@@ -277,7 +328,7 @@ fn backend_cpu_says_it_fell_back_and_gpu_backends_are_clear_errors() {
     let out = run(&args);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("using cpu-generic"));
-    for backend in ["wgpu", "cuda", "tpu"] {
+    for backend in ["cuda", "tpu"] {
         let mut args = files.attend_args("", "y.npy", 3);
         args.extend(["--backend".into(), backend.into()]);
         assert_one_line_error(&run(&args), backend);

@@ -182,8 +182,9 @@ impl GpuAttention {
             DenominatorPolicy::Zero => None,
         };
         let stats = self.run(Entry::Causal, state, Some(q), Some((k, v)), out)?;
-        state.tokens += k.shape().tokens as u64;
-        self.settle(state, backup, stats)
+        let advanced = k.shape().tokens as u64;
+        state.tokens += advanced;
+        self.settle(state, backup, advanced, stats)
     }
 
     /// One causal step: exactly one token per (batch, head).
@@ -352,10 +353,15 @@ impl GpuAttention {
         &self,
         state: &mut DeviceState,
         backup: Option<wgpu::Buffer>,
+        advanced: u64,
         stats: CallStats,
     ) -> Result<CallStats, SataError> {
-        let undo =
-            |state: &DeviceState, backup: &wgpu::Buffer| state.copy_into(backup, &state.buffer);
+        // Undoing restores the words and the token count the call advanced.
+        let tokens_before = state.tokens - advanced;
+        let undo = |state: &mut DeviceState, backup: &wgpu::Buffer| {
+            state.tokens = tokens_before;
+            state.copy_into(backup, &state.buffer)
+        };
         if stats.bad_denominators > 0 {
             let words = self.ctx.download(&state.buffer, state.words())?;
             if words.iter().any(|x| !x.is_finite()) {

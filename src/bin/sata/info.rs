@@ -1,6 +1,8 @@
 //! `sata info`: what a configuration costs.
 
-use sata::codegen::{CostModel, FULL_UNROLL_MAX_FEATURES, KernelPlan, Unroll};
+use sata::codegen::{
+    CostModel, FULL_UNROLL_MAX_FEATURES, GPU_FULL_UNROLL_MAX_RUNS, KernelPlan, Unroll,
+};
 use sata::{Attention, KernelConfig};
 
 use crate::InfoArgs;
@@ -68,6 +70,20 @@ fn report(config: &KernelConfig) -> String {
         plan.features
     );
     debug_assert!(plan.unroll == Unroll::for_features(plan.features));
+    let runs: usize = plan.orders.iter().map(|o| o.runs.len()).sum();
+    let _ = writeln!(
+        s,
+        "GPU kernels (WGSL): one workgroup of {} invocations ({} row groups x {} columns) per \
+         (batch, head); feature program {} ({runs} runs; straight-line up to \
+         {GPU_FULL_UNROLL_MAX_RUNS})",
+        plan.gpu.workgroup,
+        plan.gpu.rows,
+        plan.gpu.cols,
+        match plan.gpu_unroll {
+            Unroll::Full => "straight-line",
+            Unroll::PerOrder => "looping over a run table per order",
+        },
+    );
     match Attention::<f32>::new(*config) {
         Ok(a) => {
             let _ = writeln!(s, "f32 CPU path in this build: {}", a.describe_path());

@@ -42,6 +42,8 @@ enum Command {
 pub enum EmitTarget {
     /// Rust module implementing sata::SpecializedKernel (x86-64 SIMD with a portable fallback).
     Rust,
+    /// WGSL compute shader (entry points causal, absorb, answer) for the wgpu backend.
+    Wgsl,
 }
 
 #[derive(Debug, clap::Args)]
