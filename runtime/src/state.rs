@@ -150,6 +150,7 @@ impl<T: Element> State<T> {
     }
 
     /// `(config, batch, heads, tokens, poisoned)`.
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) fn parts(&self) -> (KernelConfig, usize, usize, u64, bool) {
         (
             self.config,
@@ -160,10 +161,12 @@ impl<T: Element> State<T> {
         )
     }
 
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) fn data_mut(&mut self) -> &mut [T] {
         &mut self.data
     }
 
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) fn set_progress(&mut self, tokens: u64, poisoned: bool) {
         self.tokens = tokens;
         self.poisoned = poisoned;

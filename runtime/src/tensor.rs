@@ -129,6 +129,7 @@ impl<'a, T: Element> TensorRef<'a, T> {
     }
 
     /// The same tensor viewed as f32 (`None` unless `T` is f32).
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     pub(crate) fn as_f32(&self) -> Option<TensorRef<'a, f32>> {
         T::as_f32(self.data).map(|data| TensorRef {
             data,

@@ -425,3 +425,23 @@ fn attended(config: &KernelConfig, q: Shape, data: Vec<f32>, stats: CallStats) -
         stats,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_is_compiled_once_per_process() {
+        let Ok(ctx) = context() else {
+            eprintln!("skipped: no wgpu adapter (the workspace tests cover this case)");
+            return;
+        };
+        let config = KernelConfig::new(3, 2, 3).unwrap();
+        let a = GpuAttention::new(config).unwrap();
+        let b = GpuAttention::new(config).unwrap();
+        assert!(Arc::ptr_eq(&a.kernel, &b.kernel));
+        let other = GpuAttention::new(config.with_scale(1.0).unwrap()).unwrap();
+        assert!(!Arc::ptr_eq(&a.kernel, &other.kernel));
+        assert!(Arc::ptr_eq(&a.ctx, &ctx));
+    }
+}
