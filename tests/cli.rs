@@ -242,6 +242,44 @@ fn info_reports_counts_state_size_and_break_even() {
 }
 
 #[test]
+fn info_reports_the_error_bound_and_the_smallest_p_for_a_tolerance() {
+    // |q|·|k| <= 2, c = 2: |q·k|/c <= 1. P = 5: e * 1/5! = 2.265e-2 per weight.
+    let out = sata(&[
+        "info",
+        "--d-k",
+        "4",
+        "--d-v",
+        "4",
+        "--terms",
+        "5",
+        "--qk-bound",
+        "2",
+        "--tolerance",
+        "1e-6",
+    ]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("relative 2.265e-2"), "{text}");
+    // e / 10! = 7.5e-7 is the first factor below 1e-6 (e / 9! = 7.5e-6 is not).
+    assert!(
+        text.contains("smallest P meeting tolerance 1e-6: 10"),
+        "{text}"
+    );
+    let out = sata(&[
+        "info",
+        "--d-k",
+        "4",
+        "--d-v",
+        "4",
+        "--terms",
+        "4",
+        "--qk-bound",
+        "-1",
+    ]);
+    assert_one_line_error(&out, "--qk-bound");
+}
+
+#[test]
 fn help_explains_the_commands() {
     let out = sata(&["--help"]);
     assert_ok(&out);

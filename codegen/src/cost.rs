@@ -57,21 +57,7 @@ impl CostModel {
         if !config.top_degree_is_odd() {
             return None;
         }
-        let t = |x: f64| -> f64 {
-            let (mut term, mut sum) = (1.0, 1.0);
-            for p in 1..config.terms() {
-                term *= x / p as f64;
-                sum += term;
-            }
-            sum
-        };
-        // T_P is increasing for odd degree, T_P(0) = 1 > 0 and T_P(-P) < 0: bisect.
-        let (mut lo, mut hi) = (-(config.terms() as f64), 0.0);
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if t(mid) < 0.0 { lo = mid } else { hi = mid }
-        }
-        Some(0.5 * (lo + hi))
+        Some(crate::error_bound::negative_root(config.terms()))
     }
 
     /// State bytes per head for an accumulator of `word_bytes` bytes (4 for f32, 8 for f64).

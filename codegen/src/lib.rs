@@ -6,6 +6,8 @@
 //! - [`Basis`]: the symmetric monomial basis in lexicographic order, multiplicities `C_p`,
 //!   query weights `alpha_p C_p` and the prefix tree (parent and extra coordinate per feature);
 //! - [`CostModel`]: state size, FLOPs per token and the KV-cache break-even context;
+//! - [`TaylorBound`]: the truncation error bound from a bound on `|q·k| / c`, and the smallest
+//!   `P` for a tolerance;
 //! - [`KernelPlan`]: the target-independent kernel plan (feature program, weights, sizes);
 //! - [`render`]: plans to source through the tera templates in `templates/`;
 //! - [`Builder`]: the `build.rs` API; [`registry`]: the precompiled configurations.
@@ -25,6 +27,7 @@ mod builder;
 mod combinatorics;
 mod config;
 mod cost;
+mod error_bound;
 mod plan;
 pub mod registry;
 pub mod render;
@@ -33,6 +36,7 @@ pub use basis::{Basis, OrderSpan};
 pub use builder::{BuildError, Builder};
 pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
 pub use cost::CostModel;
+pub use error_bound::{BoundError, TaylorBound};
 pub use plan::{
     FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry,
     KernelPlan, OrderPlan, Unroll,

@@ -1,15 +1,82 @@
 //! `sata info`: what a configuration costs.
 
 use sata::codegen::{
-    CostModel, FULL_UNROLL_MAX_FEATURES, GPU_FULL_UNROLL_MAX_RUNS, KernelPlan, Unroll,
+    CostModel, FULL_UNROLL_MAX_FEATURES, GPU_FULL_UNROLL_MAX_RUNS, KernelPlan, TaylorBound, Unroll,
 };
 use sata::{Attention, KernelConfig};
 
 use crate::InfoArgs;
 
 pub fn run(args: &InfoArgs) -> Result<(), String> {
-    print!("{}", report(&args.config.config()?));
+    let config = args.config.config()?;
+    print!("{}", report(&config));
+    if let Some(qk) = args.qk_bound {
+        print!("{}", error_report(&config, qk, args.tolerance)?);
+    }
     Ok(())
+}
+
+/// The truncation error bound for `|q|·|k| <= qk` (see `sata::codegen::TaylorBound`).
+fn error_report(config: &KernelConfig, qk: f64, tolerance: Option<f64>) -> Result<String, String> {
+    use std::fmt::Write;
+    let logit = qk / config.scale();
+    let bound = TaylorBound::new(config.terms(), logit).map_err(|e| format!("--qk-bound: {e}"))?;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "error bound for |q|·|k| <= {qk} (|q·k|/c <= {logit:.4}): every weight within a relative \
+         {:.3e} of exp(q·k/c)",
+        bound.weight_relative
+    );
+    match bound.output_factor {
+        Some(f) => {
+            let _ = writeln!(
+                s,
+                "  outputs within {f:.3e} x max_s |v_s - y| of softmax attention (per coordinate)"
+            );
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "  no output bound: the weight error can reach 100% (use more terms or smaller norms)"
+            );
+        }
+    }
+    if bound.may_be_negative {
+        let _ = writeln!(
+            s,
+            "  warning: top degree {} is odd and q·k/c can reach the polynomial's negative root; \
+             weights can be negative and denominators non-positive",
+            config.terms() - 1
+        );
+    }
+    if let Some(tolerance) = tolerance {
+        match TaylorBound::smallest_terms(logit, tolerance)
+            .map_err(|e| format!("--tolerance: {e}"))?
+        {
+            Some(b) => {
+                let _ = writeln!(
+                    s,
+                    "  smallest P meeting tolerance {tolerance:e}: {} (output factor {:.3e}{})",
+                    b.terms,
+                    b.output_factor.unwrap_or(f64::NAN),
+                    if b.may_be_negative {
+                        ", odd top degree: may go negative"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "  no P up to {} meets tolerance {tolerance:e} at this bound",
+                    sata::codegen::MAX_TERMS
+                );
+            }
+        }
+    }
+    Ok(s)
 }
 
 fn report(config: &KernelConfig) -> String {

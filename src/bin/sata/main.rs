@@ -123,6 +123,18 @@ pub enum BadDenominator {
 pub struct InfoArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Bound on |q|·|k| (so |q·k|/c <= B/c): print the Taylor remainder bound for this
+    /// configuration and, with --tolerance, the smallest P that meets it.
+    #[arg(long, value_name = "B", allow_negative_numbers = true)]
+    pub qk_bound: Option<f64>,
+    /// Tolerance on the output error relative to the spread of the values (with --qk-bound).
+    #[arg(
+        long,
+        value_name = "T",
+        requires = "qk_bound",
+        allow_negative_numbers = true
+    )]
+    pub tolerance: Option<f64>,
 }
 
 /// A configuration given on the command line (`info`, `emit`).
