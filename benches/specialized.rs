@@ -307,11 +307,13 @@ fn summary(dir: &std::path::Path) {
         .iter()
         .map(|&t| mean_seconds(dir, "decode", &format!("d16_p{t}_specialized"), "1"))
         .collect();
+    let mut rows = 0;
     for n in CONTEXTS {
         let Some(soft) = mean_seconds(dir, "softmax_kv_decode_d16", "context", &n.to_string())
         else {
             continue;
         };
+        rows += 1;
         let mut line = format!("  context {n:>8}: softmax {:>10.3} us", soft * 1e6);
         csv.push_str(&format!("{n},{:.4}", soft * 1e6));
         for (t, s) in TERMS.iter().zip(&sata) {
@@ -322,6 +324,14 @@ fn summary(dir: &std::path::Path) {
         }
         csv.push('\n');
         println!("{line}");
+    }
+    // A filtered run that skipped the softmax group must not truncate the committed table.
+    if rows == 0 {
+        println!(
+            "  softmax group not run; {} left as it is",
+            csv_path.display()
+        );
+        return;
     }
     match std::fs::File::create(&csv_path).and_then(|mut f| f.write_all(csv.as_bytes())) {
         Ok(()) => println!("  wrote {}", csv_path.display()),
