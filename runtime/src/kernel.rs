@@ -134,16 +134,14 @@ pub fn causal<const DK: usize, const ROW: usize, const M: usize>(
     weighted: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_k, phi_q) = split_scratch::<M>(scratch);
-    simd::compiled_for(isa, || {
-        for t in 0..q.len() / DK {
-            features(token::<DK>(k, t), phi_k);
-            weighted(token::<DK>(q, t), phi_q);
-            let mut acc = [0.0f64; ROW];
-            simd::update_read::<ROW>(isa, state, phi_k, phi_q, value::<ROW>(v, t), &mut acc);
-            let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
-            answered(t, a.denominator, a.ok);
-        }
-    })
+    for t in 0..q.len() / DK {
+        features(token::<DK>(k, t), phi_k);
+        weighted(token::<DK>(q, t), phi_q);
+        let mut acc = [0.0f64; ROW];
+        simd::update_read::<ROW>(isa, state, phi_k, phi_q, value::<ROW>(v, t), &mut acc);
+        let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
+        answered(t, a.denominator, a.ok);
+    }
 }
 
 /// Driver of [`SpecializedKernel::absorb`] for generated code.
@@ -157,12 +155,10 @@ pub fn absorb<const DK: usize, const ROW: usize, const M: usize>(
     features: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_k, _) = split_scratch::<M>(scratch);
-    simd::compiled_for(isa, || {
-        for t in 0..k.len() / DK {
-            features(token::<DK>(k, t), phi_k);
-            simd::update::<ROW>(isa, state, phi_k, value::<ROW>(v, t));
-        }
-    })
+    for t in 0..k.len() / DK {
+        features(token::<DK>(k, t), phi_k);
+        simd::update::<ROW>(isa, state, phi_k, value::<ROW>(v, t));
+    }
 }
 
 /// Driver of [`SpecializedKernel::read`] for generated code.
@@ -177,15 +173,13 @@ pub fn read<const DK: usize, const ROW: usize, const M: usize>(
     weighted: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_q, _) = split_scratch::<M>(scratch);
-    simd::compiled_for(isa, || {
-        for t in 0..q.len() / DK {
-            weighted(token::<DK>(q, t), phi_q);
-            let mut acc = [0.0f64; ROW];
-            simd::read::<ROW>(isa, state, phi_q, &mut acc);
-            let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
-            answered(t, a.denominator, a.ok);
-        }
-    })
+    for t in 0..q.len() / DK {
+        weighted(token::<DK>(q, t), phi_q);
+        let mut acc = [0.0f64; ROW];
+        simd::read::<ROW>(isa, state, phi_q, &mut acc);
+        let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
+        answered(t, a.denominator, a.ok);
+    }
 }
 
 mod precompiled {

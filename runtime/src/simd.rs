@@ -129,26 +129,6 @@ pub fn update_read<const ROW: usize>(
     );
 }
 
-/// Runs `f` compiled for `isa` where this CPU supports it: code inlined into `f` (the
-/// generated feature maps are `#[inline(always)]`) then uses the instruction set's vectors
-/// instead of the build's baseline (SSE2 on x86-64), as `pulp`'s dispatch does. The sweeps
-/// called from `f` dispatch on their own.
-#[inline(always)]
-pub fn compiled_for<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
-        #[target_feature(enable = "avx2,fma")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: AVX2 and FMA were detected on this CPU just above, which is all `avx2`
-        // requires.
-        return unsafe { avx2(f) };
-    }
-    let _ = isa;
-    f()
-}
-
 /// Update-only sweep (absorbing keys for non-causal attention).
 pub fn update<const ROW: usize>(isa: Isa, state: &mut [f32], phi_k: &[f32], v: &[f32]) {
     check_lengths::<ROW>(state.len(), phi_k.len());
