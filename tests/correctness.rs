@@ -7,6 +7,7 @@ mod common;
 
 use common::{Problem, problem, reference, rel_err, rng};
 use rand::RngExt;
+use sata::cuda::{CudaAttention, Executor, ThreadOrder};
 use sata::{Attention, BackendKind, BackendRequest, Element, Isa, KernelConfig, TensorRef};
 
 /// (d_k, d_v, P): every P from 1 to 6, square and non-square heads, d_k = 1 included.
@@ -33,6 +34,9 @@ enum Path {
     Specialized(Isa),
     /// WGSL kernels through wgpu (Mesa's llvmpipe where there is no GPU).
     Wgpu,
+    /// The CUDA kernels executed on the CPU (g++ and the host-execution header), threads in
+    /// the given order, each lane's state dealt to `split` blocks.
+    CudaHost(ThreadOrder, usize),
 }
 
 impl Path {
@@ -56,6 +60,14 @@ impl Path {
                 assert_eq!(a.selection().backend, BackendKind::Wgpu);
                 a
             }
+            Path::CudaHost(order, split) => {
+                let cuda = CudaAttention::new(config, Executor::Host(order))
+                    .unwrap()
+                    .with_split(split);
+                let a = Attention::with_cuda(cuda).unwrap();
+                assert_eq!(a.selection().backend, BackendKind::CudaHost);
+                a
+            }
         }
     }
 
@@ -63,6 +75,12 @@ impl Path {
         match self {
             Path::Generic | Path::Wgpu => CONFIGS.to_vec(),
             Path::Specialized(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
+            // Every registry kernel, and the suite's own (d_k != d_v, P = 1).
+            Path::CudaHost(..) => {
+                let registry = sata::codegen::registry::PRECOMPILED;
+                let own = CONFIGS.iter().filter(|c| !registry.contains(c));
+                registry.iter().chain(own).copied().collect()
+            }
         }
     }
 
@@ -377,3 +395,14 @@ suite!(generic_f64, f64, Path::Generic);
 suite!(specialized_portable, f32, Path::Specialized(Isa::Portable));
 suite!(specialized_avx2, f32, Path::Specialized(Isa::Avx2));
 suite!(wgpu_f32, f32, Path::Wgpu);
+suite!(
+    cuda_host_forward,
+    f32,
+    Path::CudaHost(ThreadOrder::Forward, 1)
+);
+// Reverse thread order and three blocks per lane: the cross-block sums and any missing barrier.
+suite!(
+    cuda_host_reverse_split,
+    f32,
+    Path::CudaHost(ThreadOrder::Reverse, 3)
+);

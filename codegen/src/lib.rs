@@ -27,6 +27,7 @@ mod builder;
 mod combinatorics;
 mod config;
 mod cost;
+pub mod cuda_layout;
 mod error_bound;
 mod plan;
 pub mod registry;
@@ -36,6 +37,7 @@ pub use basis::{Basis, OrderSpan};
 pub use builder::{BuildError, Builder};
 pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
 pub use cost::CostModel;
+pub use cuda_layout::{CudaEntry, CudaKernel, CudaLayout, CudaLimitError};
 pub use error_bound::{BoundError, TaylorBound};
 pub use plan::{
     FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry,

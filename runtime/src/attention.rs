@@ -5,6 +5,8 @@ use sata_codegen::KernelConfig;
 use crate::backend::{self, BackendKind, BackendRequest, Selection};
 use crate::checks::{Lanes, output_len};
 use crate::cpu_generic::{Answer, FeatureProgram};
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+use crate::device_backend::{HostStateBackend, HostWords};
 use crate::element::Element;
 use crate::error::{QueryIndex, SataError};
 use crate::kernel::SpecializedKernel;
@@ -63,9 +65,9 @@ pub struct Attention<T: Element> {
     program: FeatureProgram<T>,
     /// The specialized kernel and instruction set, when the CPU backend runs one (f32 only).
     specialized: Option<(&'static dyn SpecializedKernel, Isa)>,
-    /// The WGSL kernels, when the `wgpu` backend runs (f32 only).
-    #[cfg(feature = "wgpu")]
-    gpu: Option<crate::gpu::GpuAttention>,
+    /// The device kernels (WGSL through wgpu, or CUDA) when a device backend runs (f32 only).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    device: Option<Box<dyn HostStateBackend>>,
 }
 
 impl<T: Element> std::fmt::Debug for Attention<T> {
@@ -87,26 +89,52 @@ fn f32s_mut<T: Element>(x: &mut [T]) -> &mut [f32] {
     T::as_f32_mut(x).expect("the specialized path is only chosen for f32")
 }
 
-/// A tensor as f32 on the GPU path, which only exists for `T = f32`.
-#[cfg(feature = "wgpu")]
+/// A tensor as f32 on a device path, which only exists for `T = f32`.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn f32_ref<'a, T: Element>(x: TensorRef<'a, T>) -> TensorRef<'a, f32> {
-    x.as_f32().expect("the wgpu path is only chosen for f32")
+    x.as_f32().expect("device paths are only chosen for f32")
 }
 
-/// Runs `call` on a device copy of a host state and copies the device state back, whether
-/// the call succeeded or not (a failed call has already restored or poisoned the device
-/// copy exactly as the host paths would).
-#[cfg(feature = "wgpu")]
+/// Lends a host state to a device backend for one call and takes back its progress.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
 fn on_device<T: Element, R>(
-    gpu: &crate::gpu::GpuAttention,
     state: &mut State<T>,
-    call: impl FnOnce(&crate::gpu::GpuAttention, &mut crate::gpu::DeviceState) -> Result<R, SataError>,
+    call: impl FnOnce(&mut HostWords<'_>) -> Result<R, SataError>,
 ) -> Result<R, SataError> {
-    let mut device = gpu.upload_words(state.parts(), f32s(state.as_slice()))?;
-    let result = call(gpu, &mut device);
-    device.download_into(f32s_mut(state.data_mut()))?;
-    state.set_progress(device.tokens(), device.is_poisoned());
+    let parts = state.parts();
+    let mut host = HostWords {
+        parts,
+        words: f32s_mut(state.data_mut()),
+        tokens: parts.3,
+        poisoned: parts.4,
+    };
+    let result = call(&mut host);
+    let (tokens, poisoned) = (host.tokens, host.poisoned);
+    state.set_progress(tokens, poisoned);
     result
+}
+
+/// The device backend `backend` names, if it is one.
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+fn device_backend(
+    backend: BackendKind,
+    config: KernelConfig,
+) -> Result<Option<Box<dyn HostStateBackend>>, SataError> {
+    Ok(match backend {
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => Some(Box::new(crate::gpu::GpuAttention::new(config)?)),
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => Some(Box::new(crate::cuda::CudaAttention::new(
+            config,
+            crate::cuda::Executor::Gpu,
+        )?)),
+        #[cfg(feature = "cuda")]
+        BackendKind::CudaHost => Some(Box::new(crate::cuda::CudaAttention::new(
+            config,
+            crate::cuda::Executor::Host(crate::cuda::ThreadOrder::Forward),
+        )?)),
+        _ => None,
+    })
 }
 
 impl<T: Element> Attention<T> {
@@ -123,12 +151,36 @@ impl<T: Element> Attention<T> {
             policy: DenominatorPolicy::default(),
             program: FeatureProgram::new(&config),
             specialized: kernel.map(|k| (k, Isa::detect())),
-            #[cfg(feature = "wgpu")]
-            gpu: match selection.backend {
-                BackendKind::Wgpu => Some(crate::gpu::GpuAttention::new(config)?),
-                _ => None,
-            },
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            device: device_backend(selection.backend, config)?,
             selection,
+        })
+    }
+
+    /// Runs the given CUDA kernels (for instance host execution in reverse thread order, or a
+    /// forced split) on host states. Fails for `f64`: CUDA kernels are f32.
+    #[cfg(feature = "cuda")]
+    pub fn with_cuda(cuda: crate::cuda::CudaAttention) -> Result<Self, SataError> {
+        if T::DTYPE != crate::DType::F32 {
+            return Err(SataError::Backend(backend::BackendUnavailable {
+                backend: BackendKind::Cuda,
+                reason: format!("CUDA kernels compute in float32, not {}", T::DTYPE),
+            }));
+        }
+        let config = *cuda.config();
+        Ok(Self {
+            config,
+            selection: Selection {
+                backend: match cuda.executor() {
+                    crate::cuda::Executor::Gpu => BackendKind::Cuda,
+                    crate::cuda::Executor::Host(_) => BackendKind::CudaHost,
+                },
+                fallback: None,
+            },
+            policy: cuda.denominator_policy(),
+            program: FeatureProgram::new(&config),
+            specialized: None,
+            device: Some(Box::new(cuda)),
         })
     }
 
@@ -151,8 +203,8 @@ impl<T: Element> Attention<T> {
             policy: DenominatorPolicy::default(),
             program: FeatureProgram::new(&config),
             specialized: Some((kernel, Isa::detect())),
-            #[cfg(feature = "wgpu")]
-            gpu: None,
+            #[cfg(any(feature = "wgpu", feature = "cuda"))]
+            device: None,
         })
     }
 
@@ -179,9 +231,9 @@ impl<T: Element> Attention<T> {
     /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx2+fma)` or
     /// `cpu-generic`.
     pub fn describe_path(&self) -> String {
-        #[cfg(feature = "wgpu")]
-        if let Some(gpu) = &self.gpu {
-            return gpu.describe_path();
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(device) = &self.device {
+            return device.describe_path();
         }
         match self.specialized {
             Some((k, isa)) => format!(
@@ -196,9 +248,9 @@ impl<T: Element> Attention<T> {
     /// Sets what happens to queries with a non-positive denominator.
     pub fn with_denominator_policy(mut self, policy: DenominatorPolicy) -> Self {
         self.policy = policy;
-        #[cfg(feature = "wgpu")]
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
         {
-            self.gpu = self.gpu.map(|g| g.with_denominator_policy(policy));
+            self.device = self.device.map(|d| d.with_policy(policy));
         }
         self
     }
@@ -247,10 +299,10 @@ impl<T: Element> Attention<T> {
         self.lanes(state).inputs(Some(&q), &k, &v)?;
         self.lanes(state).causal_tokens(&q, &k)?;
         self.lanes(state).output(&q, out)?;
-        #[cfg(feature = "wgpu")]
-        if let Some(gpu) = &self.gpu {
-            return on_device(gpu, state, |gpu, device| {
-                gpu.prefill_into(device, f32_ref(q), f32_ref(k), f32_ref(v), f32s_mut(out))
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(device) = &self.device {
+            return on_device(state, |host| {
+                device.prefill(host, f32_ref(q), f32_ref(k), f32_ref(v), f32s_mut(out))
             });
         }
         self.transaction(state, |this, state| {
@@ -324,11 +376,9 @@ impl<T: Element> Attention<T> {
     ) -> Result<(), SataError> {
         self.check_state(state)?;
         self.lanes(state).inputs(None, &k, &v)?;
-        #[cfg(feature = "wgpu")]
-        if let Some(gpu) = &self.gpu {
-            return on_device(gpu, state, |gpu, device| {
-                gpu.absorb(device, f32_ref(k), f32_ref(v))
-            });
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(device) = &self.device {
+            return on_device(state, |host| device.absorb(host, f32_ref(k), f32_ref(v)));
         }
         let mut scratch = None;
         let mut kernel_scratch = self.kernel_scratch();
@@ -376,10 +426,14 @@ impl<T: Element> Attention<T> {
         self.check_state(state)?;
         self.lanes(state).tensor(&q, self.config.d_k(), "d_k")?;
         self.lanes(state).output(&q, out)?;
-        #[cfg(feature = "wgpu")]
-        if let Some(gpu) = &self.gpu {
-            let device = gpu.upload_words(state.parts(), f32s(state.as_slice()))?;
-            return gpu.query_into(&device, f32_ref(q), f32s_mut(out));
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if let Some(device) = &self.device {
+            return device.query(
+                state.parts(),
+                f32s(state.as_slice()),
+                f32_ref(q),
+                f32s_mut(out),
+            );
         }
         let mut stats = CallStats::default();
         let mut scratch = None;

@@ -20,12 +20,20 @@ pub enum BackendKind {
     CpuGeneric,
     /// WGSL compute shaders through wgpu.
     Wgpu,
-    /// CUDA kernels through cudarc.
+    /// CUDA kernels through cudarc, on an NVIDIA GPU.
     Cuda,
+    /// The same CUDA kernels compiled by g++ and executed on the CPU (verification; slow).
+    CudaHost,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 4] = [Self::Cpu, Self::CpuGeneric, Self::Wgpu, Self::Cuda];
+    pub const ALL: [BackendKind; 5] = [
+        Self::Cpu,
+        Self::CpuGeneric,
+        Self::Wgpu,
+        Self::Cuda,
+        Self::CudaHost,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +41,7 @@ impl BackendKind {
             Self::CpuGeneric => "cpu-generic",
             Self::Wgpu => "wgpu",
             Self::Cuda => "cuda",
+            Self::CudaHost => "cuda-host",
         }
     }
 }
@@ -55,7 +64,7 @@ pub enum BackendRequest {
 
 /// An unknown backend name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown backend '{0}'; expected one of: auto, cpu, cpu-generic, wgpu, cuda")]
+#[error("unknown backend '{0}'; expected one of: auto, cpu, cpu-generic, wgpu, cuda, cuda-host")]
 pub struct UnknownBackend(pub String);
 
 impl FromStr for BackendRequest {
@@ -136,30 +145,33 @@ pub(crate) fn resolve(
                 ))),
             }
         }
-        BackendRequest::Kind(BackendKind::Wgpu) if cfg!(feature = "wgpu") => {
+        BackendRequest::Kind(
+            kind @ (BackendKind::Wgpu | BackendKind::Cuda | BackendKind::CudaHost),
+        ) => {
+            let (built, feature) = match kind {
+                BackendKind::Wgpu => (cfg!(feature = "wgpu"), "wgpu"),
+                _ => (cfg!(feature = "cuda"), "cuda"),
+            };
+            if !built {
+                return Err(BackendUnavailable {
+                    backend: kind,
+                    reason: format!("this build of sata was made without the `{feature}` feature"),
+                });
+            }
             if dtype != DType::F32 {
                 return Err(BackendUnavailable {
-                    backend: BackendKind::Wgpu,
-                    reason: format!("WGSL kernels compute in float32, not {dtype}"),
+                    backend: kind,
+                    reason: format!("{kind} kernels compute in float32, not {dtype}"),
                 });
             }
             Ok((
                 Selection {
-                    backend: BackendKind::Wgpu,
+                    backend: kind,
                     fallback: None,
                 },
                 None,
             ))
         }
-        BackendRequest::Kind(BackendKind::Wgpu) => Err(BackendUnavailable {
-            backend: BackendKind::Wgpu,
-            reason: "this build of sata was made without the `wgpu` feature".to_string(),
-        }),
-        BackendRequest::Kind(BackendKind::Cuda) => Err(BackendUnavailable {
-            backend: BackendKind::Cuda,
-            reason: "this build of sata does not include it yet; available: cpu, cpu-generic, wgpu"
-                .to_string(),
-        }),
     }
 }
 
@@ -200,13 +212,19 @@ mod tests {
             select(generic, &registered, DType::F32).unwrap().fallback,
             None
         );
-        assert!(
-            select(
-                BackendRequest::Kind(BackendKind::Cuda),
-                &registered,
-                DType::F32
-            )
-            .is_err()
+        // Device backends are f32 only; selecting one does not open a device yet.
+        let cuda = BackendRequest::Kind(BackendKind::Cuda);
+        assert!(select(cuda, &registered, DType::F64).is_err());
+        assert_eq!(
+            select(cuda, &registered, DType::F32).map(|s| s.backend),
+            if cfg!(feature = "cuda") {
+                Ok(BackendKind::Cuda)
+            } else {
+                Err(BackendUnavailable {
+                    backend: BackendKind::Cuda,
+                    reason: "this build of sata was made without the `cuda` feature".to_string(),
+                })
+            }
         );
         // The WGSL kernels are f32: f64 is refused, not silently converted.
         let wgpu = BackendRequest::Kind(BackendKind::Wgpu);

@@ -110,6 +110,10 @@ pub enum SataError {
     #[error("GPU error on {adapter}: {message}")]
     Gpu { adapter: String, message: String },
 
+    /// The CUDA backend failed: no driver or NVRTC, a compile error, a launch error.
+    #[error("CUDA: {message}")]
+    Cuda { message: String },
+
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
 }

@@ -16,6 +16,10 @@ pub mod backend;
 pub mod checkpoint;
 mod checks;
 mod cpu_generic;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod device_backend;
 mod element;
 mod error;
 #[cfg(feature = "wgpu")]

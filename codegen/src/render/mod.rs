@@ -4,9 +4,11 @@
 //! proc-macro need no files at run time); every render error names the configuration, the
 //! target and the template.
 
+mod cuda;
 mod rust;
 mod wgsl;
 
+pub use cuda::render_cuda;
 pub(crate) use rust::render_rust_registry as rust_registry;
 pub use rust::{RustOptions, module_name, render_rust, render_rust_module};
 pub use wgsl::{WGSL_ENTRY_POINTS, render_wgsl, wgsl_tables};
@@ -20,6 +22,8 @@ pub enum Target {
     Rust,
     /// WGSL compute shaders for the runtime's `wgpu` backend.
     Wgsl,
+    /// CUDA C for NVRTC (the runtime's `cuda` backend) and for the host-execution header.
+    Cuda,
 }
 
 impl Target {
@@ -27,6 +31,7 @@ impl Target {
         match self {
             Target::Rust => "rust",
             Target::Wgsl => "wgsl",
+            Target::Cuda => "cuda",
         }
     }
 }

@@ -408,6 +408,8 @@ impl GpuAttention {
     }
 }
 
+crate::device_backend::device_attention!(GpuAttention, DeviceState);
+
 fn lanes(state: &DeviceState) -> Lanes<'_> {
     Lanes {
         config: &state.config,

@@ -1,7 +1,7 @@
 //! `sata emit`: the generated source of a kernel, through the same renderer as `build.rs` and
 //! `#[sata::kernel]`.
 
-use sata::codegen::render::{RustOptions, render_rust, render_wgsl};
+use sata::codegen::render::{RustOptions, render_cuda, render_rust, render_wgsl};
 use sata::codegen::{KernelPlan, Unroll};
 
 use crate::{EmitArgs, EmitTarget, UnrollArg};
@@ -18,6 +18,7 @@ pub fn run(args: &EmitArgs) -> Result<(), String> {
             render_rust(&plan, &RustOptions::default()).map_err(|e| e.to_string())?
         }
         EmitTarget::Wgsl => render_wgsl(&plan).map_err(|e| e.to_string())?,
+        EmitTarget::Cuda => render_cuda(&plan).map_err(|e| e.to_string())?,
     };
     match &args.output {
         Some(path) => std::fs::write(path, source)

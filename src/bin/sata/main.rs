@@ -44,6 +44,8 @@ pub enum EmitTarget {
     Rust,
     /// WGSL compute shader (entry points causal, absorb, answer) for the wgpu backend.
     Wgsl,
+    /// CUDA C module (kernels decode, prefill, absorb, answer) for NVRTC and the cuda backend.
+    Cuda,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,0 +1,403 @@
+//! The CUDA part of the plan: which kernels a configuration gets, how each is launched, how much
+//! shared and constant memory it declares, the register budget it is compiled against, and the
+//! traffic and work model its performance is predicted from.
+//!
+//! Everything here is computed from the [`KernelPlan`] so that one piece of runtime code
+//! computes the launch of a real GPU and of the CPU execution of the same source, and so that
+//! tests can hold the compiler's resource report against the numbers the plan chose.
+//!
+//! # Why the kernels look the way they do
+//!
+//! - **One block per (batch, head) lane, split along the state.** A lane's state rows are
+//!   dealt to `gridDim.y` blocks (run `r` of the feature program goes to block `(r + 1) %
+//!   split`, row 0 to block 0), so a decode step of 64 heads can still occupy all 132 SMs of
+//!   an H100; the runtime picks the split at launch from the lane count and SM count. Blocks
+//!   add their partial numerators and denominators into a zeroed output with `atomicAdd`, and
+//!   the host divides, so one launch is one step.
+//! - **Coalesced state access.** The block is the [`GpuGeometry`](crate::GpuGeometry) of the
+//!   WGSL target: `rows x cols` threads, the `cols` threads of a row group on neighbouring words
+//!   of one state row, and the row groups on consecutive rows of a run, so a block step covers
+//!   `rows * d_v` contiguous words. Decode is bandwidth-bound (each state word is read and
+//!   written once per token), so this is the access pattern that matters.
+//! - **Features in registers.** Only the parent features (orders `0..P-1`, a small fraction
+//!   of `m`) are kept in shared memory; each state row's key feature and weighted query
+//!   feature are one multiply from their parent, computed in registers right where the row is
+//!   visited, and never stored. The query weights `alpha_p C_p` are folded into the same
+//!   recurrence (`w_child = w_parent / (c * mult)`, where `mult` is the multiplicity of the new
+//!   coordinate), so no weight table is read per row either.
+//! - **Chunks.** Prefill, absorb and answer process `chunk` tokens per pass over the state
+//!   (DESIGN.md's chunked form): the pass reads a row once, answers all queries of the chunk
+//!   against the state before the chunk, and adds the chunk's keys; the part inside the chunk
+//!   is the polynomial of `q·k` evaluated directly. Decode is the same code with a chunk of 1.
+
+use serde::Serialize;
+
+use crate::basis::Basis;
+use crate::config::KernelConfig;
+use crate::plan::KernelPlan;
+
+/// Static shared memory one block may declare (the CUDA limit without opt-in).
+pub const CUDA_MAX_STATIC_SHARED: usize = 48 * 1024;
+/// Constant memory a module may declare.
+pub const CUDA_MAX_CONSTANT: usize = 64 * 1024;
+/// 32-bit registers of one SM (every architecture from sm_50 to sm_90).
+pub const CUDA_REGISTERS_PER_SM: usize = 65_536;
+/// Largest chunk the plan uses.
+pub const CUDA_MAX_CHUNK: usize = 16;
+/// Registers per thread the chunk's per-token accumulators may take (see [`CudaLayout::new`]).
+const CHUNK_REGISTER_SHARE: usize = 96;
+
+/// The four kernels of a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CudaEntry {
+    /// One token per lane and launch: update with `k, v`, answer `q`.
+    Decode,
+    /// Causal attention over a block of tokens, `chunk` tokens per pass.
+    Prefill,
+    /// Add keys and values to the state (the first half of non-causal attention).
+    Absorb,
+    /// Answer queries from the state (the second half).
+    Answer,
+}
+
+impl CudaEntry {
+    pub const ALL: [CudaEntry; 4] = [Self::Decode, Self::Prefill, Self::Absorb, Self::Answer];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Decode => "decode",
+            Self::Prefill => "prefill",
+            Self::Absorb => "absorb",
+            Self::Answer => "answer",
+        }
+    }
+
+    /// Whether the kernel answers queries from the state.
+    pub fn reads(self) -> bool {
+        !matches!(self, Self::Absorb)
+    }
+
+    /// Whether the kernel adds keys and values to the state.
+    pub fn updates(self) -> bool {
+        !matches!(self, Self::Answer)
+    }
+
+    /// Whether the kernel evaluates the causal part inside a chunk.
+    pub fn intra(self) -> bool {
+        matches!(self, Self::Decode | Self::Prefill)
+    }
+}
+
+/// One kernel of a module and its launch.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CudaKernel {
+    pub entry: CudaEntry,
+    /// The `extern "C"` symbol, `sata_<plan name>_<entry>`.
+    pub symbol: String,
+    /// Tokens per pass over the state.
+    pub chunk: usize,
+    /// Bytes of static shared memory the kernel declares.
+    pub shared_bytes: usize,
+    /// Registers per thread the kernel is compiled against (`__launch_bounds__`).
+    pub register_budget: usize,
+    /// The `minBlocksPerMultiprocessor` of `__launch_bounds__` that sets the budget.
+    pub min_blocks: usize,
+    /// Shared-memory arrays the kernel declares (which depends on what it reads and writes).
+    pub arrays: SharedArrays,
+}
+
+/// Which shared arrays a kernel declares, each `chunk` tokens deep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SharedArrays {
+    /// Keys, `chunk * d_k` (update or intra).
+    pub keys: bool,
+    /// Queries, `chunk * d_k` (read).
+    pub queries: bool,
+    /// Parent key features, `chunk * parents` (update).
+    pub key_features: bool,
+    /// Parent weighted query features, `chunk * parents` (read).
+    pub query_features: bool,
+    /// `kappa(q_t · k_s)` inside the chunk, `chunk * chunk` (intra).
+    pub kappa: bool,
+    /// Row-group partial numerators `rows * chunk * d_v` and denominators `rows * chunk`
+    /// (read).
+    pub partials: bool,
+}
+
+impl SharedArrays {
+    fn of(entry: CudaEntry) -> Self {
+        Self {
+            keys: entry.updates() || entry.intra(),
+            queries: entry.reads(),
+            key_features: entry.updates(),
+            query_features: entry.reads(),
+            kappa: entry.intra(),
+            partials: entry.reads(),
+        }
+    }
+
+    fn words(self, chunk: usize, d_k: usize, d_v: usize, parents: usize, rows: usize) -> usize {
+        let on = |b: bool, n: usize| if b { n } else { 0 };
+        on(self.keys, chunk * d_k)
+            + on(self.queries, chunk * d_k)
+            + on(self.key_features, chunk * parents)
+            + on(self.query_features, chunk * parents)
+            + on(self.kappa, chunk * chunk)
+            + on(self.partials, rows * chunk * (d_v + 1))
+    }
+}
+
+/// One run of children of the feature program, as the CUDA kernels use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CudaRun {
+    /// Index in the run table (runs of orders `1..P`, in feature order).
+    pub index: usize,
+    pub parent: usize,
+    pub first: usize,
+    pub len: usize,
+    pub dest: usize,
+    /// Multiplicity of coordinate `first` in the first child (the others have 1).
+    pub mult: usize,
+}
+
+/// Why a configuration has no CUDA kernels.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaLimitError {
+    #[error(
+        "{kernel}: even one token per pass needs {bytes} bytes of static shared memory \
+         (parent features of orders 0..P-1), over CUDA's {CUDA_MAX_STATIC_SHARED}"
+    )]
+    SharedMemory { kernel: String, bytes: usize },
+    #[error(
+        "{kernel}: the run table needs {bytes} bytes of constant memory, over CUDA's \
+         {CUDA_MAX_CONSTANT}"
+    )]
+    ConstantMemory { kernel: String, bytes: usize },
+}
+
+/// The CUDA layout of one configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct CudaLayout {
+    /// Threads per block, `rows * cols` (the [`GpuGeometry`](crate::GpuGeometry)).
+    pub block: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub cols_per_thread: usize,
+    /// Features of orders `0..P-1` (at least 1): the parents, kept in shared memory.
+    pub parents: usize,
+    /// Tokens per pass of prefill, absorb and answer.
+    pub chunk: usize,
+    /// Every run of orders `1..P`, in feature order.
+    pub runs: Vec<CudaRun>,
+    /// How many leading runs produce parents (orders `1..P-1`).
+    pub parent_runs: usize,
+    /// `[begin, end)` in `runs` of each parent order `1..P-1`.
+    pub parent_orders: Vec<(usize, usize)>,
+    /// Bytes of `__constant__` run tables.
+    pub constant_bytes: usize,
+    pub kernels: Vec<CudaKernel>,
+    pub traffic: CudaTraffic,
+}
+
+/// Bytes and FLOPs per head, the model the predicted times come from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct CudaTraffic {
+    /// Bytes of one decode step: the state read and written once, plus q, k, v and the output.
+    pub decode_bytes: u64,
+    pub decode_flops: u64,
+    /// Bytes per prefill token: the state read and written once per chunk, plus the token.
+    pub prefill_bytes_per_token: f64,
+    /// FLOPs per prefill token: the state pass (per token, as in decode) plus the intra-chunk
+    /// dot products and polynomials (half a chunk on average).
+    pub prefill_flops_per_token: f64,
+}
+
+impl CudaLayout {
+    /// The layout of `plan`, or why it has none.
+    ///
+    /// The chunk is the largest power of two up to [`CUDA_MAX_CHUNK`] that keeps shared
+    /// memory within 48 KiB and the chunk's per-token registers (numerators, denominators,
+    /// values, and the two features of the current row, `chunk * (3 * cols_per_thread + 2)`)
+    /// within 96, so that with the remaining working registers the kernel fits its budget of
+    /// 128 without spilling. Decode (one token) is compiled against 64 registers, so that 16
+    /// blocks of 64 threads are resident per SM: decode waits on memory and needs the warps.
+    pub fn new(plan: &KernelPlan) -> Result<Self, CudaLimitError> {
+        let config = KernelConfig::new(plan.d_k, plan.d_v, plan.terms)
+            .and_then(|c| c.with_scale(plan.scale))
+            .expect("a plan holds a valid configuration");
+        let basis = Basis::new(&config);
+        let parent_orders_span = plan.terms.saturating_sub(1);
+        let parents = plan.orders[..parent_orders_span]
+            .iter()
+            .map(|o| o.len)
+            .sum::<usize>()
+            .max(1);
+        let mut runs = Vec::new();
+        let mut parent_orders = Vec::new();
+        for order in plan.orders.iter().skip(1) {
+            let begin = runs.len();
+            for r in &order.runs {
+                let mult = if r.parent == 0 {
+                    1
+                } else {
+                    1 + basis
+                        .monomial(r.parent)
+                        .iter()
+                        .filter(|&&c| c == r.first)
+                        .count()
+                };
+                runs.push(CudaRun {
+                    index: runs.len(),
+                    parent: r.parent,
+                    first: r.first,
+                    len: r.len,
+                    dest: r.dest,
+                    mult,
+                });
+            }
+            if order.degree + 1 < plan.terms {
+                parent_orders.push((begin, runs.len()));
+            }
+        }
+        let parent_runs = parent_orders.last().map_or(0, |&(_, end)| end);
+        // RUN_PARENT (u32), RUN_FIRST (u16), RUN_MULT (u8) for every run; RUN_DEST (u32) for
+        // the parent runs, which are built in parallel and need their destination up front.
+        let constant_bytes = runs.len() * 7 + parent_runs * 4;
+        if constant_bytes > CUDA_MAX_CONSTANT {
+            return Err(CudaLimitError::ConstantMemory {
+                kernel: plan.name.clone(),
+                bytes: constant_bytes,
+            });
+        }
+        let g = plan.gpu;
+        let shared = |entry: CudaEntry, chunk: usize| {
+            4 * SharedArrays::of(entry).words(chunk, plan.d_k, plan.d_v, parents, g.rows)
+        };
+        let fits = |chunk: usize| {
+            CudaEntry::ALL
+                .iter()
+                .all(|&e| shared(e, chunk) <= CUDA_MAX_STATIC_SHARED)
+                && chunk * (3 * g.cols_per_invocation + 2) <= CHUNK_REGISTER_SHARE
+        };
+        let chunk = [16, 8, 4, 2, 1]
+            .into_iter()
+            .find(|&c| c <= CUDA_MAX_CHUNK && fits(c));
+        let Some(chunk) = chunk else {
+            return Err(CudaLimitError::SharedMemory {
+                kernel: plan.name.clone(),
+                bytes: CudaEntry::ALL
+                    .iter()
+                    .map(|&e| shared(e, 1))
+                    .max()
+                    .unwrap_or(0),
+            });
+        };
+        let kernels = CudaEntry::ALL
+            .iter()
+            .map(|&entry| {
+                let chunk = if entry == CudaEntry::Decode { 1 } else { chunk };
+                let wanted = if entry == CudaEntry::Decode { 64 } else { 128 };
+                let min_blocks = (CUDA_REGISTERS_PER_SM / (g.workgroup * wanted)).max(1);
+                // What ptxas may use with `min_blocks` blocks resident: the register file
+                // divided among the threads, rounded down to its allocation unit of 8.
+                let register_budget =
+                    (CUDA_REGISTERS_PER_SM / (g.workgroup * min_blocks)).min(255) / 8 * 8;
+                CudaKernel {
+                    entry,
+                    symbol: format!("sata_{}_{}", plan.name, entry.name()),
+                    chunk,
+                    shared_bytes: shared(entry, chunk),
+                    register_budget,
+                    min_blocks,
+                    arrays: SharedArrays::of(entry),
+                }
+            })
+            .collect();
+        let m = plan.features as u64;
+        let state_bytes = 4 * plan.state_words as u64;
+        let token_bytes = 4 * (2 * plan.d_k + 2 * plan.d_v + 1) as u64;
+        let intra_flops = (2 * plan.d_k + 2 * plan.terms + 2 * plan.d_v + 2) as f64;
+        Ok(Self {
+            block: g.workgroup,
+            rows: g.rows,
+            cols: g.cols,
+            cols_per_thread: g.cols_per_invocation,
+            parents,
+            chunk,
+            runs,
+            parent_runs,
+            parent_orders,
+            constant_bytes,
+            kernels,
+            traffic: CudaTraffic {
+                decode_bytes: 2 * state_bytes + token_bytes,
+                decode_flops: plan.decode_flops + intra_flops as u64 - m,
+                prefill_bytes_per_token: 2.0 * state_bytes as f64 / chunk as f64
+                    + token_bytes as f64,
+                prefill_flops_per_token: plan.decode_flops as f64
+                    + intra_flops * (chunk as f64 + 1.0) / 2.0,
+            },
+        })
+    }
+
+    pub fn kernel(&self, entry: CudaEntry) -> &CudaKernel {
+        &self.kernels[entry as usize]
+    }
+
+    /// Largest useful split of one lane over blocks: every block gets at least four runs.
+    pub fn max_split(&self) -> usize {
+        (self.runs.len() / 4).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::precompiled_configs;
+
+    #[test]
+    fn every_registry_config_has_a_layout_within_limits() {
+        for config in precompiled_configs() {
+            let plan = KernelPlan::new(&config);
+            let layout = CudaLayout::new(&plan).unwrap();
+            assert!(layout.constant_bytes <= CUDA_MAX_CONSTANT, "{}", plan.name);
+            for k in &layout.kernels {
+                assert!(k.shared_bytes <= CUDA_MAX_STATIC_SHARED, "{}", k.symbol);
+                assert!(k.register_budget >= 32, "{}", k.symbol);
+            }
+            assert_eq!(layout.kernel(CudaEntry::Decode).chunk, 1);
+        }
+    }
+
+    #[test]
+    fn runs_cover_every_feature_and_multiplicities_give_the_weights() {
+        let config = KernelConfig::new(3, 2, 4).unwrap();
+        let plan = KernelPlan::new(&config);
+        let basis = Basis::new(&config);
+        let layout = CudaLayout::new(&plan).unwrap();
+        let covered: usize = layout.runs.iter().map(|r| r.len).sum();
+        assert_eq!(covered + 1, plan.features);
+        // The weight recurrence the kernels use: w_child = w_parent / (c * mult) on the first
+        // child of a run and w_parent / c on the others.
+        for r in &layout.runs {
+            for i in 0..r.len {
+                let mult = if i == 0 { r.mult } else { 1 };
+                let w = basis.weights()[r.parent] / (plan.scale * mult as f64);
+                let exact = basis.weights()[r.dest + i];
+                assert!((w - exact).abs() <= 1e-12 * exact, "feature {}", r.dest + i);
+            }
+        }
+        assert_eq!(layout.parents, 1 + 3 + 6);
+        assert_eq!(layout.parent_orders, vec![(0, 1), (1, 4)]);
+    }
+
+    #[test]
+    fn too_many_parents_is_a_typed_error() {
+        let plan = KernelPlan::new(&KernelConfig::new(32, 32, 6).unwrap());
+        assert!(matches!(
+            CudaLayout::new(&plan),
+            Err(CudaLimitError::SharedMemory { .. } | CudaLimitError::ConstantMemory { .. })
+        ));
+    }
+}

@@ -1,0 +1,187 @@
+//! A real NVIDIA GPU through cudarc: the driver and NVRTC are loaded at run time, so this
+//! compiles everywhere and fails with one line where there is no GPU.
+//!
+//! Nothing in this file has run on a GPU yet (no GPU is available to the project's machines);
+//! it is compiled in every build, and `scripts/gpu-check.sh` runs the same tests through it on
+//! a machine that has one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
+use cudarc::nvrtc::Ptx;
+use sata_codegen::{CudaEntry, CudaLayout, KernelPlan};
+
+use super::ffi;
+use super::launch::{Arguments, LaunchDims};
+use super::nvrtc::{compile, cuda_error};
+use crate::error::SataError;
+
+/// The process's CUDA device 0.
+pub(crate) struct Device {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub name: String,
+    pub arch: u32,
+    pub sm_count: usize,
+    modules: Mutex<HashMap<String, Arc<DeviceModule>>>,
+}
+
+pub(crate) struct DeviceModule {
+    functions: Vec<(CudaEntry, CudaFunction)>,
+    _module: Arc<CudaModule>,
+}
+
+fn driver_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> SataError + '_ {
+    move |e| cuda_error(format!("{what}: {e:?}"))
+}
+
+/// Opens device 0 once per process, or says in one line why there is none.
+pub(crate) fn device() -> Result<Arc<Device>, SataError> {
+    static DEVICE: OnceLock<Result<Arc<Device>, String>> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| open().map(Arc::new).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(|message| SataError::Cuda { message })
+}
+
+fn open() -> Result<Device, SataError> {
+    if !ffi::driver_present() {
+        return Err(cuda_error(
+            "no CUDA driver (libcuda.so) on this machine; the cuda backend needs an NVIDIA GPU \
+             and driver",
+        ));
+    }
+    let count = CudaContext::device_count().map_err(driver_error("counting devices"))?;
+    if count < 1 {
+        return Err(cuda_error("the CUDA driver reports no device"));
+    }
+    let ctx = CudaContext::new(0).map_err(driver_error("opening device 0"))?;
+    let (major, minor) = ctx
+        .compute_capability()
+        .map_err(driver_error("compute capability"))?;
+    let sm_count = ctx
+        .attribute(
+            cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+        )
+        .map_err(driver_error("SM count"))?;
+    let name = ctx.name().map_err(driver_error("device name"))?;
+    Ok(Device {
+        stream: ctx.default_stream(),
+        ctx,
+        name,
+        arch: (major * 10 + minor) as u32,
+        sm_count: sm_count.max(1) as usize,
+        modules: Mutex::new(HashMap::new()),
+    })
+}
+
+impl Device {
+    /// The module of `plan`, compiled by NVRTC for this device once per process.
+    pub fn module(
+        &self,
+        plan: &KernelPlan,
+        layout: &CudaLayout,
+    ) -> Result<Arc<DeviceModule>, SataError> {
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = modules.get(&plan.name) {
+            return Ok(m.clone());
+        }
+        let compiled = compile(plan, self.arch)?;
+        let module = self
+            .ctx
+            .load_module(Ptx::from_binary(compiled.cubin))
+            .map_err(driver_error("loading the CUBIN"))?;
+        let functions = layout
+            .kernels
+            .iter()
+            .map(|k| {
+                let f = module
+                    .load_function(&k.symbol)
+                    .map_err(driver_error("finding a kernel"))?;
+                Ok((k.entry, f))
+            })
+            .collect::<Result<_, SataError>>()?;
+        let m = Arc::new(DeviceModule {
+            functions,
+            _module: module,
+        });
+        modules.insert(plan.name.clone(), m.clone());
+        Ok(m)
+    }
+
+    pub fn alloc_zeroed(&self, words: usize) -> Result<CudaSlice<f32>, SataError> {
+        self.stream
+            .alloc_zeros::<f32>(words.max(1))
+            .map_err(driver_error("allocating device memory"))
+    }
+
+    pub fn upload(&self, data: &[f32]) -> Result<CudaSlice<f32>, SataError> {
+        if data.is_empty() {
+            return self.alloc_zeroed(1);
+        }
+        self.stream
+            .clone_htod(data)
+            .map_err(driver_error("copying to the device"))
+    }
+
+    pub fn write(&self, dst: &mut CudaSlice<f32>, data: &[f32]) -> Result<(), SataError> {
+        self.stream
+            .memcpy_htod(data, dst)
+            .map_err(driver_error("copying to the device"))
+    }
+
+    pub fn read(&self, src: &CudaSlice<f32>, out: &mut [f32]) -> Result<(), SataError> {
+        self.stream
+            .memcpy_dtoh(src, out)
+            .map_err(driver_error("copying from the device"))?;
+        self.stream
+            .synchronize()
+            .map_err(driver_error("waiting for the device"))
+    }
+
+    pub fn zero(&self, dst: &mut CudaSlice<f32>) -> Result<(), SataError> {
+        self.stream
+            .memset_zeros(dst)
+            .map_err(driver_error("clearing device memory"))
+    }
+
+    pub fn address(&self, slice: &CudaSlice<f32>) -> u64 {
+        let (ptr, _sync) = slice.device_ptr(&self.stream);
+        ptr
+    }
+
+    /// Launches `entry` on the device's stream.
+    ///
+    /// # Safety
+    ///
+    /// Every address in `args` must be a live allocation of this device large enough for what
+    /// the kernel reads and writes at `dims`.
+    pub unsafe fn launch(
+        &self,
+        module: &DeviceModule,
+        entry: CudaEntry,
+        dims: LaunchDims,
+        args: &mut Arguments,
+    ) -> Result<(), SataError> {
+        let function = module
+            .functions
+            .iter()
+            .find(|(e, _)| *e == entry)
+            .map(|(_, f)| f.cu_function())
+            .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
+        let mut params = args.params();
+        // SAFETY: the function is this entry's kernel from this plan's module, whose parameters
+        // are `Arguments`' seven values; buffer sizes are the caller's guarantee.
+        unsafe {
+            ffi::device_launch(
+                function,
+                self.stream.cu_stream(),
+                dims.grid,
+                dims.block,
+                &mut params,
+            )
+        }
+        .map_err(cuda_error)
+    }
+}
