@@ -45,7 +45,7 @@ pub const CUDA_REGISTERS_PER_SM: usize = 65_536;
 /// Largest chunk the plan uses.
 pub const CUDA_MAX_CHUNK: usize = 16;
 /// Registers per thread the chunk's per-token accumulators may take (see [`CudaLayout::new`]).
-const CHUNK_REGISTER_SHARE: usize = 96;
+const CHUNK_REGISTER_SHARE: usize = 64;
 
 /// The four kernels of a configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -110,9 +110,9 @@ pub struct CudaKernel {
 /// Which shared arrays a kernel declares, each `chunk` tokens deep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct SharedArrays {
-    /// Keys, `chunk * d_k` (update or intra).
+    /// Keys, `chunk * d_k` (update with runs, or intra).
     pub keys: bool,
-    /// Queries, `chunk * d_k` (read).
+    /// Queries, `chunk * d_k` (read with runs, or intra).
     pub queries: bool,
     /// Parent key features, `chunk * parents` (update).
     pub key_features: bool,
@@ -126,12 +126,14 @@ pub struct SharedArrays {
 }
 
 impl SharedArrays {
-    fn of(entry: CudaEntry) -> Self {
+    /// The arrays of `entry`. With `P = 1` there are no runs: no features beyond the constant,
+    /// so only the chunk's own dot products need keys and queries.
+    fn of(entry: CudaEntry, has_runs: bool) -> Self {
         Self {
-            keys: entry.updates() || entry.intra(),
-            queries: entry.reads(),
-            key_features: entry.updates(),
-            query_features: entry.reads(),
+            keys: (entry.updates() && has_runs) || entry.intra(),
+            queries: (entry.reads() && has_runs) || entry.intra(),
+            key_features: entry.updates() && has_runs,
+            query_features: entry.reads() && has_runs,
             kappa: entry.intra(),
             partials: entry.reads(),
         }
@@ -217,10 +219,11 @@ impl CudaLayout {
     /// The layout of `plan`, or why it has none.
     ///
     /// The chunk is the largest power of two up to [`CUDA_MAX_CHUNK`] that keeps shared
-    /// memory within 48 KiB and the chunk's per-token registers (numerators, denominators,
-    /// values, and the two features of the current row, `chunk * (3 * cols_per_thread + 2)`)
-    /// within 96, so that with the remaining working registers the kernel fits its budget of
-    /// 128 without spilling. Decode (one token) is compiled against 64 registers, so that 16
+    /// memory within 48 KiB and the chunk's per-token registers (numerators and values per
+    /// column, the denominator and the two features of the current row,
+    /// `chunk * (2 * cols_per_thread + 3)`) within 64, so that with the remaining working
+    /// registers the kernel fits its budget of 128 without spilling. (A share of 96, chunk 16
+    /// at one column per thread, spilled on sm_80 at d_v = 8: measured with NVRTC 12.9.) Decode (one token) is compiled against 64 registers, so that 16
     /// blocks of 64 threads are resident per SM: decode waits on memory and needs the warps.
     pub fn new(plan: &KernelPlan) -> Result<Self, CudaLimitError> {
         let config = KernelConfig::new(plan.d_k, plan.d_v, plan.terms)
@@ -271,14 +274,15 @@ impl CudaLayout {
             });
         }
         let g = plan.gpu;
+        let has_runs = !runs.is_empty();
         let shared = |entry: CudaEntry, chunk: usize| {
-            4 * SharedArrays::of(entry).words(chunk, plan.d_k, plan.d_v, parents, g.rows)
+            4 * SharedArrays::of(entry, has_runs).words(chunk, plan.d_k, plan.d_v, parents, g.rows)
         };
         let fits = |chunk: usize| {
             CudaEntry::ALL
                 .iter()
                 .all(|&e| shared(e, chunk) <= CUDA_MAX_STATIC_SHARED)
-                && chunk * (3 * g.cols_per_invocation + 2) <= CHUNK_REGISTER_SHARE
+                && chunk * (2 * g.cols_per_invocation + 3) <= CHUNK_REGISTER_SHARE
         };
         let chunk = [16, 8, 4, 2, 1]
             .into_iter()
@@ -310,7 +314,7 @@ impl CudaLayout {
                     shared_bytes: shared(entry, chunk),
                     register_budget,
                     min_blocks,
-                    arrays: SharedArrays::of(entry),
+                    arrays: SharedArrays::of(entry, has_runs),
                 }
             })
             .collect();

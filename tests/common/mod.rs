@@ -281,3 +281,20 @@ pub fn wgpu_available() -> bool {
         Err(e) => panic!("{e}\n(set SATA_SKIP_WGPU=1 to skip the GPU tests on this machine)"),
     }
 }
+
+/// Whether NVRTC can be loaded here. Without it the CUDA compilation tests fail (`.ci/run`
+/// installs it from pip and puts it on `LD_LIBRARY_PATH`) unless `SATA_SKIP_NVRTC=1` opts out,
+/// which is printed.
+pub fn nvrtc_available() -> bool {
+    match sata::cuda::nvrtc::nvrtc_version() {
+        Ok(version) => {
+            eprintln!("NVRTC {version}");
+            true
+        }
+        Err(e) if std::env::var_os("SATA_SKIP_NVRTC").is_some() => {
+            eprintln!("skipped (SATA_SKIP_NVRTC is set): {e}");
+            false
+        }
+        Err(e) => panic!("{e}\n(set SATA_SKIP_NVRTC=1 to skip the CUDA compilation tests here)"),
+    }
+}

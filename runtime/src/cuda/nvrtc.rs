@@ -78,11 +78,7 @@ pub fn compile(plan: &KernelPlan, arch: u32) -> Result<CompiledModule, SataError
     compile_source(&source, &plan.name, arch)
 }
 
-pub(crate) fn compile_source(
-    source: &str,
-    name: &str,
-    arch: u32,
-) -> Result<CompiledModule, SataError> {
+pub fn compile_source(source: &str, name: &str, arch: u32) -> Result<CompiledModule, SataError> {
     if !ffi::nvrtc_present() {
         return Err(no_nvrtc());
     }
