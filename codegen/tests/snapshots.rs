@@ -48,3 +48,16 @@ fn wgsl_d3_v2_p3_per_order_loops() {
     let source = sata_codegen::render::render_wgsl(&plan).unwrap();
     snapshot("d3_v2_p3_per_order", "wgsl", &source);
 }
+
+#[test]
+fn cuda_d2_v2_p3() {
+    let source = sata_codegen::render::render_cuda(&plan(2, 2, 3)).unwrap();
+    snapshot("d2_v2_p3", "cuda", &source);
+}
+
+#[test]
+fn cuda_d3_v2_p3_per_order_loops() {
+    let plan = plan(3, 2, 3).with_unroll(Unroll::PerOrder);
+    let source = sata_codegen::render::render_cuda(&plan).unwrap();
+    snapshot("d3_v2_p3_per_order", "cuda", &source);
+}

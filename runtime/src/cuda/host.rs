@@ -14,6 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use sata_codegen::render::render_cuda;
 use sata_codegen::{CudaEntry, CudaLayout, KernelPlan};
 
+use std::ffi::c_void;
+
 use super::ffi::{self, HostLauncher};
 use super::launch::{Arguments, LaunchDims};
 use super::nvrtc::cuda_error;
@@ -48,42 +50,108 @@ const CXX_FLAGS: &[&str] = &[
     "-Wno-unknown-pragmas",
 ];
 
-/// A compiled host-execution library of one configuration.
-pub(crate) struct HostModule {
-    launchers: Vec<(CudaEntry, HostLauncher)>,
+/// A CUDA source compiled by g++ against the host-execution header and loaded: its kernels
+/// can be launched on the CPU with `cuLaunchKernel`'s parameter array.
+pub struct HostLibrary {
+    name: String,
+    launchers: Vec<(String, HostLauncher)>,
     /// Keeps the launchers' code mapped.
     _library: libloading::Library,
+}
+
+impl std::fmt::Debug for HostLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostLibrary")
+            .field("name", &self.name)
+            .field(
+                "kernels",
+                &self.launchers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 /// One launch at a time in the process: the header keeps the running block in static
 /// variables, and `__shared__` arrays are static storage of the library.
 static LAUNCH_LOCK: Mutex<()> = Mutex::new(());
 
-impl HostModule {
-    /// Builds (or finds in the disk cache) and loads the library of `plan`.
-    pub fn load(plan: &KernelPlan, layout: &CudaLayout) -> Result<Self, SataError> {
-        let source = render_cuda(plan).map_err(cuda_error)?;
-        let exports: String = layout
-            .kernels
+impl HostLibrary {
+    /// Compiles `source` (or finds it in the disk cache) exporting the `extern "C"` kernels
+    /// `kernels`, and loads it. g++ warnings are errors.
+    pub fn build(name: &str, source: &str, kernels: &[&str]) -> Result<Self, SataError> {
+        let exports: String = kernels
             .iter()
-            .map(|k| format!("SATA_HOST_EXPORT({})\n", k.symbol))
+            .map(|k| format!("SATA_HOST_EXPORT({k})\n"))
             .collect();
-        let path = build_library(&plan.name, &source, &exports)?;
+        let path = build_library(name, source, &exports)?;
         let library = ffi::open_library(&path).map_err(cuda_error)?;
-        let launchers = layout
-            .kernels
+        let launchers = kernels
             .iter()
             .map(|k| {
                 Ok((
-                    k.entry,
-                    ffi::host_launcher(&library, &k.symbol).map_err(cuda_error)?,
+                    k.to_string(),
+                    ffi::host_launcher(&library, k).map_err(cuda_error)?,
                 ))
             })
             .collect::<Result<_, SataError>>()?;
         Ok(Self {
+            name: name.to_string(),
             launchers,
             _library: library,
         })
+    }
+
+    /// Runs `kernel` over `dims` with `params`, threads visited in `order`. A deadlock (a
+    /// barrier or warp collective not every thread reaches) is an error, not a hang.
+    ///
+    /// # Safety
+    ///
+    /// `params` must hold one pointer per parameter of `kernel`, each to a live value of that
+    /// parameter's type, and every address among those values must be a live host allocation
+    /// large enough for what the kernel reads and writes at `dims`.
+    pub unsafe fn launch(
+        &self,
+        kernel: &str,
+        dims: LaunchDims,
+        params: &mut [*mut c_void],
+        order: ThreadOrder,
+    ) -> Result<(), SataError> {
+        let launcher = self
+            .launchers
+            .iter()
+            .find(|(k, _)| k == kernel)
+            .map(|(_, l)| *l)
+            .ok_or_else(|| cuda_error(format!("{}: no kernel {kernel}", self.name)))?;
+        let flags = match order {
+            ThreadOrder::Forward => 0,
+            ThreadOrder::Reverse => 1,
+        };
+        let _one_at_a_time = LAUNCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        // SAFETY: the launcher was exported for `kernel` by `SATA_HOST_EXPORT`; parameters and
+        // buffers are the caller's guarantee.
+        unsafe { ffi::host_launch(launcher, dims.grid, dims.block, params, flags) }
+            .map_err(|e| cuda_error(format!("host execution of {kernel}: {e}")))
+    }
+}
+
+/// The host library of one configuration's kernels.
+pub(crate) struct HostModule {
+    library: HostLibrary,
+    symbols: Vec<(CudaEntry, String)>,
+}
+
+impl HostModule {
+    /// Builds (or finds in the disk cache) and loads the library of `plan`.
+    pub fn load(plan: &KernelPlan, layout: &CudaLayout) -> Result<Self, SataError> {
+        let source = render_cuda(plan).map_err(cuda_error)?;
+        let symbols: Vec<(CudaEntry, String)> = layout
+            .kernels
+            .iter()
+            .map(|k| (k.entry, k.symbol.clone()))
+            .collect();
+        let names: Vec<&str> = symbols.iter().map(|(_, s)| s.as_str()).collect();
+        let library = HostLibrary::build(&plan.name, &source, &names)?;
+        Ok(Self { library, symbols })
     }
 
     /// Runs `entry` with `args` over `dims`, threads visited in `order`.
@@ -99,23 +167,16 @@ impl HostModule {
         args: &mut Arguments,
         order: ThreadOrder,
     ) -> Result<(), SataError> {
-        let launcher = self
-            .launchers
+        let symbol = self
+            .symbols
             .iter()
             .find(|(e, _)| *e == entry)
-            .map(|(_, l)| *l)
+            .map(|(_, s)| s.as_str())
             .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
-        let flags = match order {
-            ThreadOrder::Forward => 0,
-            ThreadOrder::Reverse => 1,
-        };
-        let _one_at_a_time = LAUNCH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut params = args.params();
-        // SAFETY: the launcher was exported for this entry's kernel from this plan's source,
-        // whose parameters are `Arguments`' seven values; buffer sizes are the caller's
-        // guarantee.
-        unsafe { ffi::host_launch(launcher, dims.grid, dims.block, &mut params, flags) }
-            .map_err(|e| cuda_error(format!("host execution of {}: {e}", entry.name())))
+        // SAFETY: the kernel is this entry's, from this plan's source, whose parameters are
+        // `Arguments`' seven values; buffer sizes are the caller's guarantee.
+        unsafe { self.library.launch(symbol, dims, &mut params, order) }
     }
 }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use sata_codegen::{CudaEntry, CudaLayout, KernelConfig, KernelPlan};
 
-pub use host::{HOST_EXEC_HEADER, ThreadOrder};
+pub use host::{HOST_EXEC_HEADER, HostLibrary, ThreadOrder};
 use launch::{Arguments, Buffers, dims, split_for};
 use nvrtc::cuda_error;
 
