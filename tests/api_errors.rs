@@ -13,14 +13,17 @@ fn config() -> KernelConfig {
     KernelConfig::new(4, 3, 3).unwrap()
 }
 
-/// The same attention on every backend these tests cover: the CPU path, and the wgpu backend
-/// (which must give the same errors, statistics and state handling).
+/// The same attention on every backend these tests cover: the CPU path, the wgpu backend and
+/// the CUDA kernels executed on the CPU (which must give the same errors, statistics and state
+/// handling).
 fn every_backend(config: KernelConfig) -> Vec<Attention<f32>> {
     let mut all = vec![Attention::<f32>::new(config).unwrap()];
     if common::wgpu_available() {
         let wgpu = BackendRequest::Kind(BackendKind::Wgpu);
         all.push(Attention::<f32>::with_backend(config, wgpu).unwrap());
     }
+    let cuda_host = BackendRequest::Kind(BackendKind::CudaHost);
+    all.push(Attention::<f32>::with_backend(config, cuda_host).unwrap());
     all
 }
 
@@ -424,11 +427,23 @@ fn absorb_overflow_is_reported_too() {
 }
 
 #[test]
-fn cuda_and_f64_on_wgpu_are_clear_errors() {
-    let err = Attention::<f32>::with_backend(config(), BackendRequest::Kind(BackendKind::Cuda))
-        .unwrap_err();
-    assert!(matches!(err, SataError::Backend(_)));
-    assert!(err.to_string().contains("cuda"));
+fn cuda_without_a_gpu_and_f64_on_devices_are_clear_errors() {
+    let cuda = Attention::<f32>::with_backend(config(), BackendRequest::Kind(BackendKind::Cuda));
+    match sata::cuda::gpu_summary() {
+        Ok(gpu) => assert!(cuda.is_ok(), "{gpu}: {cuda:?}"),
+        Err(_) => {
+            let err = cuda.unwrap_err();
+            assert!(matches!(err, SataError::Cuda { .. }), "{err:?}");
+            let line = err.to_string();
+            assert!(line.starts_with("CUDA: "), "{line}");
+            assert!(!line.contains('\n'), "one line: {line}");
+        }
+    }
+    for device in [BackendKind::Cuda, BackendKind::CudaHost, BackendKind::Wgpu] {
+        let err =
+            Attention::<f64>::with_backend(config(), BackendRequest::Kind(device)).unwrap_err();
+        assert!(err.to_string().contains("float32"), "{err}");
+    }
     let err = Attention::<f64>::with_backend(config(), BackendRequest::Kind(BackendKind::Wgpu))
         .unwrap_err();
     assert!(err.to_string().contains("float32"), "{err}");

@@ -9,55 +9,16 @@ use common::{Problem, problem, reference, rel_err, rng, widen};
 use sata::gpu::GpuAttention;
 use sata::{Attention, BackendKind, BackendRequest, KernelConfig, SataError, State, TensorRef};
 
-/// Token `t` of every lane of `x` (`[lanes, tokens, dim]`), as a one-token tensor's data.
-fn token(x: &[f32], lanes: usize, tokens: usize, dim: usize, t: usize) -> Vec<f32> {
-    (0..lanes)
-        .flat_map(|l| x[(l * tokens + t) * dim..(l * tokens + t + 1) * dim].to_vec())
-        .collect()
-}
-
-/// Decodes every token of `p` one step at a time on a device state, from `start` on, and
-/// returns the outputs `[lanes, tokens - start, d_v]` flattened per step.
+/// Decodes every token of `p` from `start` on, one step at a time on a device state.
 fn decode_steps(
     gpu: &GpuAttention,
     state: &mut sata::gpu::DeviceState,
     p: &Problem,
     start: usize,
-) -> Vec<Vec<f32>> {
-    let (q, k, v) = p.f32_inputs();
-    let (lanes, n) = (p.lanes(), p.n_k);
-    let shape = |dim| [p.batch, p.heads, 1, dim];
-    (start..n)
-        .map(|t| {
-            let (qt, kt, vt) = (
-                token(&q, lanes, n, p.d_k, t),
-                token(&k, lanes, n, p.d_k, t),
-                token(&v, lanes, n, p.d_v, t),
-            );
-            let y = gpu
-                .decode(
-                    state,
-                    TensorRef::query(&qt, shape(p.d_k)).unwrap(),
-                    TensorRef::key(&kt, shape(p.d_k)).unwrap(),
-                    TensorRef::value(&vt, shape(p.d_v)).unwrap(),
-                )
-                .unwrap();
-            assert_eq!(y.stats.queries, lanes);
-            y.output.data
-        })
-        .collect()
-}
-
-/// Step outputs back in `[lanes, tokens, d_v]` order.
-fn by_lane(steps: &[Vec<f32>], lanes: usize, d_v: usize) -> Vec<f64> {
-    (0..lanes)
-        .flat_map(|l| {
-            steps
-                .iter()
-                .flat_map(move |y| y[l * d_v..(l + 1) * d_v].to_vec())
-        })
-        .map(f64::from)
-        .collect()
+) -> Vec<f64> {
+    common::decode_steps(p, start, |q, k, v| {
+        gpu.decode(state, q, k, v).unwrap().output.data
+    })
 }
 
 #[test]
@@ -79,7 +40,7 @@ fn decode_on_a_resident_state_matches_the_reference_and_the_cpu_state() {
         let gpu = GpuAttention::new(p.config()).unwrap();
         let mut state = gpu.new_state(2, 2).unwrap();
         let steps = decode_steps(&gpu, &mut state, &p, 0);
-        let err = rel_err(&by_lane(&steps, 4, dv), &reference(&p, true));
+        let err = rel_err(&steps, &reference(&p, true));
         assert!(err < 1e-5, "d{dk} v{dv} P{terms}: relative error {err:e}");
         assert_eq!(state.tokens(), 24);
         // The state the device built is the one the CPU builds from the same tokens.
@@ -154,7 +115,7 @@ fn checkpoints_move_between_the_cpu_and_the_device() {
             let mut s = gpu.upload(&loaded).unwrap();
             let steps = decode_steps(&gpu, &mut s, &p, split);
             assert_eq!(s.tokens(), n as u64);
-            by_lane(&steps, lanes, 8)
+            steps
         } else {
             let mut s = loaded;
             let rest = |x: &[f32]| -> Vec<f32> {

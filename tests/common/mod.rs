@@ -298,3 +298,50 @@ pub fn nvrtc_available() -> bool {
         Err(e) => panic!("{e}\n(set SATA_SKIP_NVRTC=1 to skip the CUDA compilation tests here)"),
     }
 }
+
+/// Token `t` of every lane of `x` (`[lanes, tokens, dim]`), as a one-token tensor's data.
+pub fn token(x: &[f32], lanes: usize, tokens: usize, dim: usize, t: usize) -> Vec<f32> {
+    (0..lanes)
+        .flat_map(|l| x[(l * tokens + t) * dim..(l * tokens + t + 1) * dim].to_vec())
+        .collect()
+}
+
+/// Decodes the tokens of `p` from `start` on, one step at a time with `step(q, k, v)` (one
+/// token of every lane), and returns the outputs in `[lanes, tokens - start, d_v]` order.
+pub fn decode_steps(
+    p: &Problem,
+    start: usize,
+    mut step: impl FnMut(
+        sata::TensorRef<'_, f32>,
+        sata::TensorRef<'_, f32>,
+        sata::TensorRef<'_, f32>,
+    ) -> Vec<f32>,
+) -> Vec<f64> {
+    let (q, k, v) = p.f32_inputs();
+    let (lanes, n) = (p.lanes(), p.n_k);
+    let shape = |dim| [p.batch, p.heads, 1, dim];
+    let steps: Vec<Vec<f32>> = (start..n)
+        .map(|t| {
+            let (qt, kt, vt) = (
+                token(&q, lanes, n, p.d_k, t),
+                token(&k, lanes, n, p.d_k, t),
+                token(&v, lanes, n, p.d_v, t),
+            );
+            let y = step(
+                sata::TensorRef::query(&qt, shape(p.d_k)).unwrap(),
+                sata::TensorRef::key(&kt, shape(p.d_k)).unwrap(),
+                sata::TensorRef::value(&vt, shape(p.d_v)).unwrap(),
+            );
+            assert_eq!(y.len(), lanes * p.d_v);
+            y
+        })
+        .collect();
+    (0..lanes)
+        .flat_map(|l| {
+            steps
+                .iter()
+                .flat_map(move |y| y[l * p.d_v..(l + 1) * p.d_v].to_vec())
+        })
+        .map(f64::from)
+        .collect()
+}
