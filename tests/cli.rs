@@ -366,10 +366,88 @@ fn backend_cpu_says_it_fell_back_and_gpu_backends_are_clear_errors() {
     let out = run(&args);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stderr).contains("using cpu-generic"));
-    for backend in ["cuda", "tpu"] {
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--backend".into(), "tpu".into()]);
+    assert_one_line_error(&run(&args), "tpu");
+    // Without an NVIDIA GPU and driver, the cuda backend is one line naming what is missing.
+    if sata::cuda::gpu_summary().is_err() {
         let mut args = files.attend_args("", "y.npy", 3);
-        args.extend(["--backend".into(), backend.into()]);
-        assert_one_line_error(&run(&args), backend);
+        args.extend(["--backend".into(), "cuda".into()]);
+        assert_one_line_error(&run(&args), "CUDA");
+    }
+}
+
+#[test]
+fn backend_cuda_host_runs_the_cuda_kernels_and_its_state_continues_on_the_cpu() {
+    let files = Files::new();
+    let n = 12;
+    let p = problem(&mut rng("cli_cuda"), (1, 2), (n, n), (4, 3, 3), 1.0, true).rounded_to_f32();
+    files.write_problem_f32(&p, "");
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--backend", "cuda-host", "--stats", "--state-out"].map(String::from));
+    args.push(files.arg("s.sata"));
+    let out = run(&args);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cuda (kernel d4_v3_p3, host execution on the CPU"),
+        "{stderr}"
+    );
+    let (_, y, _) = read_npy(&files.path("y.npy"));
+    let err = rel_err(&y, &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+    let mut again = files.attend_args("", "y2.npy", 3);
+    again.extend(["--backend", "cpu-generic", "--stats", "--state-in"].map(String::from));
+    again.push(files.arg("s.sata"));
+    let out = run(&again);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("state holds {} tokens", 2 * n)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn emit_and_info_describe_the_cuda_kernels() {
+    let out = sata(&[
+        "emit", "--target", "cuda", "--d-k", "4", "--d-v", "4", "--terms", "3",
+    ]);
+    assert_ok(&out);
+    let source = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        source.contains("__global__ void __launch_bounds__(64, "),
+        "{source}"
+    );
+    for kernel in ["decode", "prefill", "absorb", "answer"] {
+        assert!(
+            source.contains(&format!("sata_d4_v4_p3_{kernel}(")),
+            "{kernel}"
+        );
+    }
+    let out = sata(&[
+        "info", "--d-k", "16", "--d-v", "16", "--terms", "4", "--target", "cuda",
+    ]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("predicted H100"), "{text}");
+    assert!(text.contains("sata_d16_v16_p4_prefill"), "{text}");
+    // --report compiles with NVRTC: the ptxas table for both architectures, no problems.
+    let out = sata(&[
+        "emit", "--target", "rust", "--d-k", "4", "--d-v", "4", "--terms", "3", "--report",
+    ]);
+    assert_one_line_error(&out, "--target cuda");
+    if common::nvrtc_available() {
+        let out = sata(&[
+            "emit", "--target", "cuda", "--d-k", "8", "--d-v", "8", "--terms", "4", "--report",
+        ]);
+        assert_ok(&out);
+        let table = String::from_utf8_lossy(&out.stdout);
+        for arch in ["sm_80", "sm_90"] {
+            let row = |l: &str| l.contains("sata_d8_v8_p4_decode") && l.contains(arch);
+            assert!(table.lines().any(row), "{table}");
+        }
+        assert!(!table.contains("PROBLEM"), "{table}");
     }
 }
 

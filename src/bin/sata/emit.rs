@@ -20,6 +20,17 @@ pub fn run(args: &EmitArgs) -> Result<(), String> {
         EmitTarget::Wgsl => render_wgsl(&plan).map_err(|e| e.to_string())?,
         EmitTarget::Cuda => render_cuda(&plan).map_err(|e| e.to_string())?,
     };
+    if args.report {
+        if !matches!(args.target, EmitTarget::Cuda) {
+            return Err("--report is for --target cuda".to_string());
+        }
+        if let Some(path) = &args.output {
+            std::fs::write(path, &source)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        print!("{}", crate::cuda_report::resources(&plan)?);
+        return Ok(());
+    }
     match &args.output {
         Some(path) => std::fs::write(path, source)
             .map_err(|e| format!("cannot write {}: {e}", path.display())),

@@ -13,6 +13,14 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
     if let Some(qk) = args.qk_bound {
         print!("{}", error_report(&config, qk, args.tolerance)?);
     }
+    if let Some(crate::InfoTarget::Cuda) = args.target {
+        let plan = KernelPlan::new(&config);
+        print!("{}", crate::cuda_report::model(&plan)?);
+        match crate::cuda_report::resources(&plan) {
+            Ok(table) => print!("{table}"),
+            Err(e) => println!("ptxas report unavailable: {e}"),
+        }
+    }
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! `sata`: run symmetry-aware Taylor attention on `.npy` files and inspect configurations.
 
 mod attend;
+mod cuda_report;
 mod emit;
 mod info;
 mod npy;
@@ -62,6 +63,11 @@ pub struct EmitArgs {
     /// Write to this file instead of standard output.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// With --target cuda: compile the kernels with NVRTC for sm_80 and sm_90 and print the
+    /// ptxas table (registers, spills, shared memory, occupancy) instead of the source (which
+    /// still goes to --output when given).
+    #[arg(long)]
+    pub report: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -137,6 +143,16 @@ pub struct InfoArgs {
         allow_negative_numbers = true
     )]
     pub tolerance: Option<f64>,
+    /// Also describe the kernels of this GPU target: for cuda, the launch layout, the
+    /// predicted H100 times, and the ptxas resource table when NVRTC is present.
+    #[arg(long, value_enum)]
+    pub target: Option<InfoTarget>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum InfoTarget {
+    /// CUDA kernels (NVRTC, the cuda backend).
+    Cuda,
 }
 
 /// A configuration given on the command line (`info`, `emit`).
