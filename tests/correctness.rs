@@ -37,6 +37,8 @@ enum Path {
     /// The CUDA kernels executed on the CPU (g++ and the host-execution header), threads in
     /// the given order, each lane's state dealt to `split` blocks.
     CudaHost(ThreadOrder, usize),
+    /// The CUDA kernels on the GPU, where there is one (`scripts/gpu-check.sh`).
+    CudaGpu,
 }
 
 impl Path {
@@ -60,12 +62,21 @@ impl Path {
                 assert_eq!(a.selection().backend, BackendKind::Wgpu);
                 a
             }
-            Path::CudaHost(order, split) => {
-                let cuda = CudaAttention::new(config, Executor::Host(order))
-                    .unwrap()
-                    .with_split(split);
+            Path::CudaHost(..) | Path::CudaGpu => {
+                let cuda = match self {
+                    Path::CudaHost(order, split) => {
+                        CudaAttention::new(config, Executor::Host(order))
+                            .unwrap()
+                            .with_split(split)
+                    }
+                    _ => CudaAttention::new(config, Executor::Gpu).unwrap(),
+                };
                 let a = Attention::with_cuda(cuda).unwrap();
-                assert_eq!(a.selection().backend, BackendKind::CudaHost);
+                let want = match self {
+                    Path::CudaGpu => BackendKind::Cuda,
+                    _ => BackendKind::CudaHost,
+                };
+                assert_eq!(a.selection().backend, want);
                 a
             }
         }
@@ -76,7 +87,7 @@ impl Path {
             Path::Generic | Path::Wgpu => CONFIGS.to_vec(),
             Path::Specialized(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
             // Every registry kernel, and the suite's own (d_k != d_v, P = 1).
-            Path::CudaHost(..) => {
+            Path::CudaHost(..) | Path::CudaGpu => {
                 let registry = sata::codegen::registry::PRECOMPILED;
                 let own = CONFIGS.iter().filter(|c| !registry.contains(c));
                 registry.iter().chain(own).copied().collect()
@@ -92,6 +103,20 @@ impl Path {
                 false
             }
             Path::Wgpu => common::wgpu_available(),
+            Path::CudaGpu => match sata::cuda::gpu_summary() {
+                Ok(gpu) => {
+                    eprintln!("CUDA GPU: {gpu}");
+                    true
+                }
+                // scripts/gpu-check.sh sets this: there, a missing GPU is a failure.
+                Err(e) if std::env::var("SATA_CUDA_EXECUTOR").as_deref() == Ok("gpu") => {
+                    panic!("SATA_CUDA_EXECUTOR=gpu but {e}")
+                }
+                Err(e) => {
+                    eprintln!("skipped: {e}");
+                    false
+                }
+            },
             _ => true,
         }
     }
@@ -406,3 +431,5 @@ suite!(
     f32,
     Path::CudaHost(ThreadOrder::Reverse, 3)
 );
+// Runs only where there is an NVIDIA GPU (`scripts/gpu-check.sh`); says "skipped" elsewhere.
+suite!(cuda_gpu, f32, Path::CudaGpu);

@@ -40,7 +40,12 @@ fn driver_error(what: &str) -> impl Fn(cudarc::driver::DriverError) -> SataError
 pub(crate) fn device() -> Result<Arc<Device>, SataError> {
     static DEVICE: OnceLock<Result<Arc<Device>, String>> = OnceLock::new();
     DEVICE
-        .get_or_init(|| open().map(Arc::new).map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            open().map(Arc::new).map_err(|e| match e {
+                SataError::Cuda { message } => message,
+                other => other.to_string(),
+            })
+        })
         .clone()
         .map_err(|message| SataError::Cuda { message })
 }
