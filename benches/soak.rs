@@ -1,14 +1,17 @@
 //! Soak run (a benchmark, not a timed test): one long stream of decode tokens through the f32
-//! specialized kernel and, on the same stream, the float64 generic path as the reference.
-//! Prints the relative error of the f32 outputs against the f64 ones for the block of tokens
-//! ending at each power of ten, and the f32 state's order-0 denominator word (a token count)
-//! against the true count.
+//! specialized kernel twice, with a plain and with a Kahan-compensated state
+//! (`Accumulation`), and, on the same stream, the float64 generic path as the reference.
+//! Prints the relative error of each f32 run's outputs against the f64 ones for the block of
+//! tokens ending at each power of ten, each f32 state's order-0 denominator word (a token
+//! count) against the true count, and the time each f32 run took.
 //!
 //! `cargo bench --bench soak` (10^7 tokens; `SATA_SOAK_TOKENS=<n>` for another length).
 
 use std::time::Instant;
 
-use sata::{Attention, BackendKind, BackendRequest, KernelConfig, TensorRef};
+use std::time::Duration;
+
+use sata::{Accumulation, Attention, BackendKind, BackendRequest, KernelConfig, TensorRef};
 
 /// Tokens per prefill call: the stream is causal token by token either way; blocks only cut
 /// the per-call overhead.
@@ -49,21 +52,22 @@ fn soak(d: usize, terms: usize, tokens: usize) {
     let f64_path =
         Attention::<f64>::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric))
             .unwrap();
-    let (mut s32, mut s64) = (
-        f32_path.new_state(1, 1).unwrap(),
-        f64_path.new_state(1, 1).unwrap(),
-    );
+    let modes = [Accumulation::Plain, Accumulation::Compensated];
+    let mut s32 = modes.map(|a| f32_path.new_state_with(1, 1, a).unwrap());
+    let mut s64 = f64_path.new_state(1, 1).unwrap();
     let mut stream = Stream(d as u64 * 1000 + terms as u64);
     let m = config.features();
     println!(
-        "\nd_k = d_v = {d}, P = {terms}: f32 path {}, reference f64 cpu-generic, {tokens} tokens",
+        "\nd_k = d_v = {d}, P = {terms}: f32 path {}, plain and compensated; reference f64 \
+         cpu-generic; {tokens} tokens",
         f32_path.describe_path()
     );
     println!(
-        "  {:>12}  {:>22}  {:>16}  {:>10}",
-        "tokens", "rel. error of block", "f32 Z[0] - count", "elapsed"
+        "  {:>12}  {:>12} {:>12}  {:>12} {:>12}  {:>9}",
+        "tokens", "error plain", "compensated", "Z[0]-n plain", "compensated", "elapsed"
     );
     let start = Instant::now();
+    let mut f32_time = [Duration::ZERO; 2];
     let mut done = 0usize;
     let mut next_report = 1000usize;
     while done < tokens {
@@ -86,27 +90,40 @@ fn soak(d: usize, terms: usize, tokens: usize) {
             .unwrap();
         let f = |x: &[f64]| x.iter().map(|&y| y as f32).collect::<Vec<f32>>();
         let (q, k, v) = (f(&q), f(&k), f(&v));
-        let y32 = f32_path
-            .prefill(
-                &mut s32,
-                TensorRef::query(&q, shape).unwrap(),
-                TensorRef::key(&k, shape).unwrap(),
-                TensorRef::value(&v, shape).unwrap(),
-            )
-            .unwrap();
+        let mut errors = [0.0; 2];
+        for (i, state) in s32.iter_mut().enumerate() {
+            let t = Instant::now();
+            let y32 = f32_path
+                .prefill(
+                    state,
+                    TensorRef::query(&q, shape).unwrap(),
+                    TensorRef::key(&k, shape).unwrap(),
+                    TensorRef::value(&v, shape).unwrap(),
+                )
+                .unwrap();
+            f32_time[i] += t.elapsed();
+            errors[i] = rel_err(&y32.output.data, &y64.output.data);
+        }
         done += n;
         if done == next_report || done == tokens {
             // Z[0], the order-0 denominator word, is the number of tokens absorbed.
-            let z0 = f64::from(s32.as_slice()[m * d]);
+            let z0 = |s: &sata::State<f32>| f64::from(s.as_slice()[m * d]) - done as f64;
             println!(
-                "  {done:>12}  {:>22.3e}  {:>16}  {:>9.1} s",
-                rel_err(&y32.output.data, &y64.output.data),
-                z0 - done as f64,
+                "  {done:>12}  {:>12.3e} {:>12.3e}  {:>12} {:>12}  {:>7.1} s",
+                errors[0],
+                errors[1],
+                z0(&s32[0]),
+                z0(&s32[1]),
                 start.elapsed().as_secs_f64()
             );
             next_report *= 10;
         }
     }
+    println!(
+        "  f32 time per token: plain {:.2} us, compensated {:.2} us",
+        f32_time[0].as_secs_f64() * 1e6 / tokens as f64,
+        f32_time[1].as_secs_f64() * 1e6 / tokens as f64
+    );
 }
 
 fn main() {

@@ -321,6 +321,37 @@ fn non_positive_denominators_are_zeroed_and_counted_by_default() {
 }
 
 #[test]
+fn tiny_denominators_are_counted_on_every_backend() {
+    // P = 2, c = 2: q·k/c = -(1 - 1e-5), so the one key's weight 1 + q·k/c is 1e-5: positive,
+    // but far below 1e-4 per key.
+    let config = KernelConfig::new(4, 3, 2).unwrap();
+    let q = [2.0f32, 0.0, 0.0, 0.0];
+    let k = [-0.99999f32, 0.0, 0.0, 0.0];
+    let v = [1.0f32, 2.0, 3.0];
+    for attention in every_backend(config) {
+        let mut state = attention.new_state(1, 1).unwrap();
+        let y = attention
+            .decode(
+                &mut state,
+                TensorRef::query(&q, [1, 1, 1, 4]).unwrap(),
+                TensorRef::key(&k, [1, 1, 1, 4]).unwrap(),
+                TensorRef::value(&v, [1, 1, 1, 3]).unwrap(),
+            )
+            .unwrap();
+        let path = attention.describe_path();
+        assert_eq!(y.stats.bad_denominators, 0, "{path}");
+        assert_eq!(y.stats.tiny_denominators, 1, "{path}");
+        assert!(y.stats.min_denominator < 2e-5, "{path}");
+        // A query along the key sees weight 1 + 1/2: nothing to report.
+        let y = attention
+            .query(&state, TensorRef::query(&k, [1, 1, 1, 4]).unwrap())
+            .unwrap();
+        assert_eq!(y.stats.tiny_denominators, 0, "{path}");
+        assert_eq!(y.stats.bad_denominators, 0, "{path}");
+    }
+}
+
+#[test]
 fn the_error_policy_fails_and_restores_the_state() {
     let config = KernelConfig::new(4, 3, 2).unwrap();
     for attention in every_backend(config) {

@@ -273,6 +273,20 @@ impl<T: Element> Attention<T> {
         State::new(self.config, batch, heads)
     }
 
+    /// An empty state whose sums accumulate as `accumulation` says: use
+    /// [`Accumulation::Compensated`] for sequences of millions of tokens in f32 (README, "Long
+    /// sequences"). CPU backends only.
+    pub fn new_state_with(
+        &self,
+        batch: usize,
+        heads: usize,
+        accumulation: crate::Accumulation,
+    ) -> Result<State<T>, SataError> {
+        let state = State::with_accumulation(self.config, batch, heads, accumulation)?;
+        self.check_state(&state)?;
+        Ok(state)
+    }
+
     /// Causal attention over a block of tokens; `q`, `k`, `v` have the same number of tokens.
     pub fn prefill(
         &self,
@@ -311,11 +325,13 @@ impl<T: Element> Attention<T> {
             let mut scratch = None;
             let mut kernel_scratch = this.kernel_scratch();
             let heads = state.heads();
+            let before = state.tokens();
             let (nq, dv) = (q.shape().tokens, this.config.d_v());
             for (lane, lane_state) in state.lanes_mut().enumerate() {
                 let out = &mut out[lane * nq * dv..(lane + 1) * nq * dv];
                 let (ql, kl, vl) = (q.lane(lane), k.lane(lane), v.lane(lane));
-                let mut answered = |t, a| record(&mut stats, lane, heads, t, a);
+                let mut answered =
+                    |t, a| record(&mut stats, (lane, heads), t, a, before + t as u64 + 1);
                 match this.specialized {
                     Some((kernel, isa)) => kernel.causal(
                         isa,
@@ -443,7 +459,8 @@ impl<T: Element> Attention<T> {
         for (lane, lane_state) in state.lanes().enumerate() {
             let out = &mut out[lane * nq * dv..(lane + 1) * nq * dv];
             let ql = q.lane(lane);
-            let mut answered = |t, a| record(&mut stats, lane, heads, t, a);
+            let keys = state.tokens();
+            let mut answered = |t, a| record(&mut stats, (lane, heads), t, a, keys);
             match self.specialized {
                 Some((kernel, isa)) => kernel.read(
                     isa,
@@ -538,6 +555,10 @@ impl<T: Element> Attention<T> {
         if state.is_poisoned() {
             return Err(SataError::StatePoisoned { dtype: T::DTYPE });
         }
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        if self.device.is_some() {
+            state.require_plain(self.selection.backend)?;
+        }
         Ok(())
     }
 
@@ -551,17 +572,18 @@ impl<T: Element> Attention<T> {
     }
 }
 
+/// Records the answer to query `token` of `lane`, which saw `keys` keys.
 pub(crate) fn record(
     stats: &mut CallStats,
-    lane: usize,
-    heads: usize,
+    (lane, heads): (usize, usize),
     token: usize,
     answer: Answer,
+    keys: u64,
 ) {
     let at = QueryIndex {
         batch: lane / heads,
         head: lane % heads,
         token,
     };
-    stats.record(at, answer.denominator, answer.ok);
+    stats.record(at, answer.denominator, answer.ok, keys);
 }

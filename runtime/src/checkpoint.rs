@@ -11,7 +11,7 @@
 //! | 20 | 4 | terms `P` (`u32`) |
 //! | 24 | 8 | scale `c` (`f64`) |
 //! | 32 | 1 | element type: 1 = f32, 2 = f64 |
-//! | 33 | 1 | layout: 2 = per (batch, head) in `[batch][heads]` order, `S` (`[feature][d_v]`) then `Z` (`[feature]`); 1 = per (batch, head) `[feature][d_v + 1]`, rows `[S \| Z]` (read and converted, no longer written). Features in lexicographic order, order 0 first, unweighted |
+//! | 33 | 1 | layout: 2 = per (batch, head) in `[batch][heads]` order, `S` (`[feature][d_v]`) then `Z` (`[feature]`); 3 = the same blocks per (batch, head), each lane followed by their Kahan compensation in the same shape (`Accumulation::Compensated`, twice the words); 1 = per (batch, head) `[feature][d_v + 1]`, rows `[S \| Z]` (read and converted, no longer written). Features in lexicographic order, order 0 first, unweighted |
 //! | 34 | 2 | reserved, 0 |
 //! | 36 | 4 | batch (`u32`) |
 //! | 40 | 4 | heads (`u32`) |
@@ -43,6 +43,9 @@ pub const LAYOUT_FEATURE_ROWS: u8 = 1;
 /// Layout 2, the one [`State`] uses and this build writes: per (batch, head), `S` (`m x d_v`)
 /// then `Z` (`m`).
 pub const LAYOUT_PLANAR: u8 = 2;
+/// Layout code of a [`crate::Accumulation::Compensated`] state: per lane the layout-2 blocks,
+/// then their Kahan compensation in the same layout (twice the words).
+pub const LAYOUT_COMPENSATED: u8 = 3;
 
 const HEADER_LEN: usize = 60;
 const CHECKSUM_LEN: usize = 4;
@@ -103,7 +106,7 @@ pub struct CheckpointHeader {
     pub batch: usize,
     pub heads: usize,
     pub tokens: u64,
-    /// [`LAYOUT_PLANAR`] or [`LAYOUT_FEATURE_ROWS`].
+    /// [`LAYOUT_PLANAR`], [`LAYOUT_COMPENSATED`] or [`LAYOUT_FEATURE_ROWS`].
     pub layout: u8,
 }
 
@@ -174,11 +177,13 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
     let config = KernelConfig::new(f.u32(12) as usize, f.u32(16) as usize, f.u32(20) as usize)?
         .with_scale(f.f64(24))?;
     let layout = bytes[33];
-    if layout != LAYOUT_PLANAR && layout != LAYOUT_FEATURE_ROWS {
-        return Err(CheckpointError::UnknownLayout(layout));
-    }
+    let words_per_sum = match layout {
+        LAYOUT_PLANAR | LAYOUT_FEATURE_ROWS => 1,
+        LAYOUT_COMPENSATED => 2,
+        _ => return Err(CheckpointError::UnknownLayout(layout)),
+    };
     let (batch, heads) = (f.u32(36), f.u32(40));
-    let per_head = config.state_words_per_head();
+    let per_head = config.state_words_per_head() * words_per_sum;
     let expected_words = batch as u128 * heads as u128 * per_head as u128;
     if expected_words != words as u128 || expected_words == 0 {
         return Err(CheckpointError::WordCount {
@@ -236,7 +241,11 @@ impl<T: Element> State<T> {
             out.extend_from_slice(&(dim as u32).to_le_bytes());
         }
         out.extend_from_slice(&c.scale().to_le_bytes());
-        out.extend_from_slice(&[dtype_code(T::DTYPE), LAYOUT_PLANAR, 0, 0]);
+        let layout = match self.accumulation() {
+            crate::Accumulation::Plain => LAYOUT_PLANAR,
+            crate::Accumulation::Compensated => LAYOUT_COMPENSATED,
+        };
+        out.extend_from_slice(&[dtype_code(T::DTYPE), layout, 0, 0]);
         out.extend_from_slice(&batch.to_le_bytes());
         out.extend_from_slice(&heads.to_le_bytes());
         out.extend_from_slice(&self.tokens().to_le_bytes());
@@ -272,11 +281,16 @@ impl<T: Element> State<T> {
         if header.layout == LAYOUT_FEATURE_ROWS {
             data = rows_to_planar(&data, &header.config);
         }
+        let accumulation = match header.layout {
+            LAYOUT_COMPENSATED => crate::Accumulation::Compensated,
+            _ => crate::Accumulation::Plain,
+        };
         State::from_parts(
             header.config,
             header.batch,
             header.heads,
             header.tokens,
+            accumulation,
             data,
         )
     }

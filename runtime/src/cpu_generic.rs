@@ -57,6 +57,46 @@ pub(crate) fn answer<T: Element>(acc: &[f64], out: &mut [T]) -> Answer {
     }
 }
 
+/// `sum += term` with Kahan's compensation: `comp` keeps (the negative of) what the last
+/// additions to `sum` lost, and the next addition puts it back. Rust never reassociates float
+/// arithmetic, so the compensation is not optimised away.
+#[inline(always)]
+fn kahan_add<T: Element>(sum: &mut T, comp: &mut T, term: T) {
+    let y = term - *comp;
+    let t = *sum + y;
+    *comp = (t - *sum) - y;
+    *sum = t;
+}
+
+/// A lane's sums (`S` then `Z`, `words` long) and, for a compensated state
+/// ([`crate::Accumulation::Compensated`]), the compensation block that follows them.
+pub(crate) fn split_lane<T>(lane: &mut [T], words: usize) -> (&mut [T], Option<&mut [T]>) {
+    if lane.len() == 2 * words {
+        let (sums, comp) = lane.split_at_mut(words);
+        (sums, Some(comp))
+    } else {
+        (lane, None)
+    }
+}
+
+/// `S[j] += phi_k[j] v` and `Z[j] += phi_k[j]` for every feature, Kahan-compensated: the
+/// update of a compensated state on every CPU path (generic and specialized; plain loops over
+/// independent words, which the compiler vectorises).
+pub(crate) fn update_compensated<T: Element>(sums: &mut [T], comp: &mut [T], phi_k: &[T], v: &[T]) {
+    let dv = v.len();
+    let (rows, z) = sums.split_at_mut(phi_k.len() * dv);
+    let (comp_rows, comp_z) = comp.split_at_mut(phi_k.len() * dv);
+    let rows = rows
+        .chunks_exact_mut(dv)
+        .zip(comp_rows.chunks_exact_mut(dv));
+    for ((((r, c), z), cz), &fk) in rows.zip(z).zip(comp_z).zip(phi_k) {
+        for ((x, cx), &ve) in r.iter_mut().zip(c).zip(v) {
+            kahan_add(x, cx, fk * ve);
+        }
+        kahan_add(z, cz, fk);
+    }
+}
+
 /// What answering one query produced: its denominator and whether the output is usable.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Answer {
@@ -126,10 +166,19 @@ impl<T: Element> FeatureProgram<T> {
         mut answered: impl FnMut(usize, Answer),
     ) {
         let (dk, dv) = (self.d_k, self.d_v);
+        let words = self.weights.len() * (dv + 1);
+        let (state, mut comp) = split_lane(state, words);
         for t in 0..q.len() / dk {
             self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
             let vt = &v[t * dv..(t + 1) * dv];
+            if let Some(comp) = comp.as_deref_mut() {
+                // Compensated: update, then read in a second pass.
+                update_compensated(state, comp, &s.phi_k, vt);
+                self.read_one(s, state);
+                answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+                continue;
+            }
             s.acc.iter_mut().for_each(|a| *a = 0.0);
             let (rows, z) = state.split_at_mut(s.phi_k.len() * dv);
             let rows = rows.chunks_exact_mut(dv).zip(z);
@@ -149,9 +198,15 @@ impl<T: Element> FeatureProgram<T> {
     /// Adds every `(k_t, v_t)` of one lane to its state, answering no query.
     pub(crate) fn absorb(&self, s: &mut Scratch<T>, state: &mut [T], k: &[T], v: &[T]) {
         let (dk, dv) = (self.d_k, self.d_v);
+        let words = self.weights.len() * (dv + 1);
+        let (state, mut comp) = split_lane(state, words);
         for t in 0..k.len() / dk {
             self.features(&k[t * dk..(t + 1) * dk], &mut s.phi_k);
             let vt = &v[t * dv..(t + 1) * dv];
+            if let Some(comp) = comp.as_deref_mut() {
+                update_compensated(state, comp, &s.phi_k, vt);
+                continue;
+            }
             let (rows, z) = state.split_at_mut(s.phi_k.len() * dv);
             for ((r, z), &fk) in rows.chunks_exact_mut(dv).zip(z).zip(&s.phi_k) {
                 for (x, &ve) in r.iter_mut().zip(vt) {
@@ -172,18 +227,26 @@ impl<T: Element> FeatureProgram<T> {
         mut answered: impl FnMut(usize, Answer),
     ) {
         let (dk, dv) = (self.d_k, self.d_v);
+        // A compensated lane's sums come first; reading them alone is accurate to an ulp.
+        let state = &state[..self.weights.len() * (dv + 1)];
         for t in 0..q.len() / dk {
             self.weighted_features(&q[t * dk..(t + 1) * dk], &mut s.phi_q);
-            s.acc.iter_mut().for_each(|a| *a = 0.0);
-            let (rows, z) = state.split_at(s.phi_q.len() * dv);
-            for ((r, z), &fq) in rows.chunks_exact(dv).zip(z).zip(&s.phi_q) {
-                let fq = fq.widen();
-                for (a, &x) in s.acc.iter_mut().zip(r) {
-                    *a += fq * x.widen();
-                }
-                s.acc[dv] += fq * z.widen();
-            }
+            self.read_one(s, state);
             answered(t, answer(&s.acc, &mut out[t * dv..(t + 1) * dv]));
+        }
+    }
+
+    /// `acc = sum_j phi_q[j] [S[j], Z[j]]` (f64) for the weighted query features in `s`.
+    fn read_one(&self, s: &mut Scratch<T>, state: &[T]) {
+        let dv = self.d_v;
+        s.acc.iter_mut().for_each(|a| *a = 0.0);
+        let (rows, z) = state.split_at(s.phi_q.len() * dv);
+        for ((r, z), &fq) in rows.chunks_exact(dv).zip(z).zip(&s.phi_q) {
+            let fq = fq.widen();
+            for (a, &x) in s.acc.iter_mut().zip(r) {
+                *a += fq * x.widen();
+            }
+            s.acc[dv] += fq * z.widen();
         }
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{OnceLock, RwLock};
 
 use sata_codegen::KernelConfig;
 
-use crate::cpu_generic::answer;
+use crate::cpu_generic::{answer, split_lane, update_compensated};
 use crate::simd;
 pub use crate::simd::Isa;
 
@@ -134,11 +134,21 @@ pub fn causal<const DK: usize, const ROW: usize, const M: usize>(
     weighted: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_k, phi_q) = split_scratch::<M>(scratch);
+    let (state, mut comp) = split_lane(state, M * ROW);
     for t in 0..q.len() / DK {
         features(token::<DK>(k, t), phi_k);
         weighted(token::<DK>(q, t), phi_q);
         let mut acc = [0.0f64; ROW];
-        simd::update_read::<ROW>(isa, state, phi_k, phi_q, value::<ROW>(v, t), &mut acc);
+        match comp.as_deref_mut() {
+            // A compensated state: the Kahan update, then the vector read of the sums.
+            Some(comp) => {
+                update_compensated(state, comp, phi_k, value::<ROW>(v, t));
+                simd::read::<ROW>(isa, state, phi_q, &mut acc);
+            }
+            None => {
+                simd::update_read::<ROW>(isa, state, phi_k, phi_q, value::<ROW>(v, t), &mut acc)
+            }
+        }
         let a = answer(&acc, &mut out[t * (ROW - 1)..(t + 1) * (ROW - 1)]);
         answered(t, a.denominator, a.ok);
     }
@@ -155,9 +165,13 @@ pub fn absorb<const DK: usize, const ROW: usize, const M: usize>(
     features: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_k, _) = split_scratch::<M>(scratch);
+    let (state, mut comp) = split_lane(state, M * ROW);
     for t in 0..k.len() / DK {
         features(token::<DK>(k, t), phi_k);
-        simd::update::<ROW>(isa, state, phi_k, value::<ROW>(v, t));
+        match comp.as_deref_mut() {
+            Some(comp) => update_compensated(state, comp, phi_k, value::<ROW>(v, t)),
+            None => simd::update::<ROW>(isa, state, phi_k, value::<ROW>(v, t)),
+        }
     }
 }
 
@@ -173,6 +187,8 @@ pub fn read<const DK: usize, const ROW: usize, const M: usize>(
     weighted: impl Fn(&[f32; DK], &mut [f32; M]),
 ) {
     let (phi_q, _) = split_scratch::<M>(scratch);
+    // A compensated lane's sums come first; reading them alone is accurate to an ulp.
+    let state = &state[..M * ROW];
     for t in 0..q.len() / DK {
         weighted(token::<DK>(q, t), phi_q);
         let mut acc = [0.0f64; ROW];

@@ -38,6 +38,6 @@ pub use error::{QueryIndex, SataError};
 pub use kernel::{KernelDescriptor, SpecializedKernel};
 pub use sata_codegen::{ConfigError, KernelConfig};
 pub use simd::Isa;
-pub use state::State;
-pub use stats::{CallStats, DenominatorPolicy};
+pub use state::{Accumulation, State};
+pub use stats::{CallStats, DenominatorPolicy, TINY_WEIGHT_PER_KEY};
 pub use tensor::{Role, Shape, Tensor, TensorRef};

@@ -19,6 +19,9 @@ use crate::error::SataError;
 ///
 /// The state is unweighted: `alpha_p C_p` is applied on the query side. The paper's reference
 /// code stores `alpha_p S_p`; [`State::to_alpha_scaled`] converts.
+///
+/// With [`Accumulation::Compensated`] each lane holds its `S` and `Z` blocks and then a second `S`, `Z` pair of the same shape: the Kahan compensation of
+/// every sum (checkpoint layout code 3).
 #[derive(Debug, Clone, PartialEq)]
 pub struct State<T> {
     config: KernelConfig,
@@ -26,21 +29,66 @@ pub struct State<T> {
     heads: usize,
     tokens: u64,
     poisoned: bool,
+    accumulation: Accumulation,
     data: Vec<T>,
+}
+
+/// How a state's sums accumulate over tokens.
+///
+/// Every state word is a running sum over all tokens seen. In f32 a sum of millions of terms
+/// drifts: once a sum is large, each new term loses its low bits, and a term below half an ulp
+/// of the sum is lost entirely (the order-0 count stops growing at 2^24 tokens). Measured by
+/// `cargo bench --bench soak` (README, "Long sequences").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Accumulation {
+    /// One word per sum: the fastest; f32 sums drift by about 5e-4 (relative, outputs) over
+    /// 10^7 tokens.
+    #[default]
+    Plain,
+    /// Kahan-compensated: every sum carries a second word holding what its additions lost, and
+    /// stays within about an ulp of the exact sum at any length. Twice the memory, and each
+    /// update does four additions instead of one. CPU backends (generic and specialized) only;
+    /// the wgpu and cuda backends refuse such states with an error.
+    Compensated,
+}
+
+impl Accumulation {
+    /// Words per sum.
+    pub fn words_per_sum(self) -> usize {
+        match self {
+            Accumulation::Plain => 1,
+            Accumulation::Compensated => 2,
+        }
+    }
 }
 
 impl<T: Element> State<T> {
     /// An empty state (no tokens seen) for `batch x heads` lanes.
     pub fn new(config: KernelConfig, batch: usize, heads: usize) -> Result<Self, SataError> {
-        let words = Self::check_size(config, batch, heads)?;
+        Self::with_accumulation(config, batch, heads, Accumulation::Plain)
+    }
+
+    /// An empty state whose sums accumulate as `accumulation` says.
+    pub fn with_accumulation(
+        config: KernelConfig,
+        batch: usize,
+        heads: usize,
+        accumulation: Accumulation,
+    ) -> Result<Self, SataError> {
+        let words = Self::check_words(config, batch, heads, accumulation)?;
         Ok(Self {
             config,
             batch,
             heads,
             tokens: 0,
             poisoned: false,
+            accumulation,
             data: vec![T::zero(); words],
         })
+    }
+
+    pub fn accumulation(&self) -> Accumulation {
+        self.accumulation
     }
 
     /// The number of words of a `batch x heads` state, or why there can be no such state.
@@ -48,6 +96,15 @@ impl<T: Element> State<T> {
         config: KernelConfig,
         batch: usize,
         heads: usize,
+    ) -> Result<usize, SataError> {
+        Self::check_words(config, batch, heads, Accumulation::Plain)
+    }
+
+    fn check_words(
+        config: KernelConfig,
+        batch: usize,
+        heads: usize,
+        accumulation: Accumulation,
     ) -> Result<usize, SataError> {
         if batch == 0 || heads == 0 {
             return Err(SataError::EmptyState { batch, heads });
@@ -61,6 +118,7 @@ impl<T: Element> State<T> {
         batch
             .checked_mul(heads)
             .and_then(|l| l.checked_mul(per_head))
+            .and_then(|w| w.checked_mul(accumulation.words_per_sum()))
             .filter(|w| {
                 w.checked_mul(T::DTYPE.size())
                     .is_some_and(|b| b <= isize::MAX as usize)
@@ -75,9 +133,10 @@ impl<T: Element> State<T> {
         batch: usize,
         heads: usize,
         tokens: u64,
+        accumulation: Accumulation,
         data: Vec<T>,
     ) -> Result<Self, SataError> {
-        let mut state = Self::new(config, batch, heads)?;
+        let mut state = Self::with_accumulation(config, batch, heads, accumulation)?;
         debug_assert_eq!(state.data.len(), data.len());
         state.data = data;
         state.tokens = tokens;
@@ -127,7 +186,8 @@ impl<T: Element> State<T> {
         }
         let n = self.config.state_words_per_head();
         let lane = batch * self.heads + head;
-        Some(&self.data[lane * n..(lane + 1) * n])
+        let start = lane * self.words_per_lane();
+        Some(&self.data[start..start + n])
     }
 
     /// The state in the paper's reference layout convention, where each order's rows are
@@ -141,7 +201,7 @@ impl<T: Element> State<T> {
         let (m, dv) = (basis.len(), self.config.d_v());
         self.lanes()
             .flat_map(|lane| {
-                let (s, z) = lane.split_at(m * dv);
+                let (s, z) = lane[..m * (dv + 1)].split_at(m * dv);
                 let s = s.iter().enumerate().map(|(i, x)| (i / dv, x));
                 s.chain(z.iter().enumerate())
                     .map(|(feature, x)| x.widen() * alpha[feature])
@@ -172,13 +232,30 @@ impl<T: Element> State<T> {
         self.poisoned = poisoned;
     }
 
+    /// Words of one lane: its sums, and with [`Accumulation::Compensated`] their compensation.
+    pub(crate) fn words_per_lane(&self) -> usize {
+        self.config.state_words_per_head() * self.accumulation.words_per_sum()
+    }
+
+    /// Fails unless the sums are plain, for backends that keep no compensation.
+    pub(crate) fn require_plain(&self, backend: crate::BackendKind) -> Result<(), SataError> {
+        match self.accumulation {
+            Accumulation::Plain => Ok(()),
+            Accumulation::Compensated => Err(SataError::Backend(crate::BackendUnavailable {
+                backend,
+                reason: "compensated states run on the CPU backends only (cpu, cpu-generic)"
+                    .to_string(),
+            })),
+        }
+    }
+
     pub(crate) fn lanes_mut(&mut self) -> std::slice::ChunksExactMut<'_, T> {
-        let n = self.config.state_words_per_head();
+        let n = self.words_per_lane();
         self.data.chunks_exact_mut(n)
     }
 
     pub(crate) fn lanes(&self) -> std::slice::ChunksExact<'_, T> {
-        self.data.chunks_exact(self.config.state_words_per_head())
+        self.data.chunks_exact(self.words_per_lane())
     }
 
     pub(crate) fn advance(&mut self, tokens: usize) {
@@ -200,7 +277,7 @@ mod tests {
         // head 12 words of S (two per feature) then 6 of Z.
         let config = KernelConfig::new(2, 2, 3).unwrap().with_scale(2.0).unwrap();
         let data: Vec<f32> = (0..2 * 18).map(|i| i as f32 + 1.0).collect();
-        let state = State::from_parts(config, 1, 2, 7, data.clone()).unwrap();
+        let state = State::from_parts(config, 1, 2, 7, Accumulation::Plain, data.clone()).unwrap();
         let scaled = state.to_alpha_scaled();
         let alpha = [1.0, 0.5, 0.5, 0.125, 0.125, 0.125];
         let feature = |i: usize| match i % 18 {

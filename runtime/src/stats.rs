@@ -31,7 +31,16 @@ pub struct CallStats {
     pub first_bad: Option<(QueryIndex, f64)>,
     /// Smallest denominator seen (`+inf` when no query was answered).
     pub min_denominator: f64,
+    /// Queries whose denominator was positive but below [`TINY_WEIGHT_PER_KEY`] times the
+    /// number of keys the query saw: the average weight of a key was under `e^-9.2`, where the
+    /// truncated exponential is far from `exp` and cancellation among the terms leaves few
+    /// correct digits. Their outputs are returned, but deserve suspicion.
+    pub tiny_denominators: usize,
 }
+
+/// Mean weight per key below which a positive denominator counts as tiny
+/// ([`CallStats::tiny_denominators`]).
+pub const TINY_WEIGHT_PER_KEY: f64 = 1e-4;
 
 impl Default for CallStats {
     fn default() -> Self {
@@ -40,6 +49,7 @@ impl Default for CallStats {
             bad_denominators: 0,
             first_bad: None,
             min_denominator: f64::INFINITY,
+            tiny_denominators: 0,
         }
     }
 }
@@ -60,12 +70,15 @@ impl CallStats {
         }
     }
 
-    pub(crate) fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool) {
+    /// Records one answered query, which saw `keys` keys.
+    pub(crate) fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool, keys: u64) {
         self.queries += 1;
         self.min_denominator = self.min_denominator.min(denominator);
         if !ok {
             self.bad_denominators += 1;
             self.first_bad.get_or_insert((at, denominator));
+        } else if denominator < TINY_WEIGHT_PER_KEY * keys as f64 {
+            self.tiny_denominators += 1;
         }
     }
 }

@@ -175,6 +175,11 @@ impl Device {
             .find(|(e, _)| *e == entry)
             .map(|(_, f)| f.cu_function())
             .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
+        // The raw launch uses the calling thread's current context; callers may be on any
+        // thread.
+        self.ctx
+            .bind_to_thread()
+            .map_err(driver_error("binding the context"))?;
         let mut params = args.params();
         // SAFETY: the function is this entry's kernel from this plan's module, whose parameters
         // are `Arguments`' seven values; buffer sizes are the caller's guarantee.

@@ -259,6 +259,7 @@ impl CudaAttention {
 
     /// A copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<CudaState, SataError> {
+        state.require_plain(crate::BackendKind::Cuda)?;
         self.upload_words(state.parts(), state.as_slice())
     }
 
@@ -426,6 +427,7 @@ impl CudaAttention {
         let dv = self.config.d_v();
         let row = dv + 1;
         let reads = entry.reads();
+        let causal = entry.intra();
         // Inputs were checked against the state's lanes and the configuration (the `Lanes`
         // checks), so each holds lanes * tokens rows of d_k or d_v: the sizes the kernels index.
         let input = |t: Option<TensorRef<'_, f32>>| exec.upload(t.map(|t| t.data()).unwrap_or(&[]));
@@ -488,7 +490,13 @@ impl CudaAttention {
                 denominator: den.into(),
                 ok,
             };
-            record(&mut stats, lane, state.heads, token, answer);
+            // Causal queries saw the keys before the call and their own prefix; the others
+            // the whole state.
+            let keys = match causal {
+                true => state.tokens + token as u64 + 1,
+                false => state.tokens,
+            };
+            record(&mut stats, (lane, state.heads), token, answer, keys);
         }
         Ok(stats)
     }

@@ -131,6 +131,7 @@ impl GpuAttention {
 
     /// A device copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<DeviceState, SataError> {
+        state.require_plain(crate::BackendKind::Wgpu)?;
         self.upload_words(state.parts(), state.as_slice())
     }
 
@@ -286,6 +287,7 @@ impl GpuAttention {
         out: &mut [f32],
     ) -> Result<CallStats, SataError> {
         let ctx = &self.ctx;
+        let causal = entry == Entry::Causal;
         let input = |t: Option<TensorRef<'_, f32>>, label| {
             let data = t.map(|t| t.data()).unwrap_or(&[]);
             ctx.upload(label, data, wgpu::BufferUsages::STORAGE)
@@ -342,7 +344,13 @@ impl GpuAttention {
                 denominator: den.into(),
                 ok,
             };
-            record(&mut stats, lane, state.heads, token, answer);
+            // Causal queries saw the keys before the call and their own prefix; the others
+            // the whole state.
+            let keys = match causal {
+                true => state.tokens + token as u64 + 1,
+                false => state.tokens,
+            };
+            record(&mut stats, (lane, state.heads), token, answer, keys);
         }
         Ok(stats)
     }

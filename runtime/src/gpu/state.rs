@@ -79,7 +79,14 @@ impl DeviceState {
     /// Copies the state to the host (for checkpoints, or to continue on another backend).
     pub fn download(&self) -> Result<State<f32>, SataError> {
         let data = self.ctx.download(&self.buffer, self.words())?;
-        let mut state = State::from_parts(self.config, self.batch, self.heads, self.tokens, data)?;
+        let mut state = State::from_parts(
+            self.config,
+            self.batch,
+            self.heads,
+            self.tokens,
+            crate::Accumulation::Plain,
+            data,
+        )?;
         if self.poisoned {
             state.poison();
         }

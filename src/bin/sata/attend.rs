@@ -152,12 +152,23 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
                 .unwrap_or_default()
         );
     }
+    if stats.tiny_denominators > 0 {
+        eprintln!(
+            "sata: warning: {} of {} queries had a tiny denominator (mean weight per key under \
+             {:e}); the Taylor approximation is poor there (check `sata info --qk-bound`)",
+            stats.tiny_denominators,
+            stats.queries,
+            sata::TINY_WEIGHT_PER_KEY
+        );
+    }
     if args.stats {
         eprintln!(
-            "sata: backend {}, {} queries, {} bad denominators, smallest denominator {:e}, state holds {} tokens",
+            "sata: backend {}, {} queries, {} bad denominators, {} tiny denominators, smallest \
+             denominator {:e}, state holds {} tokens",
             attention.describe_path(),
             stats.queries,
             stats.bad_denominators,
+            stats.tiny_denominators,
             stats.min_denominator,
             state.tokens()
         );
