@@ -419,6 +419,23 @@ fn emit_and_info_describe_the_cuda_kernels() {
         source.contains("__global__ void __launch_bounds__(64, "),
         "{source}"
     );
+    assert!(!source.contains("kahan_add"));
+    let out = sata(&[
+        "emit",
+        "--target",
+        "cuda",
+        "--d-k",
+        "4",
+        "--d-v",
+        "4",
+        "--terms",
+        "3",
+        "--compensated",
+    ]);
+    assert_ok(&out);
+    let kahan = String::from_utf8_lossy(&out.stdout);
+    assert!(kahan.contains("kahan_add(u, comp"), "{kahan}");
+    assert!(kahan.contains("sata_d4_v4_p3_kahan_decode("), "{kahan}");
     for kernel in ["decode", "prefill", "absorb", "answer"] {
         assert!(
             source.contains(&format!("sata_d4_v4_p3_{kernel}(")),

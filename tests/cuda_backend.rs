@@ -294,3 +294,56 @@ fn states_check_their_config_and_executor_and_reset() {
         cuda.describe_path()
     );
 }
+
+#[test]
+fn compensated_states_decode_like_the_cpu() {
+    // The Kahan kernels (prefill and decode read the state before adding to it) against the
+    // reference, and their state against the CPU's compensated state.
+    let p = problem(
+        &mut rng("cuda_kahan"),
+        (1, 2),
+        (20, 20),
+        (8, 5, 3),
+        1.0,
+        true,
+    )
+    .rounded_to_f32();
+    let cuda = cuda(p.config(), ThreadOrder::Reverse).with_split(3);
+    let mut state = cuda
+        .new_state_with(1, 2, sata::Accumulation::Compensated)
+        .unwrap();
+    let got = decode_steps(&cuda, &mut state, &p, 0);
+    let err = rel_err(&got, &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+    let cpu = Attention::<f32>::new(p.config()).unwrap();
+    let mut host = cpu
+        .new_state_with(1, 2, sata::Accumulation::Compensated)
+        .unwrap();
+    let (q, k, v) = p.f32_inputs();
+    cpu.prefill(
+        &mut host,
+        TensorRef::query(&q, p.q_shape()).unwrap(),
+        TensorRef::key(&k, p.k_shape()).unwrap(),
+        TensorRef::value(&v, p.v_shape()).unwrap(),
+    )
+    .unwrap();
+    let device = state.download().unwrap();
+    assert_eq!(device.accumulation(), sata::Accumulation::Compensated);
+    assert_eq!(device.as_slice().len(), host.as_slice().len());
+    // Compare sum minus compensation: the best estimate of each exact sum on both sides.
+    let exact = |s: &State<f32>| -> Vec<f64> {
+        let lane = 2 * s.config().state_words_per_head();
+        s.as_slice()
+            .chunks_exact(lane)
+            .flat_map(|l| {
+                let (sums, comp) = l.split_at(lane / 2);
+                sums.iter()
+                    .zip(comp)
+                    .map(|(&a, &c)| f64::from(a) - f64::from(c))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let err = rel_err(&exact(&device), &exact(&host));
+    assert!(err < 1e-7, "compensated states differ by {err:e}");
+}

@@ -7,7 +7,9 @@ mod common;
 
 use sata::codegen::registry::precompiled_configs;
 use sata::codegen::{CudaLayout, KernelConfig, KernelPlan, Unroll};
-use sata::cuda::nvrtc::{TEST_ARCHITECTURES, check_resources, compile, compile_source};
+use sata::cuda::nvrtc::{
+    TEST_ARCHITECTURES, check_resources, compile, compile_source, compile_variant,
+};
 
 /// Compiles `plan` for `archs`; returns the violations found.
 fn compile_and_check(plan: &KernelPlan, archs: &[u32]) -> Vec<String> {
@@ -82,6 +84,36 @@ fn both_feature_program_forms_and_odd_shapes_compile_within_their_resources() {
                 &KernelPlan::new(&config).with_unroll(unroll),
                 &TEST_ARCHITECTURES,
             ));
+        }
+    }
+    assert_none(problems);
+}
+
+#[test]
+fn compensated_kernels_compile_within_their_resources() {
+    if !common::nvrtc_available() {
+        return;
+    }
+    // The Kahan variant of the largest registry kernels in both forms and of a wide one.
+    let mut problems = Vec::new();
+    for (d_k, d_v, terms) in [
+        (16, 16, 4),
+        (32, 32, 4),
+        (16, 16, 6),
+        (8, 8, 3),
+        (3, 300, 3),
+    ] {
+        let plan = KernelPlan::new(&KernelConfig::new(d_k, d_v, terms).unwrap());
+        let layout = CudaLayout::variant(&plan, true).unwrap();
+        for arch in TEST_ARCHITECTURES {
+            let module = compile_variant(&plan, true, arch).unwrap();
+            assert!(
+                module
+                    .resources
+                    .iter()
+                    .all(|r| r.symbol.contains("_kahan_"))
+            );
+            problems.extend(check_resources(&layout, &module));
         }
     }
     assert_none(problems);

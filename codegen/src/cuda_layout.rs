@@ -181,6 +181,13 @@ pub enum CudaLimitError {
 /// The CUDA layout of one configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct CudaLayout {
+    /// Module name: the plan's, with `_kahan` for the compensated variant.
+    pub name: String,
+    /// Whether the kernels keep Kahan compensation words beside every sum (the state layout
+    /// of `Accumulation::Compensated`: per lane the sums, then their compensation).
+    pub compensated: bool,
+    /// Words of one lane: the plan's state words, twice that when compensated.
+    pub lane_words: usize,
     /// Threads per block, `rows * cols` (the [`GpuGeometry`](crate::GpuGeometry)).
     pub block: usize,
     pub rows: usize,
@@ -226,6 +233,18 @@ impl CudaLayout {
     /// at one column per thread, spilled on sm_80 at d_v = 8: measured with NVRTC 12.9.) Decode (one token) is compiled against 64 registers, so that 16
     /// blocks of 64 threads are resident per SM: decode waits on memory and needs the warps.
     pub fn new(plan: &KernelPlan) -> Result<Self, CudaLimitError> {
+        Self::variant(plan, false)
+    }
+
+    /// The layout of the plain (`compensated = false`) or Kahan-compensated kernels of `plan`.
+    /// Both have the same geometry, shared memory and register budgets; the compensated
+    /// kernels read and write a second word per sum.
+    pub fn variant(plan: &KernelPlan, compensated: bool) -> Result<Self, CudaLimitError> {
+        let name = if compensated {
+            format!("{}_kahan", plan.name)
+        } else {
+            plan.name.clone()
+        };
         let config = KernelConfig::new(plan.d_k, plan.d_v, plan.terms)
             .and_then(|c| c.with_scale(plan.scale))
             .expect("a plan holds a valid configuration");
@@ -309,7 +328,7 @@ impl CudaLayout {
                     (CUDA_REGISTERS_PER_SM / (g.workgroup * min_blocks)).min(255) / 8 * 8;
                 CudaKernel {
                     entry,
-                    symbol: format!("sata_{}_{}", plan.name, entry.name()),
+                    symbol: format!("sata_{name}_{}", entry.name()),
                     chunk,
                     shared_bytes: shared(entry, chunk),
                     register_budget,
@@ -323,6 +342,9 @@ impl CudaLayout {
         let token_bytes = 4 * (2 * plan.d_k + 2 * plan.d_v + 1) as u64;
         let intra_flops = (2 * plan.d_k + 2 * plan.terms + 2 * plan.d_v + 2) as f64;
         Ok(Self {
+            name,
+            compensated,
+            lane_words: plan.state_words * if compensated { 2 } else { 1 },
             block: g.workgroup,
             rows: g.rows,
             cols: g.cols,

@@ -61,3 +61,9 @@ fn cuda_d3_v2_p3_per_order_loops() {
     let source = sata_codegen::render::render_cuda(&plan).unwrap();
     snapshot("d3_v2_p3_per_order", "cuda", &source);
 }
+
+#[test]
+fn cuda_d2_v2_p3_compensated() {
+    let source = sata_codegen::render::render_cuda_variant(&plan(2, 2, 3), true).unwrap();
+    snapshot("d2_v2_p3_compensated", "cuda", &source);
+}

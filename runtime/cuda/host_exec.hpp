@@ -319,6 +319,10 @@ inline T atomicAdd(T* address, T value) {
 }
 
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+// Round-to-nearest operations that CUDA never contracts; g++ runs with -ffp-contract=off.
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdividef(float a, float b) { return a / b; }
 inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
 

@@ -555,8 +555,7 @@ impl<T: Element> Attention<T> {
         if state.is_poisoned() {
             return Err(SataError::StatePoisoned { dtype: T::DTYPE });
         }
-        #[cfg(any(feature = "wgpu", feature = "cuda"))]
-        if self.device.is_some() {
+        if self.selection.backend == BackendKind::Wgpu {
             state.require_plain(self.selection.backend)?;
         }
         Ok(())

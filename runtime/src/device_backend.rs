@@ -9,8 +9,16 @@ use crate::error::SataError;
 use crate::stats::{CallStats, DenominatorPolicy};
 use crate::tensor::TensorRef;
 
-/// A host state's header fields, as [`crate::State::parts`] returns them.
-pub(crate) type Parts = (KernelConfig, usize, usize, u64, bool);
+/// A host state's header fields, as [`crate::State::parts`] returns them: configuration,
+/// batch, heads, tokens, poisoned, accumulation.
+pub(crate) type Parts = (
+    KernelConfig,
+    usize,
+    usize,
+    u64,
+    bool,
+    crate::state::Accumulation,
+);
 
 /// A device backend's own API, on its own state type.
 pub(crate) trait DeviceAttention: Send + Sync + Sized + 'static {

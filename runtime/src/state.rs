@@ -47,8 +47,8 @@ pub enum Accumulation {
     Plain,
     /// Kahan-compensated: every sum carries a second word holding what its additions lost, and
     /// stays within about an ulp of the exact sum at any length. Twice the memory, and each
-    /// update does four additions instead of one. CPU backends (generic and specialized) only;
-    /// the wgpu and cuda backends refuse such states with an error.
+    /// update does four additions instead of one. CPU (generic and specialized) and cuda
+    /// backends; the wgpu backend refuses such states with an error.
     Compensated,
 }
 
@@ -211,13 +211,14 @@ impl<T: Element> State<T> {
 
     /// `(config, batch, heads, tokens, poisoned)`.
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-    pub(crate) fn parts(&self) -> (KernelConfig, usize, usize, u64, bool) {
+    pub(crate) fn parts(&self) -> crate::device_backend::Parts {
         (
             self.config,
             self.batch,
             self.heads,
             self.tokens,
             self.poisoned,
+            self.accumulation,
         )
     }
 
@@ -243,7 +244,8 @@ impl<T: Element> State<T> {
             Accumulation::Plain => Ok(()),
             Accumulation::Compensated => Err(SataError::Backend(crate::BackendUnavailable {
                 backend,
-                reason: "compensated states run on the CPU backends only (cpu, cpu-generic)"
+                reason: "the WGSL kernels keep no compensation; compensated states run on the \
+                         CPU and cuda backends"
                     .to_string(),
             })),
         }

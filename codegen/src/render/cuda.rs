@@ -32,7 +32,12 @@ fn joined(values: impl Iterator<Item = usize>) -> String {
 /// The CUDA C source of one kernel module (header comment included), or why the
 /// configuration has no CUDA kernels.
 pub fn render_cuda(plan: &KernelPlan) -> Result<String, RenderError> {
-    let layout = CudaLayout::new(plan)
+    render_cuda_variant(plan, false)
+}
+
+/// [`render_cuda`] for the plain or the Kahan-compensated state ([`CudaLayout::variant`]).
+pub fn render_cuda_variant(plan: &KernelPlan, compensated: bool) -> Result<String, RenderError> {
+    let layout = CudaLayout::variant(plan, compensated)
         .map_err(|e| RenderError::new(plan, Target::Cuda, "cuda/kernel.cu.tera", e))?;
     let doc: BTreeMap<&str, &str> = CudaEntry::ALL
         .iter()

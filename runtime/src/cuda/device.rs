@@ -14,7 +14,7 @@ use sata_codegen::{CudaEntry, CudaLayout, KernelPlan};
 
 use super::ffi;
 use super::launch::{Arguments, LaunchDims};
-use super::nvrtc::{compile, cuda_error};
+use super::nvrtc::{compile_variant, cuda_error};
 use crate::error::SataError;
 
 /// The process's CUDA device 0.
@@ -89,10 +89,10 @@ impl Device {
         layout: &CudaLayout,
     ) -> Result<Arc<DeviceModule>, SataError> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = modules.get(&plan.name) {
+        if let Some(m) = modules.get(&layout.name) {
             return Ok(m.clone());
         }
-        let compiled = compile(plan, self.arch)?;
+        let compiled = compile_variant(plan, layout.compensated, self.arch)?;
         let module = self
             .ctx
             .load_module(Ptx::from_binary(compiled.cubin))
@@ -111,7 +111,7 @@ impl Device {
             functions,
             _module: module,
         });
-        modules.insert(plan.name.clone(), m.clone());
+        modules.insert(layout.name.clone(), m.clone());
         Ok(m)
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use sata_codegen::render::render_cuda;
+use sata_codegen::render::render_cuda_variant;
 use sata_codegen::{CudaEntry, CudaLayout, KernelPlan};
 
 use std::ffi::c_void;
@@ -143,14 +143,14 @@ pub(crate) struct HostModule {
 impl HostModule {
     /// Builds (or finds in the disk cache) and loads the library of `plan`.
     pub fn load(plan: &KernelPlan, layout: &CudaLayout) -> Result<Self, SataError> {
-        let source = render_cuda(plan).map_err(cuda_error)?;
+        let source = render_cuda_variant(plan, layout.compensated).map_err(cuda_error)?;
         let symbols: Vec<(CudaEntry, String)> = layout
             .kernels
             .iter()
             .map(|k| (k.entry, k.symbol.clone()))
             .collect();
         let names: Vec<&str> = symbols.iter().map(|(_, s)| s.as_str()).collect();
-        let library = HostLibrary::build(&plan.name, &source, &names)?;
+        let library = HostLibrary::build(&layout.name, &source, &names)?;
         Ok(Self { library, symbols })
     }
 
@@ -269,10 +269,10 @@ pub(crate) fn module(plan: &KernelPlan, layout: &CudaLayout) -> Result<Arc<HostM
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    if let Some(m) = loaded.get(&plan.name) {
+    if let Some(m) = loaded.get(&layout.name) {
         return Ok(m.clone());
     }
     let m = Arc::new(HostModule::load(plan, layout)?);
-    loaded.insert(plan.name.clone(), m.clone());
+    loaded.insert(layout.name.clone(), m.clone());
     Ok(m)
 }

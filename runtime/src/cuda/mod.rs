@@ -19,7 +19,7 @@ mod host;
 pub mod launch;
 pub mod nvrtc;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use sata_codegen::{CudaEntry, CudaLayout, KernelConfig, KernelPlan};
 
@@ -31,7 +31,7 @@ use crate::attention::{Attended, record};
 use crate::checks::{Lanes, output_len};
 use crate::cpu_generic::Answer;
 use crate::error::SataError;
-use crate::state::State;
+use crate::state::{Accumulation, State};
 use crate::stats::{CallStats, DenominatorPolicy};
 use crate::tensor::{Shape, Tensor, TensorRef};
 
@@ -69,6 +69,14 @@ enum Memory {
 }
 
 impl Exec {
+    /// Compiles (NVRTC or g++) and loads the kernels of `layout`, once per process.
+    fn load(&self, plan: &KernelPlan, layout: &CudaLayout) -> Result<Module, SataError> {
+        Ok(match self {
+            Exec::Gpu(d) => Module::Gpu(d.module(plan, layout)?),
+            Exec::Host(_) => Module::Host(host::module(plan, layout)?),
+        })
+    }
+
     fn zeroed(&self, words: usize) -> Result<Memory, SataError> {
         Ok(match self {
             Exec::Gpu(d) => Memory::Gpu(d.alloc_zeroed(words)?),
@@ -149,6 +157,8 @@ pub struct CudaAttention {
     executor: Executor,
     exec: Exec,
     module: Module,
+    /// The Kahan-compensated kernels, built on the first compensated state.
+    compensated: OnceLock<Result<(CudaLayout, Module), String>>,
     policy: DenominatorPolicy,
     split: Option<usize>,
 }
@@ -168,17 +178,11 @@ impl CudaAttention {
     pub fn new(config: KernelConfig, executor: Executor) -> Result<Self, SataError> {
         let plan = KernelPlan::new(&config);
         let layout = CudaLayout::new(&plan).map_err(cuda_error)?;
-        let (exec, module) = match executor {
-            Executor::Gpu => {
-                let d = device::device()?;
-                let m = d.module(&plan, &layout)?;
-                (Exec::Gpu(d), Module::Gpu(m))
-            }
-            Executor::Host(order) => {
-                let m = host::module(&plan, &layout)?;
-                (Exec::Host(order), Module::Host(m))
-            }
+        let exec = match executor {
+            Executor::Gpu => Exec::Gpu(device::device()?),
+            Executor::Host(order) => Exec::Host(order),
         };
+        let module = exec.load(&plan, &layout)?;
         Ok(Self {
             config,
             plan,
@@ -186,9 +190,32 @@ impl CudaAttention {
             executor,
             exec,
             module,
+            compensated: OnceLock::new(),
             policy: DenominatorPolicy::default(),
             split: None,
         })
+    }
+
+    /// The layout and module for states that accumulate as `accumulation` says.
+    fn kernels(&self, accumulation: Accumulation) -> Result<(&CudaLayout, &Module), SataError> {
+        match accumulation {
+            Accumulation::Plain => Ok((&self.layout, &self.module)),
+            Accumulation::Compensated => {
+                let built = self.compensated.get_or_init(|| {
+                    let layout =
+                        CudaLayout::variant(&self.plan, true).map_err(|e| e.to_string())?;
+                    let module = self.exec.load(&self.plan, &layout).map_err(|e| match e {
+                        SataError::Cuda { message } => message,
+                        other => other.to_string(),
+                    })?;
+                    Ok((layout, module))
+                });
+                match built {
+                    Ok((layout, module)) => Ok((layout, module)),
+                    Err(message) => Err(cuda_error(message)),
+                }
+            }
+        }
     }
 
     /// Deals each lane's state rows to `split` blocks (default: enough blocks for two per SM).
@@ -244,8 +271,20 @@ impl CudaAttention {
 
     /// An empty state for `batch x heads` lanes.
     pub fn new_state(&self, batch: usize, heads: usize) -> Result<CudaState, SataError> {
-        State::<f32>::check_size(self.config, batch, heads)?;
-        let words = batch * heads * self.config.state_words_per_head();
+        self.new_state_with(batch, heads, Accumulation::Plain)
+    }
+
+    /// An empty state whose sums accumulate as `accumulation` says (the compensated kernels
+    /// are compiled on first use).
+    pub fn new_state_with(
+        &self,
+        batch: usize,
+        heads: usize,
+        accumulation: Accumulation,
+    ) -> Result<CudaState, SataError> {
+        let words = State::<f32>::with_accumulation(self.config, batch, heads, accumulation)
+            .map(|_| ())
+            .and_then(|()| Ok(self.kernels(accumulation)?.0.lane_words * batch * heads))?;
         Ok(CudaState {
             exec: self.exec.clone(),
             config: self.config,
@@ -253,23 +292,23 @@ impl CudaAttention {
             heads,
             tokens: 0,
             poisoned: false,
+            accumulation,
             memory: self.exec.zeroed(words)?,
         })
     }
 
     /// A copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<CudaState, SataError> {
-        state.require_plain(crate::BackendKind::Cuda)?;
         self.upload_words(state.parts(), state.as_slice())
     }
 
     pub(crate) fn upload_words(
         &self,
-        (config, batch, heads, tokens, poisoned): (KernelConfig, usize, usize, u64, bool),
+        (config, batch, heads, tokens, poisoned, accumulation): crate::device_backend::Parts,
         words: &[f32],
     ) -> Result<CudaState, SataError> {
         self.check_config(&config)?;
-        let mut state = self.new_state(batch, heads)?;
+        let mut state = self.new_state_with(batch, heads, accumulation)?;
         self.exec.write(&mut state.memory, words)?;
         state.tokens = tokens;
         state.poisoned = poisoned;
@@ -451,7 +490,8 @@ impl CudaAttention {
             lanes,
             tokens,
         )?;
-        match (&self.exec, &self.module) {
+        let (_, module) = self.kernels(state.accumulation)?;
+        match (&self.exec, module) {
             // SAFETY: `q_mem`, `k_mem`, `v_mem` hold `lanes * tokens` rows of d_k, d_k, d_v
             // (checked above) or are not read by `entry`; the state holds `lanes` lanes of the
             // plan's state words; `out_mem` holds `lanes * tokens` rows of d_v + 1 when `entry`
@@ -566,6 +606,7 @@ pub struct CudaState {
     heads: usize,
     tokens: u64,
     poisoned: bool,
+    accumulation: Accumulation,
     memory: Memory,
 }
 
@@ -603,17 +644,26 @@ impl CudaState {
         self.poisoned
     }
 
+    pub fn accumulation(&self) -> Accumulation {
+        self.accumulation
+    }
+
     fn lanes(&self) -> usize {
         self.batch * self.heads
     }
 
     fn words(&self) -> usize {
-        self.lanes() * self.config.state_words_per_head()
+        self.lanes() * self.config.state_words_per_head() * self.accumulation.words_per_sum()
     }
 
     /// A host copy, for checkpoints or to continue on another backend.
     pub fn download(&self) -> Result<State<f32>, SataError> {
-        let mut state = State::<f32>::new(self.config, self.batch, self.heads)?;
+        let mut state = State::<f32>::with_accumulation(
+            self.config,
+            self.batch,
+            self.heads,
+            self.accumulation,
+        )?;
         self.download_into(state.data_mut())?;
         state.set_progress(self.tokens, self.poisoned);
         Ok(state)

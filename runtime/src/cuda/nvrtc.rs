@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use sata_codegen::render::render_cuda;
+use sata_codegen::render::render_cuda_variant;
 use sata_codegen::{CudaLayout, KernelPlan};
 
 use super::ffi;
@@ -74,8 +74,20 @@ pub fn nvrtc_options(arch: u32) -> Vec<String> {
 /// Renders and compiles `plan`'s CUDA module for `sm_<arch>`. A compile error, a warning in
 /// the log, or a kernel missing from the report is an error.
 pub fn compile(plan: &KernelPlan, arch: u32) -> Result<CompiledModule, SataError> {
-    let source = render_cuda(plan).map_err(cuda_error)?;
-    compile_source(&source, &plan.name, arch)
+    compile_variant(plan, false, arch)
+}
+
+/// [`compile`] for the plain or the Kahan-compensated kernels ([`CudaLayout::variant`]).
+pub fn compile_variant(
+    plan: &KernelPlan,
+    compensated: bool,
+    arch: u32,
+) -> Result<CompiledModule, SataError> {
+    let source = render_cuda_variant(plan, compensated).map_err(cuda_error)?;
+    let name = CudaLayout::variant(plan, compensated)
+        .map_err(cuda_error)?
+        .name;
+    compile_source(&source, &name, arch)
 }
 
 pub fn compile_source(source: &str, name: &str, arch: u32) -> Result<CompiledModule, SataError> {

@@ -131,17 +131,24 @@ impl GpuAttention {
 
     /// A device copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<DeviceState, SataError> {
-        state.require_plain(crate::BackendKind::Wgpu)?;
         self.upload_words(state.parts(), state.as_slice())
     }
 
     /// [`upload`](Self::upload) from a state's parts and words.
     pub(crate) fn upload_words(
         &self,
-        (config, batch, heads, tokens, poisoned): (KernelConfig, usize, usize, u64, bool),
+        (config, batch, heads, tokens, poisoned, accumulation): crate::device_backend::Parts,
         words: &[f32],
     ) -> Result<DeviceState, SataError> {
         self.check_config(&config)?;
+        if accumulation != crate::Accumulation::Plain {
+            return Err(SataError::Backend(crate::BackendUnavailable {
+                backend: crate::BackendKind::Wgpu,
+                reason: "the WGSL kernels keep no compensation; compensated states run on the \
+                         CPU and cuda backends"
+                    .to_string(),
+            }));
+        }
         let mut device = self.new_state(batch, heads)?;
         self.ctx
             .queue

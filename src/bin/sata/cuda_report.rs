@@ -5,7 +5,9 @@
 use std::fmt::Write;
 
 use sata::codegen::{CudaLayout, KernelPlan};
-use sata::cuda::nvrtc::{TEST_ARCHITECTURES, check_resources, compile, nvrtc_version, occupancy};
+use sata::cuda::nvrtc::{
+    TEST_ARCHITECTURES, check_resources, compile_variant, nvrtc_version, occupancy,
+};
 
 /// H100 SXM HBM3 bandwidth, bytes per second (the decode model).
 const H100_BANDWIDTH: f64 = 3.35e12;
@@ -72,9 +74,10 @@ pub fn model(plan: &KernelPlan) -> Result<String, String> {
     Ok(s)
 }
 
-/// Compiles the kernels with NVRTC for sm_80 and sm_90 and tabulates the ptxas report.
-pub fn resources(plan: &KernelPlan) -> Result<String, String> {
-    let layout = CudaLayout::new(plan).map_err(|e| e.to_string())?;
+/// Compiles the (plain or compensated) kernels with NVRTC for sm_80 and sm_90 and tabulates
+/// the ptxas report.
+pub fn resources(plan: &KernelPlan, compensated: bool) -> Result<String, String> {
+    let layout = CudaLayout::variant(plan, compensated).map_err(|e| e.to_string())?;
     let version = nvrtc_version().map_err(|e| e.to_string())?;
     let mut s = String::new();
     let _ = writeln!(s, "ptxas report (NVRTC {version}):");
@@ -83,7 +86,7 @@ pub fn resources(plan: &KernelPlan) -> Result<String, String> {
         "  kernel                          arch   registers (budget)  spill st/ld  shared bytes  blocks/SM  occupancy"
     );
     for arch in TEST_ARCHITECTURES {
-        let module = compile(plan, arch).map_err(|e| e.to_string())?;
+        let module = compile_variant(plan, compensated, arch).map_err(|e| e.to_string())?;
         for r in &module.resources {
             let budget = layout
                 .kernels

@@ -1,7 +1,7 @@
 //! `sata emit`: the generated source of a kernel, through the same renderer as `build.rs` and
 //! `#[sata::kernel]`.
 
-use sata::codegen::render::{RustOptions, render_cuda, render_rust, render_wgsl};
+use sata::codegen::render::{RustOptions, render_cuda_variant, render_rust, render_wgsl};
 use sata::codegen::{KernelPlan, Unroll};
 
 use crate::{EmitArgs, EmitTarget, UnrollArg};
@@ -18,17 +18,22 @@ pub fn run(args: &EmitArgs) -> Result<(), String> {
             render_rust(&plan, &RustOptions::default()).map_err(|e| e.to_string())?
         }
         EmitTarget::Wgsl => render_wgsl(&plan).map_err(|e| e.to_string())?,
-        EmitTarget::Cuda => render_cuda(&plan).map_err(|e| e.to_string())?,
-    };
-    if args.report {
-        if !matches!(args.target, EmitTarget::Cuda) {
-            return Err("--report is for --target cuda".to_string());
+        EmitTarget::Cuda => {
+            render_cuda_variant(&plan, args.compensated).map_err(|e| e.to_string())?
         }
+    };
+    if (args.report || args.compensated) && !matches!(args.target, EmitTarget::Cuda) {
+        return Err("--report and --compensated are for --target cuda".to_string());
+    }
+    if args.report {
         if let Some(path) = &args.output {
             std::fs::write(path, &source)
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
         }
-        print!("{}", crate::cuda_report::resources(&plan)?);
+        print!(
+            "{}",
+            crate::cuda_report::resources(&plan, args.compensated)?
+        );
         return Ok(());
     }
     match &args.output {

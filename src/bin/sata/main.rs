@@ -68,6 +68,10 @@ pub struct EmitArgs {
     /// still goes to --output when given).
     #[arg(long)]
     pub report: bool,
+    /// With --target cuda: the Kahan-compensated kernels, for states made with
+    /// `Accumulation::Compensated`.
+    #[arg(long)]
+    pub compensated: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
