@@ -352,6 +352,49 @@ fn tiny_denominators_are_counted_on_every_backend() {
 }
 
 #[test]
+fn logit_bounds_follow_the_norms_of_queries_and_keys_on_every_backend() {
+    let config = KernelConfig::new(4, 3, 2).unwrap(); // c = 2
+    let v = [1.0f32, 2.0, 3.0];
+    let shape = |d| [1, 1, 1, d];
+    for attention in every_backend(config) {
+        let path = attention.describe_path();
+        let mut state = attention.new_state(1, 1).unwrap();
+        assert_eq!(state.max_key_norm(), Some(0.0));
+        // |q| = 2, |k| = 3: |q·k|/c <= 3.
+        let (q, k) = ([2.0f32, 0.0, 0.0, 0.0], [0.0f32, 3.0, 0.0, 0.0]);
+        let y = attention
+            .decode(
+                &mut state,
+                TensorRef::query(&q, shape(4)).unwrap(),
+                TensorRef::key(&k, shape(4)).unwrap(),
+                TensorRef::value(&v, shape(3)).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(y.stats.logit_bound, Some(3.0), "{path}");
+        assert_eq!(state.max_key_norm(), Some(3.0), "{path}");
+        // A smaller key later: the state still remembers the larger one.
+        let small = [0.0f32, 0.0, 0.5, 0.0];
+        attention
+            .absorb(
+                &mut state,
+                TensorRef::key(&small, shape(4)).unwrap(),
+                TensorRef::value(&v, shape(3)).unwrap(),
+            )
+            .unwrap();
+        let q4 = [0.0f32, 0.0, 0.0, 4.0];
+        let y = attention
+            .query(&state, TensorRef::query(&q4, shape(4)).unwrap())
+            .unwrap();
+        assert_eq!(y.stats.logit_bound, Some(6.0), "{path}");
+        // Saved and loaded, the bound survives; reset forgets it.
+        let back = sata::State::<f32>::from_bytes(&state.to_bytes().unwrap()).unwrap();
+        assert_eq!(back.max_key_norm(), Some(3.0), "{path}");
+        state.reset();
+        assert_eq!(state.max_key_norm(), Some(0.0));
+    }
+}
+
+#[test]
 fn the_error_policy_fails_and_restores_the_state() {
     let config = KernelConfig::new(4, 3, 2).unwrap();
     for attention in every_backend(config) {

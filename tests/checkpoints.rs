@@ -130,12 +130,7 @@ fn a_future_version_is_refused_by_name() {
 fn a_checkpoint_with_a_valid_checksum_but_bad_fields_is_refused() {
     let (_, state) = trained_state();
     let bytes = state.to_bytes().unwrap();
-    let reseal = |mut b: Vec<u8>| {
-        let body = b.len() - 4;
-        let crc = crc32(&b[..body]);
-        b[body..].copy_from_slice(&crc.to_le_bytes());
-        b
-    };
+    let reseal = common::reseal;
     // d_k = 0.
     let mut b = bytes.clone();
     b[12..16].copy_from_slice(&0u32.to_le_bytes());
@@ -171,22 +166,6 @@ fn a_checkpoint_with_a_valid_checksum_but_bad_fields_is_refused() {
         checkpoint_error(&reseal(b)),
         CheckpointError::Config(_)
     ));
-}
-
-/// CRC-32 (IEEE), bitwise, so the test does not lean on the implementation it checks.
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 #[test]
@@ -263,12 +242,55 @@ fn row_layout_files_are_converted_on_load() {
             }
         }
     }
-    let crc = crc32(&rows);
-    rows.extend_from_slice(&crc.to_le_bytes());
+    // The same key-norm field (format 2), then a checksum.
+    rows.extend_from_slice(&planar[planar.len() - 12..planar.len() - 4]);
+    rows.extend_from_slice(&[0; 4]);
+    let rows = common::reseal(rows);
     assert_eq!(rows.len(), planar.len());
     assert_ne!(
         rows, planar,
         "the two layouts must differ for this test to mean anything"
     );
     assert_eq!(State::<f32>::from_bytes(&rows).unwrap(), state);
+}
+
+#[test]
+fn format_one_checkpoints_still_load_with_unknown_key_norms() {
+    // A format-2 file rewritten as format 1: no key-norm field, version 1, checksum resealed.
+    let config = KernelConfig::new(3, 2, 3).unwrap();
+    let mut state = State::<f32>::new(config, 1, 2).unwrap();
+    let a = sata::Attention::<f32>::new(config).unwrap();
+    let k: Vec<f32> = (0..2 * 5 * 3).map(|i| (i as f32 * 0.37).sin()).collect();
+    let v: Vec<f32> = (0..2 * 5 * 2).map(|i| (i as f32 * 0.11).cos()).collect();
+    a.absorb(
+        &mut state,
+        TensorRef::key(&k, [1, 2, 5, 3]).unwrap(),
+        TensorRef::value(&v, [1, 2, 5, 2]).unwrap(),
+    )
+    .unwrap();
+    assert!(state.max_key_norm().unwrap() > 0.0);
+    let v2 = state.to_bytes().unwrap();
+    let mut v1 = v2[..v2.len() - 12].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    v1.extend_from_slice(&[0; 4]);
+    let v1 = common::reseal(v1);
+    let old = State::<f32>::from_bytes(&v1).unwrap();
+    assert_eq!(old.as_slice(), state.as_slice());
+    assert_eq!(old.tokens(), 5);
+    assert_eq!(old.max_key_norm(), None);
+    // Queries on it answer as before, without a logit bound.
+    let q: Vec<f32> = k[..6].to_vec();
+    let y = a
+        .query(&old, TensorRef::query(&q, [1, 2, 1, 3]).unwrap())
+        .unwrap();
+    assert_eq!(y.stats.logit_bound, None);
+    // A key absorbed now does not make the bound known: older keys may be larger.
+    let mut old = old;
+    a.absorb(
+        &mut old,
+        TensorRef::key(&k[..6], [1, 2, 1, 3]).unwrap(),
+        TensorRef::value(&v[..4], [1, 2, 1, 2]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(old.max_key_norm(), None);
 }

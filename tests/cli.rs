@@ -393,6 +393,8 @@ fn backend_cuda_host_runs_the_cuda_kernels_and_its_state_continues_on_the_cpu() 
         stderr.contains("cuda (kernel d4_v3_p3, host execution on the CPU"),
         "{stderr}"
     );
+    assert!(stderr.contains("largest |q·k|/c <= "), "{stderr}");
+    assert!(stderr.contains("every weight within a relative"), "{stderr}");
     let (_, y, _) = read_npy(&files.path("y.npy"));
     let err = rel_err(&y, &reference(&p, true));
     assert!(err < 1e-5, "relative error {err:e}");

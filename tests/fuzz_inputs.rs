@@ -4,6 +4,9 @@
 //! out-of-bounds access or a huge allocation fails the test. (The `.npy` reader is fuzzed the
 //! same way by the unit tests in `src/bin/sata/npy.rs`.)
 
+mod common;
+
+use common::reseal;
 use proptest::prelude::*;
 use sata::checkpoint::{MAGIC, read_header};
 use sata::{Attention, KernelConfig, State, TensorRef};
@@ -23,28 +26,6 @@ fn valid_checkpoint() -> Vec<u8> {
         )
         .unwrap();
     state.to_bytes().unwrap()
-}
-
-/// CRC-32 (IEEE) over everything but the last four bytes, written into them, so a mutation
-/// reaches the field checks instead of stopping at the checksum.
-fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
-    if bytes.len() < 4 {
-        return bytes;
-    }
-    let body = bytes.len() - 4;
-    let mut crc = !0u32;
-    for &b in &bytes[..body] {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    bytes[body..].copy_from_slice(&(!crc).to_le_bytes());
-    bytes
 }
 
 /// Loading either fails with a typed error or gives a state whose parts agree.

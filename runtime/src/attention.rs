@@ -13,7 +13,7 @@ use crate::kernel::SpecializedKernel;
 use crate::scratch::KernelScratch;
 use crate::simd::Isa;
 use crate::state::State;
-use crate::stats::{CallStats, DenominatorPolicy};
+use crate::stats::{CallStats, DenominatorPolicy, Norms};
 use crate::tensor::{Shape, Tensor, TensorRef};
 
 /// Outputs of one call and what the call saw.
@@ -309,6 +309,19 @@ impl<T: Element> Attention<T> {
         v: TensorRef<'_, T>,
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
+        let norms = self.norms(state, Some(&q), Some(&k));
+        let result = self.prefill_run(state, q, k, v, out);
+        self.bound(state, result, norms)
+    }
+
+    fn prefill_run(
+        &self,
+        state: &mut State<T>,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+        out: &mut [T],
+    ) -> Result<CallStats, SataError> {
         self.check_state(state)?;
         self.lanes(state).inputs(Some(&q), &k, &v)?;
         self.lanes(state).causal_tokens(&q, &k)?;
@@ -390,6 +403,17 @@ impl<T: Element> Attention<T> {
         k: TensorRef<'_, T>,
         v: TensorRef<'_, T>,
     ) -> Result<(), SataError> {
+        let norms = self.norms(state, None, Some(&k));
+        let result = self.absorb_run(state, k, v).map(|()| CallStats::default());
+        self.bound(state, result, norms).map(|_| ())
+    }
+
+    fn absorb_run(
+        &self,
+        state: &mut State<T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<(), SataError> {
         self.check_state(state)?;
         self.lanes(state).inputs(None, &k, &v)?;
         #[cfg(any(feature = "wgpu", feature = "cuda"))]
@@ -434,6 +458,18 @@ impl<T: Element> Attention<T> {
 
     /// [`query`](Self::query) into a caller-provided `[batch, heads, queries, d_v]` buffer.
     pub fn query_into(
+        &self,
+        state: &State<T>,
+        q: TensorRef<'_, T>,
+        out: &mut [T],
+    ) -> Result<CallStats, SataError> {
+        let norms = self.norms(state, Some(&q), None);
+        let mut stats = self.query_run(state, q, out)?;
+        stats.logit_bound = norms.logit_bound(self.config.scale());
+        Ok(stats)
+    }
+
+    fn query_run(
         &self,
         state: &State<T>,
         q: TensorRef<'_, T>,
@@ -538,6 +574,35 @@ impl<T: Element> Attention<T> {
             }
             return Err(e);
         }
+        Ok(stats)
+    }
+
+    /// The norms a call's logit bound needs: its queries' largest, and the largest key norm
+    /// its queries can have seen (the state's and the call's keys).
+    fn norms(
+        &self,
+        state: &State<T>,
+        q: Option<&TensorRef<'_, T>>,
+        k: Option<&TensorRef<'_, T>>,
+    ) -> Norms {
+        Norms::new(
+            state.max_key_norm(),
+            self.config.d_k(),
+            q.map(|q| q.data()),
+            k.map(|k| k.data()),
+        )
+    }
+
+    /// After a call that added keys: record their norm in the state and bound the call's logits.
+    fn bound(
+        &self,
+        state: &mut State<T>,
+        result: Result<CallStats, SataError>,
+        norms: Norms,
+    ) -> Result<CallStats, SataError> {
+        let mut stats = result?;
+        state.set_max_key_norm(norms.keys);
+        stats.logit_bound = norms.logit_bound(self.config.scale());
         Ok(stats)
     }
 

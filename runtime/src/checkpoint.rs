@@ -1,11 +1,12 @@
 //! Saving and loading a [`State`] in a versioned, checksummed binary format.
 //!
-//! Format version 1, all integers and floats little-endian:
+//! Format version 2, all integers and floats little-endian (version 1, still read, has no
+//! key-norm field):
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 8 | magic `SATASTAT` |
-//! | 8 | 4 | format version (`u32`, = 1) |
+//! | 8 | 4 | format version (`u32`, = 2) |
 //! | 12 | 4 | `d_k` (`u32`) |
 //! | 16 | 4 | `d_v` (`u32`) |
 //! | 20 | 4 | terms `P` (`u32`) |
@@ -18,6 +19,7 @@
 //! | 44 | 8 | tokens absorbed (`u64`) |
 //! | 52 | 8 | number of data words (`u64`) |
 //! | 60 | words x 4 or 8 | the state |
+//! | end - 12 | 8 | largest key norm absorbed (`f64`; NaN: unknown), for `CallStats::logit_bound` (format 2) |
 //! | end - 4 | 4 | CRC-32 (IEEE) of every byte before it |
 //!
 //! Loading checks, in this order: magic, version (a newer version is refused by name), exact
@@ -37,7 +39,7 @@ use crate::state::State;
 /// First eight bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"SATASTAT";
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 /// Layout 1: per (batch, head), `m` rows of `[S | Z]` (`d_v + 1` words each). Read only.
 pub const LAYOUT_FEATURE_ROWS: u8 = 1;
 /// Layout 2, the one [`State`] uses and this build writes: per (batch, head), `S` (`m x d_v`)
@@ -108,6 +110,13 @@ pub struct CheckpointHeader {
     pub tokens: u64,
     /// [`LAYOUT_PLANAR`], [`LAYOUT_COMPENSATED`] or [`LAYOUT_FEATURE_ROWS`].
     pub layout: u8,
+    /// The largest key norm absorbed (format 2; `None` in format 1, or if not recorded).
+    pub max_key_norm: Option<f64>,
+}
+
+/// Bytes between the data and the checksum: format 2 records the largest key norm.
+fn trailer_len(version: u32) -> usize {
+    if version >= 2 { 8 } else { 0 }
 }
 
 /// Little-endian field reader over a buffer whose length was already checked.
@@ -145,7 +154,8 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
         });
     }
     let f = Fields(bytes);
-    match f.u32(8) {
+    let version = f.u32(8);
+    match version {
         0 => return Err(CheckpointError::ZeroVersion),
         v if v > FORMAT_VERSION => {
             return Err(CheckpointError::FutureVersion {
@@ -155,13 +165,17 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
         }
         _ => {}
     }
+    let trailer = trailer_len(version);
     let dtype = match bytes[32] {
         1 => DType::F32,
         2 => DType::F64,
         code => return Err(CheckpointError::UnknownDType(code)),
     };
     let words = f.u64(52);
-    let expected = HEADER_LEN as u128 + words as u128 * dtype.size() as u128 + CHECKSUM_LEN as u128;
+    let expected = HEADER_LEN as u128
+        + words as u128 * dtype.size() as u128
+        + trailer as u128
+        + CHECKSUM_LEN as u128;
     if expected != bytes.len() as u128 {
         return Err(CheckpointError::Length {
             expected,
@@ -194,6 +208,10 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
             expected: expected_words,
         });
     }
+    let max_key_norm = match trailer {
+        0 => None,
+        _ => Some(Fields(&bytes[body - trailer..]).f64(0)).filter(|n| n.is_finite() && *n >= 0.0),
+    };
     Ok(CheckpointHeader {
         config,
         dtype,
@@ -201,6 +219,7 @@ pub fn read_header(bytes: &[u8]) -> Result<CheckpointHeader, CheckpointError> {
         heads: heads as usize,
         tokens: f.u64(44),
         layout,
+        max_key_norm,
     })
 }
 
@@ -233,8 +252,9 @@ impl<T: Element> State<T> {
             }
             .into());
         };
-        let mut out =
-            Vec::with_capacity(HEADER_LEN + self.as_slice().len() * T::DTYPE.size() + CHECKSUM_LEN);
+        let mut out = Vec::with_capacity(
+            HEADER_LEN + self.as_slice().len() * T::DTYPE.size() + 8 + CHECKSUM_LEN,
+        );
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         for dim in [c.d_k(), c.d_v(), c.terms()] {
@@ -254,6 +274,8 @@ impl<T: Element> State<T> {
         for &x in self.as_slice() {
             x.write_le(&mut out);
         }
+        // NaN: not known (the state came from a format-1 checkpoint).
+        out.extend_from_slice(&self.max_key_norm().unwrap_or(f64::NAN).to_le_bytes());
         let crc = crc32fast::hash(&out);
         out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
@@ -271,7 +293,8 @@ impl<T: Element> State<T> {
             .into());
         }
         let size = T::DTYPE.size();
-        let mut data: Vec<T> = bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN]
+        let trailer = trailer_len(Fields(bytes).u32(8));
+        let mut data: Vec<T> = bytes[HEADER_LEN..bytes.len() - CHECKSUM_LEN - trailer]
             .chunks_exact(size)
             .map(T::read_le)
             .collect();
@@ -285,14 +308,16 @@ impl<T: Element> State<T> {
             LAYOUT_COMPENSATED => crate::Accumulation::Compensated,
             _ => crate::Accumulation::Plain,
         };
-        State::from_parts(
+        let mut state = State::from_parts(
             header.config,
             header.batch,
             header.heads,
             header.tokens,
             accumulation,
             data,
-        )
+        )?;
+        state.set_max_key_norm(header.max_key_norm);
+        Ok(state)
     }
 
     /// Writes the checkpoint to `path` atomically: a temporary file in the same directory is

@@ -10,7 +10,7 @@ use crate::stats::{CallStats, DenominatorPolicy};
 use crate::tensor::TensorRef;
 
 /// A host state's header fields, as [`crate::State::parts`] returns them: configuration,
-/// batch, heads, tokens, poisoned, accumulation.
+/// batch, heads, tokens, poisoned, accumulation, largest key norm.
 pub(crate) type Parts = (
     KernelConfig,
     usize,
@@ -18,6 +18,7 @@ pub(crate) type Parts = (
     u64,
     bool,
     crate::state::Accumulation,
+    Option<f64>,
 );
 
 /// A device backend's own API, on its own state type.

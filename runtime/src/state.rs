@@ -30,6 +30,9 @@ pub struct State<T> {
     tokens: u64,
     poisoned: bool,
     accumulation: Accumulation,
+    /// Largest Euclidean norm of the keys absorbed so far (`None`: unknown, for a state loaded
+    /// from a format-1 checkpoint), for the logit bound of [`crate::CallStats`].
+    max_key_norm: Option<f64>,
     data: Vec<T>,
 }
 
@@ -83,12 +86,23 @@ impl<T: Element> State<T> {
             tokens: 0,
             poisoned: false,
             accumulation,
+            max_key_norm: Some(0.0),
             data: vec![T::zero(); words],
         })
     }
 
     pub fn accumulation(&self) -> Accumulation {
         self.accumulation
+    }
+
+    /// Largest Euclidean norm of the keys absorbed so far; `None` when unknown (a state loaded
+    /// from a checkpoint of format version 1, which did not record it).
+    pub fn max_key_norm(&self) -> Option<f64> {
+        self.max_key_norm
+    }
+
+    pub(crate) fn set_max_key_norm(&mut self, norm: Option<f64>) {
+        self.max_key_norm = norm;
     }
 
     /// The number of words of a `batch x heads` state, or why there can be no such state.
@@ -172,6 +186,7 @@ impl<T: Element> State<T> {
         self.data.iter_mut().for_each(|x| *x = T::zero());
         self.tokens = 0;
         self.poisoned = false;
+        self.max_key_norm = Some(0.0);
     }
 
     /// All state words in the layout described on [`State`].
@@ -219,6 +234,7 @@ impl<T: Element> State<T> {
             self.tokens,
             self.poisoned,
             self.accumulation,
+            self.max_key_norm,
         )
     }
 

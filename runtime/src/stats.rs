@@ -36,6 +36,13 @@ pub struct CallStats {
     /// truncated exponential is far from `exp` and cancellation among the terms leaves few
     /// correct digits. Their outputs are returned, but deserve suspicion.
     pub tiny_denominators: usize,
+    /// An upper bound on the largest `|q·k| / c` among this call's queries and the keys they
+    /// saw: the largest query norm times the largest key norm the state has absorbed, over `c`
+    /// (Cauchy-Schwarz; keys are not kept, so the exact maximum is not available). `None` when
+    /// the call answered no query or the state's key norms are unknown (a format-1
+    /// checkpoint). `TaylorBound::new(P, bound)` turns it into the truncation error bound of
+    /// every weight of the call.
+    pub logit_bound: Option<f64>,
 }
 
 /// Mean weight per key below which a positive denominator counts as tiny
@@ -50,6 +57,7 @@ impl Default for CallStats {
             first_bad: None,
             min_denominator: f64::INFINITY,
             tiny_denominators: 0,
+            logit_bound: None,
         }
     }
 }
@@ -81,4 +89,42 @@ impl CallStats {
             self.tiny_denominators += 1;
         }
     }
+}
+
+/// Largest query and key norms of one call (see [`CallStats::logit_bound`]).
+pub(crate) struct Norms {
+    pub queries: Option<f64>,
+    /// The largest key norm the call's queries can have seen: the state's and the call's keys.
+    pub keys: Option<f64>,
+}
+
+impl Norms {
+    pub fn new<T: crate::Element>(
+        state_keys: Option<f64>,
+        d_k: usize,
+        q: Option<&[T]>,
+        k: Option<&[T]>,
+    ) -> Self {
+        let call_keys = k.map_or(0.0, |k| max_row_norm(k, d_k));
+        Self {
+            queries: q.map(|q| max_row_norm(q, d_k)),
+            keys: state_keys.map(|n| n.max(call_keys)),
+        }
+    }
+
+    pub fn logit_bound(&self, scale: f64) -> Option<f64> {
+        Some(self.queries? * self.keys? / scale)
+    }
+}
+
+/// Largest Euclidean norm over the rows (`dim` long) of `x`, in f64.
+pub(crate) fn max_row_norm<T: crate::Element>(x: &[T], dim: usize) -> f64 {
+    x.chunks_exact(dim.max(1))
+        .map(|row| {
+            row.iter()
+                .map(|v| v.widen() * v.widen())
+                .sum::<f64>()
+                .sqrt()
+        })
+        .fold(0.0, f64::max)
 }

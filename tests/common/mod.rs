@@ -345,3 +345,26 @@ pub fn decode_steps(
         .map(f64::from)
         .collect()
 }
+
+/// CRC-32 (IEEE) over everything but the last four bytes, written into them, so a mutation
+/// reaches the field checks instead of stopping at the checksum. Bitwise, so the tests do not
+/// lean on the implementation they check.
+pub fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
+    if bytes.len() < 4 {
+        return bytes;
+    }
+    let body = bytes.len() - 4;
+    let mut crc = !0u32;
+    for &b in &bytes[..body] {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    bytes[body..].copy_from_slice(&(!crc).to_le_bytes());
+    bytes
+}

@@ -32,7 +32,7 @@ use crate::checks::{Lanes, output_len};
 use crate::cpu_generic::Answer;
 use crate::error::SataError;
 use crate::state::{Accumulation, State};
-use crate::stats::{CallStats, DenominatorPolicy};
+use crate::stats::{CallStats, DenominatorPolicy, Norms};
 use crate::tensor::{Shape, Tensor, TensorRef};
 
 /// Where the kernels run.
@@ -292,6 +292,7 @@ impl CudaAttention {
             heads,
             tokens: 0,
             poisoned: false,
+            max_key_norm: Some(0.0),
             accumulation,
             memory: self.exec.zeroed(words)?,
         })
@@ -304,7 +305,7 @@ impl CudaAttention {
 
     pub(crate) fn upload_words(
         &self,
-        (config, batch, heads, tokens, poisoned, accumulation): crate::device_backend::Parts,
+        (config, batch, heads, tokens, poisoned, accumulation, max_key_norm): crate::device_backend::Parts,
         words: &[f32],
     ) -> Result<CudaState, SataError> {
         self.check_config(&config)?;
@@ -312,6 +313,7 @@ impl CudaAttention {
         self.exec.write(&mut state.memory, words)?;
         state.tokens = tokens;
         state.poisoned = poisoned;
+        state.max_key_norm = max_key_norm;
         Ok(state)
     }
 
@@ -338,6 +340,12 @@ impl CudaAttention {
         out: &mut [f32],
     ) -> Result<CallStats, SataError> {
         self.check_state(state)?;
+        let norms = Norms::new(
+            state.max_key_norm,
+            self.config.d_k(),
+            Some(q.data()),
+            Some(k.data()),
+        );
         let lanes = lanes(state);
         lanes.inputs(Some(&q), &k, &v)?;
         lanes.causal_tokens(&q, &k)?;
@@ -354,7 +362,10 @@ impl CudaAttention {
         let stats = self.run(entry, state, Some(q), Some((k, v)), out)?;
         let advanced = k.shape().tokens as u64;
         state.tokens += advanced;
-        self.settle(state, backup, advanced, stats)
+        let mut stats = self.settle(state, backup, advanced, stats)?;
+        state.max_key_norm = norms.keys;
+        stats.logit_bound = norms.logit_bound(self.config.scale());
+        Ok(stats)
     }
 
     /// One causal step: exactly one token per (batch, head), one launch.
@@ -392,6 +403,7 @@ impl CudaAttention {
     ) -> Result<(), SataError> {
         self.check_state(state)?;
         lanes(state).inputs(None, &k, &v)?;
+        let norms = Norms::new(state.max_key_norm, self.config.d_k(), None, Some(k.data()));
         self.run(CudaEntry::Absorb, state, None, Some((k, v)), &mut [])?;
         state.tokens += k.shape().tokens as u64;
         if state.download_words()?.iter().any(|x| !x.is_finite()) {
@@ -400,6 +412,7 @@ impl CudaAttention {
                 dtype: crate::DType::F32,
             });
         }
+        state.max_key_norm = norms.keys;
         Ok(())
     }
 
@@ -425,8 +438,10 @@ impl CudaAttention {
         let lanes = lanes(state);
         lanes.tensor(&q, self.config.d_k(), "d_k")?;
         lanes.output(&q, out)?;
-        let stats = self.run(CudaEntry::Answer, state, Some(q), None, out)?;
+        let norms = Norms::new::<f32>(state.max_key_norm, self.config.d_k(), Some(q.data()), None);
+        let mut stats = self.run(CudaEntry::Answer, state, Some(q), None, out)?;
         stats.enforce(self.policy)?;
+        stats.logit_bound = norms.logit_bound(self.config.scale());
         Ok(stats)
     }
 
@@ -607,6 +622,8 @@ pub struct CudaState {
     tokens: u64,
     poisoned: bool,
     accumulation: Accumulation,
+    /// Largest key norm absorbed (`None`: unknown), for [`crate::CallStats::logit_bound`].
+    max_key_norm: Option<f64>,
     memory: Memory,
 }
 
@@ -666,6 +683,7 @@ impl CudaState {
         )?;
         self.download_into(state.data_mut())?;
         state.set_progress(self.tokens, self.poisoned);
+        state.set_max_key_norm(self.max_key_norm);
         Ok(state)
     }
 
@@ -695,6 +713,7 @@ impl CudaState {
         self.exec.zero(&mut self.memory)?;
         self.tokens = 0;
         self.poisoned = false;
+        self.max_key_norm = Some(0.0);
         Ok(())
     }
 }

@@ -31,7 +31,7 @@ use crate::checks::{Lanes, output_len};
 use crate::cpu_generic::Answer;
 use crate::error::SataError;
 use crate::state::State;
-use crate::stats::{CallStats, DenominatorPolicy};
+use crate::stats::{CallStats, DenominatorPolicy, Norms};
 use crate::tensor::{Shape, Tensor, TensorRef};
 
 /// The adapter the `wgpu` backend runs on (opening the device on first use); an error line
@@ -124,6 +124,7 @@ impl GpuAttention {
             heads,
             tokens: 0,
             poisoned: false,
+            max_key_norm: Some(0.0),
             buffer,
             feats,
         })
@@ -137,7 +138,7 @@ impl GpuAttention {
     /// [`upload`](Self::upload) from a state's parts and words.
     pub(crate) fn upload_words(
         &self,
-        (config, batch, heads, tokens, poisoned, accumulation): crate::device_backend::Parts,
+        (config, batch, heads, tokens, poisoned, accumulation, max_key_norm): crate::device_backend::Parts,
         words: &[f32],
     ) -> Result<DeviceState, SataError> {
         self.check_config(&config)?;
@@ -155,6 +156,7 @@ impl GpuAttention {
             .write_buffer(&device.buffer, 0, bytemuck::cast_slice(words));
         device.tokens = tokens;
         device.poisoned = poisoned;
+        device.max_key_norm = max_key_norm;
         Ok(device)
     }
 
@@ -181,6 +183,12 @@ impl GpuAttention {
         out: &mut [f32],
     ) -> Result<CallStats, SataError> {
         self.check_state(state)?;
+        let norms = Norms::new(
+            state.max_key_norm,
+            self.config.d_k(),
+            Some(q.data()),
+            Some(k.data()),
+        );
         let lanes = lanes(state);
         lanes.inputs(Some(&q), &k, &v)?;
         lanes.causal_tokens(&q, &k)?;
@@ -192,7 +200,10 @@ impl GpuAttention {
         let stats = self.run(Entry::Causal, state, Some(q), Some((k, v)), out)?;
         let advanced = k.shape().tokens as u64;
         state.tokens += advanced;
-        self.settle(state, backup, advanced, stats)
+        let mut stats = self.settle(state, backup, advanced, stats)?;
+        state.max_key_norm = norms.keys;
+        stats.logit_bound = norms.logit_bound(self.config.scale());
+        Ok(stats)
     }
 
     /// One causal step: exactly one token per (batch, head).
@@ -232,6 +243,7 @@ impl GpuAttention {
     ) -> Result<(), SataError> {
         self.check_state(state)?;
         lanes(state).inputs(None, &k, &v)?;
+        let norms = Norms::new(state.max_key_norm, self.config.d_k(), None, Some(k.data()));
         self.run(Entry::Absorb, state, None, Some((k, v)), &mut [])?;
         state.tokens += k.shape().tokens as u64;
         let words = self.ctx.download(&state.buffer, state.words())?;
@@ -241,6 +253,7 @@ impl GpuAttention {
                 dtype: crate::DType::F32,
             });
         }
+        state.max_key_norm = norms.keys;
         Ok(())
     }
 
@@ -266,8 +279,10 @@ impl GpuAttention {
         let lanes = lanes(state);
         lanes.tensor(&q, self.config.d_k(), "d_k")?;
         lanes.output(&q, out)?;
-        let stats = self.run(Entry::Answer, state, Some(q), None, out)?;
+        let norms = Norms::new::<f32>(state.max_key_norm, self.config.d_k(), Some(q.data()), None);
+        let mut stats = self.run(Entry::Answer, state, Some(q), None, out)?;
         self.enforce_policy(&stats)?;
+        stats.logit_bound = norms.logit_bound(self.config.scale());
         Ok(stats)
     }
 

@@ -22,6 +22,8 @@ pub struct DeviceState {
     pub(crate) heads: usize,
     pub(crate) tokens: u64,
     pub(crate) poisoned: bool,
+    /// Largest key norm absorbed (`None`: unknown), for [`crate::CallStats::logit_bound`].
+    pub(crate) max_key_norm: Option<f64>,
     /// `lanes x m (d_v + 1)` f32 words.
     pub(crate) buffer: wgpu::Buffer,
     /// Feature scratch of the kernel, `lanes x 2 m` words.
@@ -87,6 +89,7 @@ impl DeviceState {
             crate::Accumulation::Plain,
             data,
         )?;
+        state.set_max_key_norm(self.max_key_norm);
         if self.poisoned {
             state.poison();
         }
@@ -112,6 +115,7 @@ impl DeviceState {
         })?;
         self.tokens = 0;
         self.poisoned = false;
+        self.max_key_norm = Some(0.0);
         Ok(())
     }
 

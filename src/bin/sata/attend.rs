@@ -172,6 +172,23 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
             stats.min_denominator,
             state.tokens()
         );
+        match stats.logit_bound {
+            Some(bound) => {
+                let weights = sata::codegen::TaylorBound::new(config.terms(), bound)
+                    .map(|b| {
+                        format!(
+                            "every weight within a relative {:.3e} of exp(q·k/c)",
+                            b.weight_relative
+                        )
+                    })
+                    .unwrap_or_else(|e| e.to_string());
+                eprintln!("sata: largest |q·k|/c <= {bound:.4} (|q| |k| / c); {weights}");
+            }
+            None => eprintln!(
+                "sata: largest |q·k|/c unknown: the state came from a format-1 checkpoint, which \
+                 did not record key norms"
+            ),
+        }
     }
 
     let mut out_shape = layout.leading.clone();
