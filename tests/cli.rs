@@ -394,7 +394,10 @@ fn backend_cuda_host_runs_the_cuda_kernels_and_its_state_continues_on_the_cpu() 
         "{stderr}"
     );
     assert!(stderr.contains("largest |q·k|/c <= "), "{stderr}");
-    assert!(stderr.contains("every weight within a relative"), "{stderr}");
+    assert!(
+        stderr.contains("every weight within a relative"),
+        "{stderr}"
+    );
     let (_, y, _) = read_npy(&files.path("y.npy"));
     let err = rel_err(&y, &reference(&p, true));
     assert!(err < 1e-5, "relative error {err:e}");

@@ -238,3 +238,40 @@ fn device_states_check_their_config_and_reset() {
     assert_eq!(y.stats.bad_denominators, 1);
     assert_eq!(y.output.data, vec![0.0; 3]);
 }
+
+#[test]
+fn long_calls_are_split_into_dispatches_that_llvmpipe_runs_whole() {
+    if !common::wgpu_available() {
+        return;
+    }
+    // One dispatch of a 300-token causal prefill at d16 P4 used to stop after 164 tokens on
+    // llvmpipe (its loop-iteration cap), silently. The call now runs as dispatches of
+    // `gpu_tokens_per_dispatch` tokens; every output and the count must be right.
+    let p = problem(
+        &mut rng("wgpu_long"),
+        (1, 1),
+        (300, 300),
+        (16, 16, 4),
+        1.0,
+        true,
+    )
+    .rounded_to_f32();
+    let chunk = sata::codegen::KernelPlan::new(&p.config()).gpu_tokens_per_dispatch();
+    assert!(chunk < 300);
+    let wgpu = Attention::<f32>::with_backend(p.config(), BackendRequest::Kind(BackendKind::Wgpu))
+        .unwrap();
+    let err = rel_err(&common::run_f32(&wgpu, &p, true), &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+    let gpu = GpuAttention::new(p.config()).unwrap();
+    let mut state = gpu.new_state(1, 1).unwrap();
+    let (_, k, v) = p.f32_inputs();
+    gpu.absorb(
+        &mut state,
+        TensorRef::key(&k, p.k_shape()).unwrap(),
+        TensorRef::value(&v, p.v_shape()).unwrap(),
+    )
+    .unwrap();
+    let words = state.download().unwrap();
+    let z0 = words.as_slice()[p.config().features() * 16];
+    assert_eq!(z0, 300.0, "order-0 count after one absorb call");
+}

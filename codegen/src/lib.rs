@@ -41,7 +41,7 @@ pub use cuda_layout::{CudaEntry, CudaKernel, CudaLayout, CudaLimitError};
 pub use error_bound::{BoundError, TaylorBound};
 pub use plan::{
     FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry,
-    KernelPlan, OrderPlan, Unroll,
+    KernelPlan, LLVMPIPE_LOOP_LIMIT, OrderPlan, Unroll,
 };
 pub use render::{RenderError, Target};
 

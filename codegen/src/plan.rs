@@ -48,6 +48,12 @@ pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
 /// keeps the first dispatch within about two seconds on the slowest compiler we run.
 pub const GPU_FULL_UNROLL_MAX_RUNS: usize = 64;
 
+/// Loop iterations one invocation may run before Mesa's llvmpipe stops the loop
+/// (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`, counted over the whole dispatch). Found
+/// 2026-11-23: a 3000-token absorb at d16 P4 in one dispatch absorbed only 164 tokens, with no
+/// error. The GPU targets split long calls into dispatches that stay well below it.
+pub const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
 /// How the feature program is emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -259,6 +265,25 @@ impl KernelPlan {
         self.unroll = unroll;
         self.gpu_unroll = unroll;
         self
+    }
+
+    /// An upper bound on the loop iterations one WGSL invocation runs per token (every loop of
+    /// the causal entry point, the busiest: feature runs, the state sweep, `Z`, the reduction).
+    pub fn gpu_loop_iterations_per_token(&self) -> usize {
+        let g = &self.gpu;
+        let runs: usize = self.orders.iter().map(|o| o.runs.len()).sum();
+        let per_run = self.d_k.div_ceil(g.workgroup);
+        let features = 2 * (1 + per_run * (runs + 1));
+        let sweep = self.features.div_ceil(g.rows) * (1 + g.cols_per_invocation);
+        let z = self.features.div_ceil(g.workgroup);
+        let reduce = g.workgroup + g.cols_per_invocation * (g.rows + 1);
+        1 + features + g.cols_per_invocation + sweep + z + reduce
+    }
+
+    /// Tokens per WGSL dispatch: long calls are split so that no dispatch comes near
+    /// [`LLVMPIPE_LOOP_LIMIT`] (half of it, for margin); at least 1.
+    pub fn gpu_tokens_per_dispatch(&self) -> usize {
+        (LLVMPIPE_LOOP_LIMIT / 2 / self.gpu_loop_iterations_per_token()).max(1)
     }
 
     /// The straight-line feature program: one statement per feature of order >= 1, in order.

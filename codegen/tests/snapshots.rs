@@ -67,3 +67,9 @@ fn cuda_d2_v2_p3_compensated() {
     let source = sata_codegen::render::render_cuda_variant(&plan(2, 2, 3), true).unwrap();
     snapshot("d2_v2_p3_compensated", "cuda", &source);
 }
+
+#[test]
+fn wgsl_d2_v2_p3_compensated() {
+    let source = sata_codegen::render::render_wgsl_variant(&plan(2, 2, 3), true).unwrap();
+    snapshot("d2_v2_p3_compensated", "wgsl", &source);
+}

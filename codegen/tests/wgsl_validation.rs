@@ -3,11 +3,15 @@
 //! compiler wgpu itself uses, so a shader that would fail on a device fails here first, with
 //! no device needed.
 
-use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl, wgsl_tables};
+use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl_variant, wgsl_tables};
 use sata_codegen::{KernelConfig, KernelPlan, Unroll, registry};
 
 fn validate(plan: &KernelPlan) {
-    let source = render_wgsl(plan).unwrap();
+    validate_variant(plan, false);
+}
+
+fn validate_variant(plan: &KernelPlan, compensated: bool) {
+    let source = render_wgsl_variant(plan, compensated).unwrap();
     let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
         panic!(
             "{}: WGSL does not parse:\n{}",
@@ -62,6 +66,38 @@ fn small_odd_and_wide_shaders_validate_in_both_forms() {
             validate(&KernelPlan::new(&config).with_unroll(unroll));
         }
     }
+}
+
+#[test]
+fn compensated_shaders_validate() {
+    for config in registry::precompiled_configs() {
+        validate_variant(&KernelPlan::new(&config), true);
+    }
+    let wide = KernelConfig::new(4, 300, 3).unwrap();
+    for unroll in [Unroll::Full, Unroll::PerOrder] {
+        validate_variant(&KernelPlan::new(&wide).with_unroll(unroll), true);
+    }
+}
+
+#[test]
+fn long_calls_are_split_below_llvmpipes_loop_limit() {
+    // Each dispatch stays under half the limit, and the largest registry kernels still get
+    // at least one token per dispatch.
+    for config in registry::precompiled_configs() {
+        let plan = KernelPlan::new(&config);
+        let per_token = plan.gpu_loop_iterations_per_token();
+        let chunk = plan.gpu_tokens_per_dispatch();
+        assert!(chunk >= 1, "{}", plan.name);
+        assert!(
+            chunk * per_token <= sata_codegen::LLVMPIPE_LOOP_LIMIT / 2,
+            "{}",
+            plan.name
+        );
+    }
+    // d16 P4: an absorb of one dispatch stopped at 164 tokens on llvmpipe; the split is far
+    // below that.
+    let plan = KernelPlan::new(&KernelConfig::new(16, 16, 4).unwrap());
+    assert!(plan.gpu_tokens_per_dispatch() < 100);
 }
 
 #[test]

@@ -275,7 +275,7 @@ impl<T: Element> Attention<T> {
 
     /// An empty state whose sums accumulate as `accumulation` says: use
     /// [`Accumulation::Compensated`] for sequences of millions of tokens in f32 (README, "Long
-    /// sequences"). CPU backends only.
+    /// sequences").
     pub fn new_state_with(
         &self,
         batch: usize,
@@ -619,9 +619,6 @@ impl<T: Element> Attention<T> {
         }
         if state.is_poisoned() {
             return Err(SataError::StatePoisoned { dtype: T::DTYPE });
-        }
-        if self.selection.backend == BackendKind::Wgpu {
-            state.require_plain(self.selection.backend)?;
         }
         Ok(())
     }

@@ -50,8 +50,8 @@ pub enum Accumulation {
     Plain,
     /// Kahan-compensated: every sum carries a second word holding what its additions lost, and
     /// stays within about an ulp of the exact sum at any length. Twice the memory, and each
-    /// update does four additions instead of one. CPU (generic and specialized) and cuda
-    /// backends; the wgpu backend refuses such states with an error.
+    /// update does four additions instead of one. Every backend supports it (CPU generic and
+    /// specialized, wgpu and cuda, each with its own compensated kernels).
     Compensated,
 }
 
@@ -106,14 +106,6 @@ impl<T: Element> State<T> {
     }
 
     /// The number of words of a `batch x heads` state, or why there can be no such state.
-    pub(crate) fn check_size(
-        config: KernelConfig,
-        batch: usize,
-        heads: usize,
-    ) -> Result<usize, SataError> {
-        Self::check_words(config, batch, heads, Accumulation::Plain)
-    }
-
     fn check_words(
         config: KernelConfig,
         batch: usize,
@@ -252,19 +244,6 @@ impl<T: Element> State<T> {
     /// Words of one lane: its sums, and with [`Accumulation::Compensated`] their compensation.
     pub(crate) fn words_per_lane(&self) -> usize {
         self.config.state_words_per_head() * self.accumulation.words_per_sum()
-    }
-
-    /// Fails unless the sums are plain, for backends that keep no compensation.
-    pub(crate) fn require_plain(&self, backend: crate::BackendKind) -> Result<(), SataError> {
-        match self.accumulation {
-            Accumulation::Plain => Ok(()),
-            Accumulation::Compensated => Err(SataError::Backend(crate::BackendUnavailable {
-                backend,
-                reason: "the WGSL kernels keep no compensation; compensated states run on the \
-                         CPU and cuda backends"
-                    .to_string(),
-            })),
-        }
     }
 
     pub(crate) fn lanes_mut(&mut self) -> std::slice::ChunksExactMut<'_, T> {

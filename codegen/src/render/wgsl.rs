@@ -46,7 +46,7 @@ struct EntryPoint {
     read: bool,
 }
 
-fn context(plan: &KernelPlan) -> tera::Context {
+fn context(plan: &KernelPlan, compensated: bool) -> tera::Context {
     let full = plan.gpu_unroll == Unroll::Full;
     let mut run_begin = 0;
     // Order 1 is the coordinates themselves and is written directly by the template.
@@ -112,6 +112,11 @@ fn context(plan: &KernelPlan) -> tera::Context {
     ];
     let mut ctx = tera::Context::new();
     ctx.insert("plan", plan);
+    ctx.insert("compensated", &compensated);
+    ctx.insert(
+        "lane_words",
+        &(plan.state_words * if compensated { 2 } else { 1 }),
+    );
     ctx.insert("full", &full);
     ctx.insert("orders", &orders);
     ctx.insert("phi_variants", &phi_variants);
@@ -128,12 +133,18 @@ fn context(plan: &KernelPlan) -> tera::Context {
 
 /// The WGSL source of one kernel (header comment included).
 pub fn render_wgsl(plan: &KernelPlan) -> Result<String, RenderError> {
+    render_wgsl_variant(plan, false)
+}
+
+/// [`render_wgsl`] for plain or Kahan-compensated states (`Accumulation::Compensated`: per
+/// lane the sums, then their compensation).
+pub fn render_wgsl_variant(plan: &KernelPlan, compensated: bool) -> Result<String, RenderError> {
     render_template(
         plan,
         Target::Wgsl,
         "wgsl/kernel.wgsl.tera",
         KERNEL,
-        &context(plan),
+        &context(plan, compensated),
     )
 }
 

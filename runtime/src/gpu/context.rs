@@ -108,15 +108,25 @@ impl GpuContext {
         })
     }
 
-    /// The compiled kernel for `config`, compiling it on first use.
-    pub fn kernel(self: &Arc<Self>, config: &KernelConfig) -> Result<Arc<WgslKernel>, SataError> {
+    /// The compiled (plain or Kahan-compensated) kernel for `config`, compiling it on first
+    /// use.
+    pub fn kernel(
+        self: &Arc<Self>,
+        config: &KernelConfig,
+        compensated: bool,
+    ) -> Result<Arc<WgslKernel>, SataError> {
         let plan = KernelPlan::new(config);
+        let key = if compensated {
+            format!("{}_kahan", plan.name)
+        } else {
+            plan.name.clone()
+        };
         let mut kernels = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = kernels.get(&plan.name) {
+        if let Some(k) = kernels.get(&key) {
             return Ok(k.clone());
         }
-        let kernel = Arc::new(WgslKernel::new(self, plan)?);
-        kernels.insert(kernel.plan.name.clone(), kernel.clone());
+        let kernel = Arc::new(WgslKernel::new(self, plan, compensated)?);
+        kernels.insert(key, kernel.clone());
         Ok(kernel)
     }
 

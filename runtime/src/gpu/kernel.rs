@@ -2,7 +2,7 @@
 //! three pipelines, the plan tables, and the dispatch of one call.
 
 use sata_codegen::KernelPlan;
-use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl, wgsl_tables};
+use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl_variant, wgsl_tables};
 
 use super::context::GpuContext;
 use crate::error::SataError;
@@ -43,8 +43,10 @@ const READ_WRITE: [u32; 3] = [3, 4, 5];
 const PARAMS: u32 = 7;
 
 impl WgslKernel {
-    pub fn new(ctx: &GpuContext, plan: KernelPlan) -> Result<Self, SataError> {
-        let source = render_wgsl(&plan).map_err(|e| ctx.error(e.to_string()))?;
+    /// Compiles the plain or the Kahan-compensated (`compensated`) kernels of `plan`.
+    pub fn new(ctx: &GpuContext, plan: KernelPlan, compensated: bool) -> Result<Self, SataError> {
+        let source =
+            render_wgsl_variant(&plan, compensated).map_err(|e| ctx.error(e.to_string()))?;
         let storage = |binding, read_only| wgpu::BindGroupLayoutEntry {
             binding,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -140,47 +142,61 @@ impl WgslKernel {
         if rows > max {
             return Err(ctx.error(format!("{lanes} lanes exceed this device's dispatch grid")));
         }
-        let params = [
-            as_u32(tokens, "tokens")?,
-            as_u32(lanes, "lanes")?,
-            as_u32(per_row, "lanes")?,
-            0,
-        ];
-        let params = ctx.upload("params", &params, wgpu::BufferUsages::UNIFORM)?;
-        let buffers = [
-            (0, bindings.q),
-            (1, bindings.k),
-            (2, bindings.v),
-            (3, bindings.state),
-            (4, bindings.out),
-            (5, bindings.feats),
-            (6, &self.tables),
-            (PARAMS, &params),
-        ];
+        // Long calls run as several dispatches of at most `chunk` tokens, in order, in one
+        // submission (wgpu orders them: each reads the state the previous one wrote).
+        let chunk = self.plan.gpu_tokens_per_dispatch();
+        let mut groups = Vec::new();
+        for first in (0..tokens).step_by(chunk) {
+            let params = [
+                as_u32(chunk.min(tokens - first), "tokens")?,
+                as_u32(lanes, "lanes")?,
+                as_u32(per_row, "lanes")?,
+                // `params.zero`: see `opaque` in the template.
+                0,
+                as_u32(first, "tokens")?,
+                as_u32(tokens, "tokens")?,
+                0,
+                0,
+            ];
+            let params = ctx.upload("params", &params, wgpu::BufferUsages::UNIFORM)?;
+            let buffers = [
+                (0, bindings.q),
+                (1, bindings.k),
+                (2, bindings.v),
+                (3, bindings.state),
+                (4, bindings.out),
+                (5, bindings.feats),
+                (6, &self.tables),
+                (PARAMS, &params),
+            ];
+            let group = ctx.checked("binding the WGSL kernel's buffers", || {
+                let entries: Vec<_> = buffers
+                    .iter()
+                    .map(|&(binding, buffer)| wgpu::BindGroupEntry {
+                        binding,
+                        resource: buffer.as_entire_binding(),
+                    })
+                    .collect();
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("sata"),
+                    layout: &self.layout,
+                    entries: &entries,
+                })
+            })?;
+            groups.push(group);
+        }
         let pipeline = &self.pipelines[entry as usize];
         ctx.checked("running the WGSL kernel", || {
-            let entries: Vec<_> = buffers
-                .iter()
-                .map(|&(binding, buffer)| wgpu::BindGroupEntry {
-                    binding,
-                    resource: buffer.as_entire_binding(),
-                })
-                .collect();
-            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("sata"),
-                layout: &self.layout,
-                entries: &entries,
-            });
             let mut encoder = ctx
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            {
+            for group in &groups {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(WGSL_ENTRY_POINTS[entry as usize]),
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &group, &[]);
+                pass.set_bind_group(0, group, &[]);
                 pass.dispatch_workgroups(per_row as u32, rows as u32, 1);
             }
             ctx.queue.submit([encoder.finish()]);

@@ -48,6 +48,8 @@ pub struct GpuAttention {
     config: KernelConfig,
     ctx: Arc<GpuContext>,
     kernel: Arc<WgslKernel>,
+    /// The Kahan-compensated kernels, compiled on the first compensated state.
+    compensated: std::sync::OnceLock<Result<Arc<WgslKernel>, String>>,
     policy: DenominatorPolicy,
 }
 
@@ -66,11 +68,12 @@ impl GpuAttention {
     /// configuration per process).
     pub fn new(config: KernelConfig) -> Result<Self, SataError> {
         let ctx = context()?;
-        let kernel = ctx.kernel(&config)?;
+        let kernel = ctx.kernel(&config, false)?;
         Ok(Self {
             config,
             ctx,
             kernel,
+            compensated: std::sync::OnceLock::new(),
             policy: DenominatorPolicy::default(),
         })
     }
@@ -105,12 +108,41 @@ impl GpuAttention {
         self.policy
     }
 
+    /// The kernels for states that accumulate as `accumulation` says.
+    fn kernel_for(&self, accumulation: crate::Accumulation) -> Result<&Arc<WgslKernel>, SataError> {
+        match accumulation {
+            crate::Accumulation::Plain => Ok(&self.kernel),
+            crate::Accumulation::Compensated => self
+                .compensated
+                .get_or_init(|| {
+                    self.ctx
+                        .kernel(&self.config, true)
+                        .map_err(|e| e.to_string())
+                })
+                .as_ref()
+                .map_err(|e| self.ctx.error(e.clone())),
+        }
+    }
+
     /// An empty device state for `batch x heads` lanes.
     pub fn new_state(&self, batch: usize, heads: usize) -> Result<DeviceState, SataError> {
+        self.new_state_with(batch, heads, crate::Accumulation::Plain)
+    }
+
+    /// An empty device state whose sums accumulate as `accumulation` says (the compensated
+    /// kernels are compiled on first use).
+    pub fn new_state_with(
+        &self,
+        batch: usize,
+        heads: usize,
+        accumulation: crate::Accumulation,
+    ) -> Result<DeviceState, SataError> {
         // Host-side size checks first: the same errors as a host state.
-        State::<f32>::check_size(self.config, batch, heads)?;
+        State::<f32>::with_accumulation(self.config, batch, heads, accumulation)?;
+        self.kernel_for(accumulation)?;
         let lanes = batch * heads;
-        let bytes = 4 * (lanes * self.config.state_words_per_head()) as u64;
+        let bytes =
+            4 * (lanes * self.config.state_words_per_head() * accumulation.words_per_sum()) as u64;
         let buffer = self.ctx.zeroed("state", bytes, STATE_USAGE)?;
         let feats = self.ctx.zeroed(
             "feature scratch",
@@ -125,6 +157,7 @@ impl GpuAttention {
             tokens: 0,
             poisoned: false,
             max_key_norm: Some(0.0),
+            accumulation,
             buffer,
             feats,
         })
@@ -142,15 +175,7 @@ impl GpuAttention {
         words: &[f32],
     ) -> Result<DeviceState, SataError> {
         self.check_config(&config)?;
-        if accumulation != crate::Accumulation::Plain {
-            return Err(SataError::Backend(crate::BackendUnavailable {
-                backend: crate::BackendKind::Wgpu,
-                reason: "the WGSL kernels keep no compensation; compensated states run on the \
-                         CPU and cuda backends"
-                    .to_string(),
-            }));
-        }
-        let mut device = self.new_state(batch, heads)?;
+        let mut device = self.new_state_with(batch, heads, accumulation)?;
         self.ctx
             .queue
             .write_buffer(&device.buffer, 0, bytemuck::cast_slice(words));
@@ -340,7 +365,8 @@ impl GpuAttention {
             out: &out_buffer,
             feats: &state.feats,
         };
-        self.kernel.dispatch(ctx, entry, &bindings, lanes, tokens)?;
+        self.kernel_for(state.accumulation)?
+            .dispatch(ctx, entry, &bindings, lanes, tokens)?;
         let mut stats = CallStats::default();
         if out_words == 0 {
             ctx.wait()?;

@@ -24,6 +24,7 @@ pub struct DeviceState {
     pub(crate) poisoned: bool,
     /// Largest key norm absorbed (`None`: unknown), for [`crate::CallStats::logit_bound`].
     pub(crate) max_key_norm: Option<f64>,
+    pub(crate) accumulation: crate::Accumulation,
     /// `lanes x m (d_v + 1)` f32 words.
     pub(crate) buffer: wgpu::Buffer,
     /// Feature scratch of the kernel, `lanes x 2 m` words.
@@ -75,7 +76,11 @@ impl DeviceState {
     }
 
     pub(crate) fn words(&self) -> usize {
-        self.lanes() * self.config.state_words_per_head()
+        self.lanes() * self.config.state_words_per_head() * self.accumulation.words_per_sum()
+    }
+
+    pub fn accumulation(&self) -> crate::Accumulation {
+        self.accumulation
     }
 
     /// Copies the state to the host (for checkpoints, or to continue on another backend).
@@ -86,7 +91,7 @@ impl DeviceState {
             self.batch,
             self.heads,
             self.tokens,
-            crate::Accumulation::Plain,
+            self.accumulation,
             data,
         )?;
         state.set_max_key_norm(self.max_key_norm);
