@@ -149,11 +149,12 @@ fn report(config: &KernelConfig) -> String {
     let _ = writeln!(
         s,
         "GPU kernels (WGSL): one workgroup of {} invocations ({} row groups x {} columns) per \
-         (batch, head); feature program {} ({runs} runs; straight-line up to \
-         {GPU_FULL_UNROLL_MAX_RUNS})",
+         (batch, head), up to {} tokens per dispatch; feature program {} ({runs} runs; \
+         straight-line up to {GPU_FULL_UNROLL_MAX_RUNS})",
         plan.gpu.workgroup,
         plan.gpu.rows,
         plan.gpu.cols,
+        plan.gpu_tokens_per_dispatch(),
         match plan.gpu_unroll {
             Unroll::Full => "straight-line",
             Unroll::PerOrder => "looping over a run table per order",
