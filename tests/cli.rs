@@ -623,3 +623,45 @@ fn non_positive_denominators_warn_or_fail_on_request() {
     assert_one_line_error(&run(&strict), "non-positive");
     assert!(!files.path("y2.npy").exists());
 }
+
+#[test]
+fn compensated_states_are_saved_as_such_and_continue() {
+    let files = Files::new();
+    let n = 10;
+    let p = problem(
+        &mut rng("cli_compensated"),
+        (1, 2),
+        (n, n),
+        (4, 3, 3),
+        1.0,
+        true,
+    )
+    .rounded_to_f32();
+    files.write_problem_f32(&p, "");
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--compensated", "--state-out"].map(String::from));
+    args.push(files.arg("s.sata"));
+    assert_ok(&run(&args));
+    let (_, y, _) = read_npy(&files.path("y.npy"));
+    let err = rel_err(&y, &reference(&p, true));
+    assert!(err < 1e-5, "relative error {err:e}");
+    let bytes = std::fs::read(files.path("s.sata")).unwrap();
+    assert_eq!(bytes[33], sata::checkpoint::LAYOUT_COMPENSATED);
+    // Continuing from it (on the CUDA kernels, to cross backends) needs no flag.
+    let mut again = files.attend_args("", "y2.npy", 3);
+    again.extend(["--backend", "cuda-host", "--stats", "--state-in"].map(String::from));
+    again.push(files.arg("s.sata"));
+    let out = run(&again);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("state holds {} tokens", 2 * n)),
+        "{stderr}"
+    );
+    // A new accumulation for a loaded state is a usage error.
+    let mut both = files.attend_args("", "y3.npy", 3);
+    both.extend(["--compensated", "--state-in"].map(String::from));
+    both.push(files.arg("s.sata"));
+    let out = run(&both);
+    assert_eq!(out.status.code(), Some(2));
+}

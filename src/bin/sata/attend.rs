@@ -130,7 +130,14 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
 
     let mut state = match &args.state_in {
         Some(path) => load_state::<T>(path, &config)?,
-        None => attention.new_state(b, h).map_err(err)?,
+        None => {
+            let accumulation = if args.compensated {
+                sata::Accumulation::Compensated
+            } else {
+                sata::Accumulation::Plain
+            };
+            attention.new_state_with(b, h, accumulation).map_err(err)?
+        }
     };
     let attended = if args.non_causal {
         attention.absorb(&mut state, k, v).map_err(err)?;

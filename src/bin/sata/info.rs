@@ -15,10 +15,15 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
     }
     if let Some(crate::InfoTarget::Cuda) = args.target {
         let plan = KernelPlan::new(&config);
-        print!("{}", crate::cuda_report::model(&plan)?);
-        match crate::cuda_report::resources(&plan, false) {
-            Ok(table) => print!("{table}"),
-            Err(e) => println!("ptxas report unavailable: {e}"),
+        match crate::cuda_report::model(&plan) {
+            Ok(model) => {
+                print!("{model}");
+                match crate::cuda_report::resources(&plan, false) {
+                    Ok(table) => print!("{table}"),
+                    Err(e) => println!("ptxas report unavailable: {e}"),
+                }
+            }
+            Err(e) => println!("CUDA kernels: none for this configuration ({e})"),
         }
     }
     Ok(())

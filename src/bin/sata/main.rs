@@ -121,6 +121,10 @@ pub struct AttendArgs {
     /// Print the backend that ran and per-call diagnostics on stderr.
     #[arg(long)]
     pub stats: bool,
+    /// Start a new state with Kahan-compensated sums (for sequences of millions of tokens;
+    /// twice the memory). A state read with --state-in keeps the accumulation it was saved with.
+    #[arg(long, conflicts_with = "state_in")]
+    pub compensated: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
