@@ -106,7 +106,9 @@ impl<T: Element> State<T> {
     }
 
     /// The number of words of a `batch x heads` state, or why there can be no such state.
-    fn check_words(
+    /// The number of words a state of this shape needs, or the error [`State::new`] would give
+    /// (without allocating them: device backends size their own memory from it).
+    pub(crate) fn check_words(
         config: KernelConfig,
         batch: usize,
         heads: usize,

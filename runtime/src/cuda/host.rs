@@ -192,26 +192,34 @@ fn cache_dir() -> PathBuf {
 
 /// Builds the library unless the cache has it; returns its path.
 fn build_library(name: &str, source: &str, exports: &str) -> Result<PathBuf, SataError> {
-    // One build at a time per process (tests share configurations).
-    static BUILDS: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    // One build per library per process; different libraries build in parallel (tests ask
+    // for many configurations at once from several threads).
+    type Cell = Arc<OnceLock<Result<PathBuf, String>>>;
+    static BUILDS: OnceLock<Mutex<HashMap<String, Cell>>> = OnceLock::new();
     let cxx = compiler();
     let mut hasher = DefaultHasher::new();
     (source, exports, HOST_EXEC_HEADER, &cxx, CXX_FLAGS).hash(&mut hasher);
     let key = format!("{name}-{:016x}", hasher.finish());
-    let mut built = BUILDS
+    let cell: Cell = BUILDS
         .get_or_init(Default::default)
         .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.get(&key) {
-        return Ok(path.clone());
-    }
-    let dir = cache_dir();
-    let library = dir.join(format!("lib{key}.so"));
-    if !library.exists() {
-        compile(&dir, &key, source, exports, &cxx, &library)?;
-    }
-    built.insert(key, library.clone());
-    Ok(library)
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(key.clone())
+        .or_default()
+        .clone();
+    cell.get_or_init(|| {
+        let dir = cache_dir();
+        let library = dir.join(format!("lib{key}.so"));
+        if !library.exists() {
+            compile(&dir, &key, source, exports, &cxx, &library).map_err(|e| e.to_string())?;
+        }
+        Ok(library)
+    })
+    .clone()
+    .map_err(|message| match message.strip_prefix("CUDA: ") {
+        Some(m) => cuda_error(m),
+        None => cuda_error(message),
+    })
 }
 
 fn compile(

@@ -282,9 +282,8 @@ impl CudaAttention {
         heads: usize,
         accumulation: Accumulation,
     ) -> Result<CudaState, SataError> {
-        let words = State::<f32>::with_accumulation(self.config, batch, heads, accumulation)
-            .map(|_| ())
-            .and_then(|()| Ok(self.kernels(accumulation)?.0.lane_words * batch * heads))?;
+        let words = State::<f32>::check_words(self.config, batch, heads, accumulation)?;
+        self.kernels(accumulation)?;
         Ok(CudaState {
             exec: self.exec.clone(),
             config: self.config,
