@@ -24,6 +24,19 @@ pub struct Attended<T> {
     pub stats: CallStats,
 }
 
+impl<T> Attended<T> {
+    /// The outputs of the queries `q` (shape `q`, last dimension replaced by `d_v`).
+    pub(crate) fn new(config: &KernelConfig, q: Shape, data: Vec<T>, stats: CallStats) -> Self {
+        Self {
+            output: Tensor {
+                data,
+                shape: Shape::new(q.batch, q.heads, q.tokens, config.d_v()),
+            },
+            stats,
+        }
+    }
+}
+
 /// Symmetry-aware Taylor attention for one configuration.
 ///
 /// All tensors are `[batch, heads, tokens, dim]`, row-major and contiguous
@@ -541,13 +554,7 @@ impl<T: Element> Attention<T> {
     }
 
     fn attended(&self, q: Shape, data: Vec<T>, stats: CallStats) -> Attended<T> {
-        Attended {
-            output: Tensor {
-                data,
-                shape: Shape::new(q.batch, q.heads, q.tokens, self.config.d_v()),
-            },
-            stats,
-        }
+        Attended::new(&self.config, q, data, stats)
     }
 
     /// Runs a state-mutating call so that a failure leaves no half-updated state: with the
@@ -611,12 +618,7 @@ impl<T: Element> Attention<T> {
     }
 
     fn check_state(&self, state: &State<T>) -> Result<(), SataError> {
-        if *state.config() != self.config {
-            return Err(SataError::StateConfigMismatch {
-                state: *state.config(),
-                attention: self.config,
-            });
-        }
+        crate::checks::same_config(state.config(), &self.config)?;
         if state.is_poisoned() {
             return Err(SataError::StatePoisoned { dtype: T::DTYPE });
         }

@@ -136,3 +136,14 @@ pub(crate) fn output_len<T: Element>(
         expected: usize::MAX,
     })
 }
+
+/// Fails unless a state made for `state` can be used by an attention for `attention`.
+pub(crate) fn same_config(state: &KernelConfig, attention: &KernelConfig) -> Result<(), SataError> {
+    if state != attention {
+        return Err(SataError::StateConfigMismatch {
+            state: *state,
+            attention: *attention,
+        });
+    }
+    Ok(())
+}

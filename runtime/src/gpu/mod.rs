@@ -32,7 +32,7 @@ use crate::cpu_generic::Answer;
 use crate::error::SataError;
 use crate::state::State;
 use crate::stats::{CallStats, DenominatorPolicy, Norms};
-use crate::tensor::{Shape, Tensor, TensorRef};
+use crate::tensor::TensorRef;
 
 /// The adapter the `wgpu` backend runs on (opening the device on first use); an error line
 /// when there is none.
@@ -195,7 +195,7 @@ impl GpuAttention {
     ) -> Result<Attended<f32>, SataError> {
         let mut out = vec![0.0; output_len(&self.config, &q)?];
         let stats = self.prefill_into(state, q, k, v, &mut out)?;
-        Ok(attended(&self.config, q.shape(), out, stats))
+        Ok(Attended::new(&self.config, q.shape(), out, stats))
     }
 
     /// [`prefill`](Self::prefill) into a caller-provided `[batch, heads, tokens, d_v]` buffer.
@@ -290,7 +290,7 @@ impl GpuAttention {
     ) -> Result<Attended<f32>, SataError> {
         let mut out = vec![0.0; output_len(&self.config, &q)?];
         let stats = self.query_into(state, q, &mut out)?;
-        Ok(attended(&self.config, q.shape(), out, stats))
+        Ok(Attended::new(&self.config, q.shape(), out, stats))
     }
 
     /// [`query`](Self::query) into a caller-provided `[batch, heads, queries, d_v]` buffer.
@@ -444,13 +444,7 @@ impl GpuAttention {
     }
 
     fn check_config(&self, config: &KernelConfig) -> Result<(), SataError> {
-        if *config != self.config {
-            return Err(SataError::StateConfigMismatch {
-                state: *config,
-                attention: self.config,
-            });
-        }
-        Ok(())
+        crate::checks::same_config(config, &self.config)
     }
 
     fn check_state(&self, state: &DeviceState) -> Result<(), SataError> {
@@ -471,16 +465,6 @@ fn lanes(state: &DeviceState) -> Lanes<'_> {
         config: &state.config,
         batch: state.batch,
         heads: state.heads,
-    }
-}
-
-fn attended(config: &KernelConfig, q: Shape, data: Vec<f32>, stats: CallStats) -> Attended<f32> {
-    Attended {
-        output: Tensor {
-            data,
-            shape: Shape::new(q.batch, q.heads, q.tokens, config.d_v()),
-        },
-        stats,
     }
 }
 
