@@ -32,8 +32,6 @@
 
 use serde::Serialize;
 
-use crate::basis::Basis;
-use crate::config::KernelConfig;
 use crate::plan::KernelPlan;
 
 /// Static shared memory one block may declare (the CUDA limit without opt-in).
@@ -245,10 +243,6 @@ impl CudaLayout {
         } else {
             plan.name.clone()
         };
-        let config = KernelConfig::new(plan.d_k, plan.d_v, plan.terms)
-            .and_then(|c| c.with_scale(plan.scale))
-            .expect("a plan holds a valid configuration");
-        let basis = Basis::new(&config);
         let parent_orders_span = plan.terms.saturating_sub(1);
         let parents = plan.orders[..parent_orders_span]
             .iter()
@@ -260,22 +254,13 @@ impl CudaLayout {
         for order in plan.orders.iter().skip(1) {
             let begin = runs.len();
             for r in &order.runs {
-                let mult = if r.parent == 0 {
-                    1
-                } else {
-                    1 + basis
-                        .monomial(r.parent)
-                        .iter()
-                        .filter(|&&c| c == r.first)
-                        .count()
-                };
                 runs.push(CudaRun {
                     index: runs.len(),
                     parent: r.parent,
                     first: r.first,
                     len: r.len,
                     dest: r.dest,
-                    mult,
+                    mult: r.mult,
                 });
             }
             if order.degree + 1 < plan.terms {
@@ -380,6 +365,8 @@ impl CudaLayout {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::basis::Basis;
+    use crate::config::KernelConfig;
     use crate::registry::precompiled_configs;
 
     #[test]

@@ -100,6 +100,10 @@ pub struct FeatureRun {
     pub first: usize,
     pub len: usize,
     pub dest: usize,
+    /// Multiplicity of coordinate `first` in the first child (the other children have 1). The
+    /// query weights follow the prefix tree as `w_child = w_parent / (c * mult)`, so targets
+    /// fold them into the recurrence instead of a pass over the features.
+    pub mult: usize,
 }
 
 /// One Taylor order of the plan.
@@ -213,11 +217,23 @@ impl KernelPlan {
             for parent in parents {
                 let first = starts[parent] as usize;
                 let len = config.d_k() - first;
+                // The parent's monomial ends with its largest coordinate, and `first` is it
+                // (children never go below it), so the new coordinate repeats that tail.
+                let mult = if parent == 0 {
+                    1
+                } else {
+                    1 + basis
+                        .monomial(parent)
+                        .iter()
+                        .filter(|&&c| c == first)
+                        .count()
+                };
                 orders[p].runs.push(FeatureRun {
                     parent,
                     first,
                     len,
                     dest,
+                    mult,
                 });
                 dest += len;
             }
@@ -317,6 +333,23 @@ mod tests {
         }
         assert_eq!(plan.name, "d5_v2_p4");
         assert_eq!(plan.unroll, Unroll::Full);
+    }
+
+    #[test]
+    fn multiplicities_give_the_query_weights_by_recurrence() {
+        for (d_k, terms) in [(3, 4), (5, 5), (16, 4)] {
+            let config = KernelConfig::new(d_k, 2, terms).unwrap();
+            let plan = KernelPlan::new(&config);
+            let weights = Basis::new(&config).weights().to_vec();
+            for r in plan.orders.iter().flat_map(|o| &o.runs) {
+                for i in 0..r.len {
+                    let mult = if i == 0 { r.mult } else { 1 };
+                    let w = weights[r.parent] / (plan.scale * mult as f64);
+                    let exact = weights[r.dest + i];
+                    assert!((w - exact).abs() <= 1e-12 * exact, "feature {}", r.dest + i);
+                }
+            }
+        }
     }
 
     #[test]
