@@ -96,6 +96,28 @@ impl Files {
             terms.to_string(),
         ]
     }
+
+    /// `out` (written by a causal `attend` of `p`) against the float64 reference.
+    fn assert_causal_output_matches(&self, out: &str, p: &Problem) {
+        let (_, y, _) = read_npy(&self.path(out));
+        let err = rel_err(&y, &reference(p, true));
+        assert!(err < 1e-5, "relative error {err:e}");
+    }
+
+    /// Attends the same files again on `backend`, continuing from the checkpoint `state`, and
+    /// checks that the state then holds `tokens` tokens.
+    fn assert_continues(&self, state: &str, backend: &str, tokens: usize) {
+        let mut again = self.attend_args("", "continued.npy", 3);
+        again.extend(["--backend", backend, "--stats", "--state-in"].map(String::from));
+        again.push(self.arg(state));
+        let out = run(&again);
+        assert_ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("state holds {tokens} tokens")),
+            "{stderr}"
+        );
+    }
 }
 
 fn run(args: &[String]) -> Output {
@@ -314,21 +336,10 @@ fn backend_wgpu_matches_the_reference_and_its_state_continues_on_the_cpu() {
     assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("backend wgpu (kernel d4_v3_p3"), "{stderr}");
-    let (_, y, _) = read_npy(&files.path("y.npy"));
-    let err = rel_err(&y, &reference(&p, true));
-    assert!(err < 1e-5, "relative error {err:e}");
+    files.assert_causal_output_matches("y.npy", &p);
     // The checkpoint written from the device loads on the CPU: the same keys again as a
     // continuation see 2n tokens.
-    let mut again = files.attend_args("", "y2.npy", 3);
-    again.extend(["--backend", "cpu-generic", "--stats", "--state-in"].map(String::from));
-    again.push(files.arg("s.sata"));
-    let out = run(&again);
-    assert_ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("state holds {} tokens", 2 * n)),
-        "{stderr}"
-    );
+    files.assert_continues("s.sata", "cpu-generic", 2 * n);
 }
 
 #[test]
@@ -398,19 +409,8 @@ fn backend_cuda_host_runs_the_cuda_kernels_and_its_state_continues_on_the_cpu() 
         stderr.contains("every weight within a relative"),
         "{stderr}"
     );
-    let (_, y, _) = read_npy(&files.path("y.npy"));
-    let err = rel_err(&y, &reference(&p, true));
-    assert!(err < 1e-5, "relative error {err:e}");
-    let mut again = files.attend_args("", "y2.npy", 3);
-    again.extend(["--backend", "cpu-generic", "--stats", "--state-in"].map(String::from));
-    again.push(files.arg("s.sata"));
-    let out = run(&again);
-    assert_ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("state holds {} tokens", 2 * n)),
-        "{stderr}"
-    );
+    files.assert_causal_output_matches("y.npy", &p);
+    files.assert_continues("s.sata", "cpu-generic", 2 * n);
 }
 
 #[test]
@@ -642,22 +642,11 @@ fn compensated_states_are_saved_as_such_and_continue() {
     args.extend(["--compensated", "--state-out"].map(String::from));
     args.push(files.arg("s.sata"));
     assert_ok(&run(&args));
-    let (_, y, _) = read_npy(&files.path("y.npy"));
-    let err = rel_err(&y, &reference(&p, true));
-    assert!(err < 1e-5, "relative error {err:e}");
+    files.assert_causal_output_matches("y.npy", &p);
     let bytes = std::fs::read(files.path("s.sata")).unwrap();
     assert_eq!(bytes[33], sata::checkpoint::LAYOUT_COMPENSATED);
     // Continuing from it (on the CUDA kernels, to cross backends) needs no flag.
-    let mut again = files.attend_args("", "y2.npy", 3);
-    again.extend(["--backend", "cuda-host", "--stats", "--state-in"].map(String::from));
-    again.push(files.arg("s.sata"));
-    let out = run(&again);
-    assert_ok(&out);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains(&format!("state holds {} tokens", 2 * n)),
-        "{stderr}"
-    );
+    files.assert_continues("s.sata", "cuda-host", 2 * n);
     // A new accumulation for a loaded state is a usage error.
     let mut both = files.attend_args("", "y3.npy", 3);
     both.extend(["--compensated", "--state-in"].map(String::from));
