@@ -191,8 +191,6 @@ pub struct KernelPlan {
     pub orders: Vec<OrderPlan>,
     /// Query-side weights `alpha_p C_p`, in f64.
     pub weights: Vec<f64>,
-    /// The same weights as f32 literals exactly as the kernel uses them (shortest round-trip).
-    pub weight_literals: Vec<String>,
     pub generator_version: &'static str,
 }
 
@@ -266,11 +264,6 @@ impl KernelPlan {
             gpu: GpuGeometry::new(config.d_v()),
             orders,
             weights: basis.weights().to_vec(),
-            weight_literals: basis
-                .weights()
-                .iter()
-                .map(|&w| format!("{:?}", w as f32))
-                .collect(),
             generator_version: crate::GENERATOR_VERSION,
         }
     }

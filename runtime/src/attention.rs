@@ -545,10 +545,10 @@ impl<T: Element> Attention<T> {
         self.query(&state, q)
     }
 
-    /// Feature buffers of the specialized kernel (`2 m` words); empty on the generic path.
+    /// Feature buffers of the specialized kernel; empty on the generic path.
     fn kernel_scratch(&self) -> KernelScratch {
         match self.specialized {
-            Some(_) => KernelScratch::take(2 * self.config.features()),
+            Some(_) => KernelScratch::take(crate::kernel::scratch_words(self.config.features())),
             None => KernelScratch::take(0),
         }
     }

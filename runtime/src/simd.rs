@@ -1,4 +1,5 @@
-//! The state sweeps of specialized kernels, in explicit SIMD with run-time CPU detection.
+//! The state sweeps of specialized kernels, in explicit SIMD with run-time CPU detection, and
+//! the dispatch of their generated feature maps to AVX2 or portable code.
 //!
 //! This module is the only place in the workspace with SIMD intrinsics; the only other
 //! `unsafe` is the CUDA backend's FFI (`cuda/ffi.rs` and the two launch functions). A sweep
@@ -22,6 +23,8 @@
 //!
 //! Every public function is safe: the [`Isa`] it is given is re-checked against what the CPU
 //! supports ([`Isa::resolve`]) before any `#[target_feature]` function is called.
+
+use crate::kernel::{FeatureProgram, FirstScales};
 
 /// Instruction sets the sweeps are written for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -256,6 +259,54 @@ fn sweep_portable<const ROW: usize>(
     }
 }
 
+/// `f[..m]` = the feature map of `x * scale` by the generated program `F` (see
+/// [`crate::kernel::FeatureProgram`]), compiled for `isa`.
+///
+/// `F::map` is `#[inline(always)]`: it is compiled into exactly two functions per kernel, the
+/// AVX2 one and the portable one, both kept out of line. Inlined into every driver, for both
+/// instruction sets, the straight-line runs of the registry's largest kernels pushed the
+/// runtime's debug build past 6 minutes.
+pub fn feature_map<const DK: usize, const XP: usize, const MP: usize, F>(
+    isa: Isa,
+    x: &[f32; DK],
+    scale: f32,
+    first: &FirstScales,
+    f: &mut [f32; MP],
+) where
+    F: FeatureProgram<XP, MP>,
+{
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx2 && isa.is_supported() {
+        // SAFETY: avx2 and fma were detected just above.
+        unsafe { x86::feature_map_avx2::<DK, XP, MP, F>(x, scale, first, f) };
+        return;
+    }
+    let _ = isa;
+    feature_map_portable::<DK, XP, MP, F>(x, scale, first, f);
+}
+
+/// `x * scale` followed by the [`crate::kernel::PAD`] zero words the runs' last vectors read.
+#[inline(always)]
+fn padded<const DK: usize, const XP: usize>(x: &[f32; DK], scale: f32) -> [f32; XP] {
+    let mut xp = [0.0; XP];
+    for (p, x) in xp.iter_mut().zip(x) {
+        *p = x * scale;
+    }
+    xp
+}
+
+#[inline(never)]
+fn feature_map_portable<const DK: usize, const XP: usize, const MP: usize, F>(
+    x: &[f32; DK],
+    scale: f32,
+    first: &FirstScales,
+    f: &mut [f32; MP],
+) where
+    F: FeatureProgram<XP, MP>,
+{
+    F::map(&padded::<DK, XP>(x, scale), f, first);
+}
+
 /// Machine-limit probes for benchmarks: what one core can do at best, measured in the same run
 /// as the kernels they are compared with.
 pub mod floor {
@@ -300,6 +351,8 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
+    use crate::kernel::{FeatureProgram, FirstScales};
+
     /// # Safety
     /// The CPU must support avx2 and fma.
     #[target_feature(enable = "avx2,fma")]
@@ -336,6 +389,24 @@ mod x86 {
         for x in chunks.into_remainder() {
             *x = x.mul_add(0.999_9, 1e-7);
         }
+    }
+
+    /// The generated feature program compiled with AVX2 and FMA (the `pulp` pattern: plain
+    /// Rust inlined into a `#[target_feature]` function becomes vector code).
+    ///
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn feature_map_avx2<const DK: usize, const XP: usize, const MP: usize, F>(
+        x: &[f32; DK],
+        scale: f32,
+        first: &FirstScales,
+        f: &mut [f32; MP],
+    ) where
+        F: FeatureProgram<XP, MP>,
+    {
+        F::map(&super::padded::<DK, XP>(x, scale), f, first);
     }
 
     /// # Safety

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::{RenderError, Target, render_template};
-use crate::plan::{FeatureStatement, KernelPlan, OrderPlan, Unroll};
+use crate::plan::{FeatureRun, KernelPlan, OrderPlan, Unroll};
 
 const HEADER: &str = include_str!("../../../templates/rust/header.tera");
 const KERNEL: &str = include_str!("../../../templates/rust/kernel.rs.tera");
@@ -38,9 +38,14 @@ struct OrderContext<'a> {
     degree: usize,
     offset: usize,
     len: usize,
-    runs: &'a [crate::plan::FeatureRun],
-    statements: Vec<FeatureStatement>,
+    runs: &'a [FeatureRun],
+    /// Each run's length rounded up to whole vectors of the runtime's `LANES` (8) words: the
+    /// straight-line runs are written that way, spilling onto the runs after them.
+    vector_lens: Vec<usize>,
 }
+
+/// Words per vector of the runtime's feature maps (`kernel::LANES`).
+const LANES: usize = 8;
 
 /// Module name of a plan's kernel, e.g. `sata_d16_v16_p4`.
 pub fn module_name(plan: &KernelPlan) -> String {
@@ -49,7 +54,6 @@ pub fn module_name(plan: &KernelPlan) -> String {
 
 fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
     let full = plan.unroll == Unroll::Full;
-    let statements = plan.statements();
     let orders: Vec<OrderContext> = plan.orders[1..]
         .iter()
         .map(|o: &OrderPlan| OrderContext {
@@ -57,15 +61,11 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
             offset: o.offset,
             len: o.len,
             runs: &o.runs,
-            statements: if full {
-                statements
-                    .iter()
-                    .filter(|s| (o.offset..o.offset + o.len).contains(&s.dest))
-                    .copied()
-                    .collect()
-            } else {
-                vec![]
-            },
+            vector_lens: o
+                .runs
+                .iter()
+                .map(|r| r.len.next_multiple_of(LANES))
+                .collect(),
         })
         .collect();
     let mut ctx = tera::Context::new();
