@@ -5,6 +5,12 @@
 //! units, and writes `benches/results/crossover.csv` (read by
 //! `cargo run --example plot_crossover` to draw `benches/results/crossover.svg`).
 //!
+//! The speed targets of the d16 P4 decode are judged by the `target` group: each of its samples
+//! times the generic path, the specialized kernel, the stream floor and the FMA peak back to
+//! back (milliseconds apart), and the summary reports the distribution of the per-sample
+//! ratios. Separate criterion benchmarks run seconds to minutes apart, and on a shared machine
+//! their ratio moved by 2x between runs while the paired ratio stays put.
+//!
 //! FLOPs are `CostModel::decode_flops` per head-token; "state GB/s" counts the state read and
 //! written once per token; the FMA floor is `2 m (d_v + 1)` multiply-adds at the FMA peak
 //! measured here, the stream floor the time of `x = x * a + b` over a buffer of the state's
@@ -12,9 +18,10 @@
 
 mod common;
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -191,6 +198,156 @@ fn versus_softmax(c: &mut Criterion) {
     group.finish();
 }
 
+/// Configuration, heads and samples of the paired target measurement.
+const TARGET: (usize, usize) = (16, 4);
+const TARGET_SAMPLES: usize = 60;
+/// FMA-peak rounds timed in each paired sample (about 4 µs).
+const TARGET_FMA_ITERS: usize = 2_000;
+
+/// One sample of the `target` group: seconds per decode step (all heads) of each path and of
+/// the stream floor, and the FMA peak in FLOP/s, timed back to back.
+#[derive(Clone, Copy)]
+struct Paired {
+    generic: f64,
+    specialized: f64,
+    stream: f64,
+    fma_peak: f64,
+}
+
+/// Seconds per call of `f`, over `iters` calls.
+fn per_call(iters: u64, mut f: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+/// The d16 P4 decode targets, measured as paired samples (see the module comment). Criterion
+/// times the specialized kernel; every sample's four timings go to `samples[heads]`.
+fn target(c: &mut Criterion, samples: &RefCell<Vec<(usize, Paired)>>) {
+    let (d, terms) = TARGET;
+    let config = KernelConfig::new(d, d, terms).unwrap();
+    let cost = CostModel::new(&config);
+    let isa = Isa::detect();
+    let mut group = c.benchmark_group("target");
+    group.sample_size(TARGET_SAMPLES);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    for heads in HEADS {
+        let (q, k, v) = (
+            inputs(heads * d, 0.1),
+            inputs(heads * d, 0.2),
+            inputs(heads * d, 0.3),
+        );
+        let mut out = vec![0.0f32; heads * d];
+        let shape = [1, heads, 1, d];
+        let paths = ["generic", "specialized"].map(|path| attention(config, path));
+        let mut states = paths.each_ref().map(|a| a.new_state(1, heads).unwrap());
+        let mut buf = inputs(cost.state_words * heads, 0.7);
+        let id = BenchmarkId::new(format!("{}_paired", config_id(d, terms)), heads);
+        group.bench_function(id, |b| {
+            b.iter_custom(|iters| {
+                let mut step = |i: usize| {
+                    per_call(iters, || {
+                        paths[i]
+                            .decode_into(
+                                &mut states[i],
+                                TensorRef::query(&q, shape).unwrap(),
+                                TensorRef::key(&k, shape).unwrap(),
+                                TensorRef::value(&v, shape).unwrap(),
+                                &mut out,
+                            )
+                            .unwrap();
+                        black_box(&out);
+                    })
+                };
+                let generic = step(0);
+                let specialized = step(1);
+                let stream = per_call(iters, || {
+                    floor::stream(isa, &mut buf);
+                    black_box(&buf);
+                });
+                let fma = per_call(1, || {
+                    black_box(floor::fma_peak(isa, black_box(TARGET_FMA_ITERS)));
+                });
+                let flops = floor::fma_peak(isa, 1).1 as f64 * TARGET_FMA_ITERS as f64;
+                samples.borrow_mut().push((
+                    heads,
+                    Paired {
+                        generic,
+                        specialized,
+                        stream,
+                        fma_peak: flops / fma,
+                    },
+                ));
+                Duration::from_secs_f64(specialized * iters as f64)
+            })
+        });
+    }
+    group.finish();
+}
+
+/// The `q`-quantile of `xs` (sorted in place), by nearest rank.
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[((xs.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Summary of the paired target samples: the last `TARGET_SAMPLES` of each head count are the
+/// measured ones (criterion's warm-up calls come first).
+fn target_summary(samples: &[(usize, Paired)]) {
+    let (d, terms) = TARGET;
+    let cost = CostModel::new(&KernelConfig::new(d, d, terms).unwrap());
+    println!(
+        "\nTargets, d{d} P{terms} decode, paired samples (generic, specialized, stream floor and FMA \
+         peak timed back to back in each sample); median [10th-90th percentile] of the per-sample values"
+    );
+    println!(
+        "  {:>5}  {:>8}  {:>22}  {:>22}  {:>26}",
+        "heads", "samples", "specialized / token", "speedup (target >= 4)", "x limit (target <= 2)"
+    );
+    for heads in HEADS {
+        let mine: Vec<Paired> = samples
+            .iter()
+            .filter(|(h, _)| *h == heads)
+            .map(|&(_, p)| p)
+            .collect();
+        let measured = &mine[mine.len().saturating_sub(TARGET_SAMPLES)..];
+        if measured.is_empty() {
+            continue;
+        }
+        let stat = |f: &dyn Fn(&Paired) -> f64| {
+            let mut xs: Vec<f64> = measured.iter().map(f).collect();
+            (
+                quantile(&mut xs, 0.5),
+                quantile(&mut xs, 0.1),
+                quantile(&mut xs, 0.9),
+            )
+        };
+        let limit = |p: &Paired| {
+            let fma_floor = 2.0 * cost.decode_fmas as f64 * heads as f64 / p.fma_peak;
+            fma_floor.max(p.stream)
+        };
+        let time = stat(&|p| p.specialized / heads as f64 * 1e6);
+        let speedup = stat(&|p| p.generic / p.specialized);
+        let x_limit = stat(&|p| p.specialized / limit(p));
+        println!(
+            "  {heads:>5}  {:>8}  {:>6.3} [{:.3}-{:.3}] us  {:>9.2}x [{:.2}-{:.2}]  {:>12.2}x [{:.2}-{:.2}]",
+            measured.len(),
+            time.0,
+            time.1,
+            time.2,
+            speedup.0,
+            speedup.1,
+            speedup.2,
+            x_limit.0,
+            x_limit.1,
+            x_limit.2
+        );
+    }
+}
+
 fn floors(c: &mut Criterion) {
     let mut group = c.benchmark_group("floor");
     group.warm_up_time(Duration::from_millis(300));
@@ -344,10 +501,13 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&dir)
         .configure_from_args();
+    let samples = RefCell::new(Vec::new());
+    target(&mut c, &samples);
     decode(&mut c);
     prefill(&mut c);
     versus_softmax(&mut c);
     floors(&mut c);
     c.final_summary();
     summary(&dir);
+    target_summary(&samples.borrow());
 }
