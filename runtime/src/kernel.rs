@@ -87,7 +87,7 @@ pub trait SpecializedKernel: Send + Sync {
 /// so a token's coordinates carry [`PAD`] zero words after its `d_k`, and each feature buffer
 /// [`PAD`] words of slack after its `m` features: a run's last vector spills onto the words
 /// of the runs after it, which are written later (runs are emitted in destination order).
-pub const LANES: usize = 8;
+pub const LANES: usize = sata_codegen::render::RUST_LANES;
 /// Slack words after a token's coordinates and after a feature buffer (`LANES - 1`).
 pub const PAD: usize = LANES - 1;
 
@@ -142,6 +142,11 @@ pub trait FeatureProgram<const XP: usize, const MP: usize> {
 /// Generated code calls it with constant arguments, so it compiles to vector multiplies and
 /// stores with no bounds checks; one scalar statement per feature was bound by one store per
 /// cycle (0.3 us per feature map at d16 P4, about a fifth of the decode step).
+///
+/// It does not share a body with [`run_from_table`]: over one `[f32; VLEN]` array it is a
+/// single fixed-length loop. Shared vector-by-vector bodies made the runtime's debug build
+/// (its registry has over 11,000 straight-line features) take 2.5 to 10 minutes, against
+/// 30-50 s.
 #[inline(always)]
 pub fn run<const VLEN: usize, const XP: usize, const MP: usize>(
     x: &[f32; XP],

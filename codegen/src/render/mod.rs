@@ -10,7 +10,7 @@ mod wgsl;
 
 pub use cuda::{render_cuda, render_cuda_variant};
 pub(crate) use rust::render_rust_registry as rust_registry;
-pub use rust::{RustOptions, module_name, render_rust, render_rust_module};
+pub use rust::{RUST_LANES, RustOptions, module_name, render_rust, render_rust_module};
 pub use wgsl::{WGSL_ENTRY_POINTS, render_wgsl, render_wgsl_variant, wgsl_tables};
 
 use crate::plan::KernelPlan;

@@ -39,13 +39,15 @@ struct OrderContext<'a> {
     offset: usize,
     len: usize,
     runs: &'a [FeatureRun],
-    /// Each run's length rounded up to whole vectors of the runtime's `LANES` (8) words: the
+    /// Each run's length rounded up to whole vectors of [`RUST_LANES`] words: the
     /// straight-line runs are written that way, spilling onto the runs after them.
     vector_lens: Vec<usize>,
 }
 
-/// Words per vector of the runtime's feature maps (`kernel::LANES`).
-const LANES: usize = 8;
+/// Words per vector of the Rust target's feature maps: straight-line runs are emitted rounded
+/// up to whole vectors of this many words, and the runtime (`kernel::LANES`, which is this
+/// constant) pads coordinates and feature buffers to match.
+pub const RUST_LANES: usize = 8;
 
 /// Module name of a plan's kernel, e.g. `sata_d16_v16_p4`.
 pub fn module_name(plan: &KernelPlan) -> String {
@@ -64,7 +66,7 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
             vector_lens: o
                 .runs
                 .iter()
-                .map(|r| r.len.next_multiple_of(LANES))
+                .map(|r| r.len.next_multiple_of(RUST_LANES))
                 .collect(),
         })
         .collect();
