@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{inputs, mean_seconds, output_dir};
+use common::{inputs, line_aligned_inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
 use sata::simd::floor;
@@ -244,7 +244,7 @@ fn target(c: &mut Criterion, samples: &RefCell<Vec<(usize, Paired)>>) {
         let shape = [1, heads, 1, d];
         let paths = ["generic", "specialized"].map(|path| attention(config, path));
         let mut states = paths.each_ref().map(|a| a.new_state(1, heads).unwrap());
-        let mut buf = inputs(cost.state_words * heads, 0.7);
+        let (mut buf, words) = line_aligned_inputs(cost.state_words * heads, 0.7);
         let id = BenchmarkId::new(format!("{}_paired", config_id(d, terms)), heads);
         group.bench_function(id, |b| {
             b.iter_custom(|iters| {
@@ -265,7 +265,7 @@ fn target(c: &mut Criterion, samples: &RefCell<Vec<(usize, Paired)>>) {
                 let generic = step(0);
                 let specialized = step(1);
                 let stream = per_call(iters, || {
-                    floor::stream(isa, &mut buf);
+                    floor::stream(isa, &mut buf[words.clone()]);
                     black_box(&buf);
                 });
                 let fma = per_call(1, || {
@@ -364,14 +364,14 @@ fn floors(c: &mut Criterion) {
         for terms in TERMS {
             let cost = CostModel::new(&KernelConfig::new(d, d, terms).unwrap());
             for heads in HEADS {
-                let mut buf = inputs(cost.state_words * heads, 0.7);
+                let (mut buf, words) = line_aligned_inputs(cost.state_words * heads, 0.7);
                 group.throughput(Throughput::Bytes(
                     2 * cost.state_bytes(4) as u64 * heads as u64,
                 ));
                 let id = BenchmarkId::new(format!("stream_{}", config_id(d, terms)), heads);
                 group.bench_function(id, |b| {
                     b.iter(|| {
-                        floor::stream(isa, &mut buf);
+                        floor::stream(isa, &mut buf[words.clone()]);
                         black_box(&buf);
                     })
                 });

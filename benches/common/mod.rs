@@ -36,3 +36,13 @@ pub fn inputs(len: usize, salt: f32) -> Vec<f32> {
         .map(|i| ((i as f32 * 0.7548 + salt).sin() * 43758.547).fract() - 0.5)
         .collect()
 }
+
+/// [`inputs`] starting on a 64-byte boundary of a buffer with slack, as the runtime places a
+/// state, so that a floor is measured on the same footing as the kernels: the buffer and the
+/// range of its words to use.
+pub fn line_aligned_inputs(len: usize, salt: f32) -> (Vec<f32>, std::ops::Range<usize>) {
+    const SLACK: usize = 64 / std::mem::size_of::<f32>();
+    let buf = inputs(len + SLACK, salt);
+    let start = buf.as_ptr().align_offset(64).min(SLACK);
+    (buf, start..start + len)
+}

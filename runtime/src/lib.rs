@@ -11,6 +11,7 @@
 //!
 //! Tensors are `[batch, heads, tokens, dim]` row-major slices wrapped in [`TensorRef`].
 
+mod aligned;
 mod attention;
 pub mod backend;
 pub mod checkpoint;

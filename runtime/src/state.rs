@@ -2,6 +2,7 @@
 
 use sata_codegen::KernelConfig;
 
+use crate::aligned::AlignedWords;
 use crate::element::Element;
 use crate::error::SataError;
 
@@ -33,7 +34,8 @@ pub struct State<T> {
     /// Largest Euclidean norm of the keys absorbed so far (`None`: unknown, for a state loaded
     /// from a format-1 checkpoint), for the logit bound of [`crate::CallStats`].
     max_key_norm: Option<f64>,
-    data: Vec<T>,
+    /// Cache-line aligned: see [`AlignedWords`].
+    data: AlignedWords<T>,
 }
 
 /// How a state's sums accumulate over tokens.
@@ -87,7 +89,7 @@ impl<T: Element> State<T> {
             poisoned: false,
             accumulation,
             max_key_norm: Some(0.0),
-            data: vec![T::zero(); words],
+            data: AlignedWords::filled(words, T::zero()),
         })
     }
 
@@ -146,7 +148,7 @@ impl<T: Element> State<T> {
     ) -> Result<Self, SataError> {
         let mut state = Self::with_accumulation(config, batch, heads, accumulation)?;
         debug_assert_eq!(state.data.len(), data.len());
-        state.data = data;
+        state.data = AlignedWords::from_slice(&data);
         state.tokens = tokens;
         state.poisoned = state.data.iter().any(|x| !x.is_finite());
         Ok(state)
