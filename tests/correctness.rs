@@ -208,7 +208,7 @@ fn causal_prefill<T: Element>(path: Path) {
                 &y.output.data,
                 &widen(&g.output.data),
             );
-            let state_err = rel_err(&widen(state.as_slice()), &widen(s.as_slice()));
+            let state_err = rel_err(&widen(&state.as_slice()), &widen(&s.as_slice()));
             assert!(state_err < 1e-6, "states differ by {state_err:e}");
         }
     }

@@ -80,7 +80,7 @@ fn decode_on_a_resident_state_matches_the_reference_and_the_cpu_state() {
         let host = cpu_state(&p);
         let device = state.download().unwrap();
         assert_eq!(device.tokens(), host.tokens());
-        let err = rel_err(&widen(device.as_slice()), &widen(host.as_slice()));
+        let err = rel_err(&widen(&device.as_slice()), &widen(&host.as_slice()));
         assert!(err < 1e-6, "state relative difference {err:e}");
     }
 }
@@ -195,8 +195,8 @@ fn checkpoints_move_between_cpu_cuda_and_wgsl() {
         let err = rel_err(&via_wgpu, &via_cuda);
         assert!(err < 1e-5, "wgpu vs cuda continuation: {err:e}");
         let err = rel_err(
-            &widen(back.download().unwrap().as_slice()),
-            &widen(on_cuda.download().unwrap().as_slice()),
+            &widen(&back.download().unwrap().as_slice()),
+            &widen(&on_cuda.download().unwrap().as_slice()),
         );
         assert!(err < 1e-6, "states after wgpu and cuda differ by {err:e}");
         back.reset().unwrap();

@@ -56,7 +56,7 @@ fn decode_on_a_resident_state_matches_the_reference_and_the_cpu_state() {
         .unwrap();
         let device = state.download().unwrap();
         assert_eq!(device.tokens(), host.tokens());
-        let err = rel_err(&widen(device.as_slice()), &widen(host.as_slice()));
+        let err = rel_err(&widen(&device.as_slice()), &widen(&host.as_slice()));
         assert!(err < 1e-6, "state relative difference {err:e}");
     }
 }

@@ -9,6 +9,11 @@
 /// Bytes of one cache line on the x86-64 and aarch64 machines we target.
 const LINE: usize = 64;
 
+/// `words` rounded up to whole cache lines of `T`.
+pub(crate) fn round_to_line<T>(words: usize) -> usize {
+    words.next_multiple_of(LINE / std::mem::size_of::<T>().max(1))
+}
+
 /// `len` words whose first word sits on a [`LINE`] boundary; derefs to `[T]`.
 pub(crate) struct AlignedWords<T> {
     buf: Vec<T>,

@@ -115,14 +115,17 @@ fn on_device<T: Element, R>(
     call: impl FnOnce(&mut HostWords<'_>) -> Result<R, SataError>,
 ) -> Result<R, SataError> {
     let parts = state.parts();
+    // Devices take the lanes back to back; in memory they are padded to whole cache lines.
+    let mut words = state.as_slice().into_owned();
     let mut host = HostWords {
         parts,
-        words: f32s_mut(state.data_mut()),
+        words: f32s_mut(&mut words),
         tokens: parts.3,
         poisoned: parts.4,
     };
     let result = call(&mut host);
     let (tokens, poisoned) = (host.tokens, host.poisoned);
+    state.store_words(&words);
     state.set_progress(tokens, poisoned);
     result
 }
@@ -455,7 +458,7 @@ impl<T: Element> Attention<T> {
         }
         state.advance(k.shape().tokens);
         // Absorb answers no query that would reveal an overflow, so look at the state itself.
-        if state.as_slice().iter().any(|x| !x.is_finite()) {
+        if !state.is_finite() {
             state.poison();
             return Err(SataError::StatePoisoned { dtype: T::DTYPE });
         }
@@ -495,7 +498,7 @@ impl<T: Element> Attention<T> {
         if let Some(device) = &self.device {
             return device.query(
                 state.parts(),
-                f32s(state.as_slice()),
+                f32s(&state.as_slice()),
                 f32_ref(q),
                 f32s_mut(out),
             );
@@ -568,7 +571,7 @@ impl<T: Element> Attention<T> {
         let stats = call(self, state);
         // A bad answer is either a non-positive denominator or an overflow; only the latter
         // leaves non-finite numbers in the state, and only then is the scan worth its cost.
-        if stats.bad_denominators > 0 && state.as_slice().iter().any(|x| !x.is_finite()) {
+        if stats.bad_denominators > 0 && !state.is_finite() {
             match backup {
                 Some(backup) => *state = backup,
                 None => state.poison(),

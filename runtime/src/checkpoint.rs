@@ -252,9 +252,9 @@ impl<T: Element> State<T> {
             }
             .into());
         };
-        let mut out = Vec::with_capacity(
-            HEADER_LEN + self.as_slice().len() * T::DTYPE.size() + 8 + CHECKSUM_LEN,
-        );
+        let words = self.as_slice();
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + words.len() * T::DTYPE.size() + 8 + CHECKSUM_LEN);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
         for dim in [c.d_k(), c.d_v(), c.terms()] {
@@ -269,9 +269,9 @@ impl<T: Element> State<T> {
         out.extend_from_slice(&batch.to_le_bytes());
         out.extend_from_slice(&heads.to_le_bytes());
         out.extend_from_slice(&self.tokens().to_le_bytes());
-        out.extend_from_slice(&(self.as_slice().len() as u64).to_le_bytes());
+        out.extend_from_slice(&(words.len() as u64).to_le_bytes());
         debug_assert_eq!(out.len(), HEADER_LEN);
-        for &x in self.as_slice() {
+        for &x in words.iter() {
             x.write_le(&mut out);
         }
         // NaN: not known (the state came from a format-1 checkpoint).

@@ -299,7 +299,7 @@ impl CudaAttention {
 
     /// A copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<CudaState, SataError> {
-        self.upload_words(state.parts(), state.as_slice())
+        self.upload_words(state.parts(), &state.as_slice())
     }
 
     pub(crate) fn upload_words(
@@ -674,7 +674,9 @@ impl CudaState {
             self.heads,
             self.accumulation,
         )?;
-        self.download_into(state.data_mut())?;
+        let mut words = vec![0.0; state.words_per_lane() * self.batch * self.heads];
+        self.download_into(&mut words)?;
+        state.store_words(&words);
         state.set_progress(self.tokens, self.poisoned);
         state.set_max_key_norm(self.max_key_norm);
         Ok(state)

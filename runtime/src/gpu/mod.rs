@@ -165,7 +165,7 @@ impl GpuAttention {
 
     /// A device copy of a host state (e.g. loaded from a checkpoint written by any backend).
     pub fn upload(&self, state: &State<f32>) -> Result<DeviceState, SataError> {
-        self.upload_words(state.parts(), state.as_slice())
+        self.upload_words(state.parts(), &state.as_slice())
     }
 
     /// [`upload`](Self::upload) from a state's parts and words.
