@@ -12,7 +12,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{inputs, mean_seconds, output_dir};
+use common::{decode_step, inputs, mean_seconds, output_dir};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
@@ -59,16 +59,8 @@ fn decode(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("heads", heads), &heads, |b, _| {
             b.iter(|| {
-                attention
-                    .decode_into(
-                        &mut state,
-                        TensorRef::query(&q, [1, heads, 1, D]).unwrap(),
-                        TensorRef::key(&k, [1, heads, 1, D]).unwrap(),
-                        TensorRef::value(&v, [1, heads, 1, D]).unwrap(),
-                        &mut out,
-                    )
-                    .unwrap();
-                black_box(&out);
+                let shape = [1, heads, 1, D];
+                decode_step(&attention, &mut state, (&q, &k, &v), shape, &mut out)
             })
         });
     }

@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use common::{inputs, line_aligned_inputs, mean_seconds, output_dir};
+use common::{decode_step, inputs, line_aligned_inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
 use sata::simd::floor;
@@ -76,15 +76,7 @@ fn decode(c: &mut Criterion) {
                     group.bench_function(id, |b| {
                         b.iter(|| {
                             let shape = [1, heads, 1, d];
-                            a.decode_into(
-                                &mut state,
-                                TensorRef::query(&q, shape).unwrap(),
-                                TensorRef::key(&k, shape).unwrap(),
-                                TensorRef::value(&v, shape).unwrap(),
-                                &mut out,
-                            )
-                            .unwrap();
-                            black_box(&out);
+                            decode_step(&a, &mut state, (&q, &k, &v), shape, &mut out)
                         })
                     });
                 }
@@ -250,16 +242,7 @@ fn target(c: &mut Criterion, samples: &RefCell<Vec<(usize, Paired)>>) {
             b.iter_custom(|iters| {
                 let mut step = |i: usize| {
                     per_call(iters, || {
-                        paths[i]
-                            .decode_into(
-                                &mut states[i],
-                                TensorRef::query(&q, shape).unwrap(),
-                                TensorRef::key(&k, shape).unwrap(),
-                                TensorRef::value(&v, shape).unwrap(),
-                                &mut out,
-                            )
-                            .unwrap();
-                        black_box(&out);
+                        decode_step(&paths[i], &mut states[i], (&q, &k, &v), shape, &mut out)
                     })
                 };
                 let generic = step(0);

@@ -11,7 +11,7 @@ mod common;
 use std::hint::black_box;
 use std::time::Duration;
 
-use common::{inputs, mean_seconds, output_dir};
+use common::{decode_step, inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
 use sata::gpu::GpuAttention;
@@ -56,17 +56,7 @@ fn decode(c: &mut Criterion, gpu: &GpuAttention, cpu: &Attention<f32>) {
         });
         let mut state = cpu.new_state(1, heads).unwrap();
         group.bench_function(BenchmarkId::new("cpu", heads), |b| {
-            b.iter(|| {
-                cpu.decode_into(
-                    &mut state,
-                    TensorRef::query(&q, shape).unwrap(),
-                    TensorRef::key(&k, shape).unwrap(),
-                    TensorRef::value(&v, shape).unwrap(),
-                    &mut out,
-                )
-                .unwrap();
-                black_box(&out);
-            })
+            b.iter(|| decode_step(cpu, &mut state, (&q, &k, &v), shape, &mut out))
         });
     }
     group.finish();

@@ -46,3 +46,25 @@ pub fn line_aligned_inputs(len: usize, salt: f32) -> (Vec<f32>, std::ops::Range<
     let start = buf.as_ptr().align_offset(64).min(SLACK);
     (buf, start..start + len)
 }
+
+/// One decode step of `attention` over `state` with one token per head (`shape` is
+/// `[1, heads, 1, d]`), its output kept from being optimised away.
+pub fn decode_step(
+    attention: &sata::Attention<f32>,
+    state: &mut sata::State<f32>,
+    (q, k, v): (&[f32], &[f32], &[f32]),
+    shape: [usize; 4],
+    out: &mut [f32],
+) {
+    use sata::TensorRef;
+    attention
+        .decode_into(
+            state,
+            TensorRef::query(q, shape).unwrap(),
+            TensorRef::key(k, shape).unwrap(),
+            TensorRef::value(v, shape).unwrap(),
+            out,
+        )
+        .unwrap();
+    std::hint::black_box(out);
+}
