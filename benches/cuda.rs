@@ -9,14 +9,14 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use common::{inputs, mean_seconds, output_dir};
-use criterion::{BenchmarkId, Criterion, Throughput};
-use sata::codegen::{CudaLayout, KernelPlan};
+use common::{device, mean_seconds, output_dir};
+use criterion::{Criterion, Throughput};
+use sata::KernelConfig;
+use sata::codegen::KernelPlan;
+use sata::codegen::cuda::{CudaLayout, CudaOptions};
 use sata::cuda::{CudaAttention, Executor};
-use sata::{KernelConfig, TensorRef};
 
 const CONFIGS: [(usize, usize); 4] = [(8, 4), (16, 4), (32, 4), (16, 5)];
 const HEADS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
@@ -34,30 +34,10 @@ fn decode(c: &mut Criterion, cuda: &CudaAttention, d: usize, terms: usize) {
     group.measurement_time(Duration::from_secs(2));
     group.sample_size(20);
     for heads in HEADS {
-        let (q, k, v) = (
-            inputs(heads * d, 0.1),
-            inputs(heads * d, 0.2),
-            inputs(heads * d, 0.3),
-        );
-        let shape = [1, heads, 1, d];
-        let mut out = vec![0.0f32; heads * d];
         group.throughput(Throughput::Bytes(
             layout.traffic.decode_bytes * heads as u64,
         ));
-        let mut state = cuda.new_state(1, heads).unwrap();
-        group.bench_function(BenchmarkId::new("cuda", heads), |b| {
-            b.iter(|| {
-                cuda.decode_into(
-                    &mut state,
-                    TensorRef::query(&q, shape).unwrap(),
-                    TensorRef::key(&k, shape).unwrap(),
-                    TensorRef::value(&v, shape).unwrap(),
-                    &mut out,
-                )
-                .unwrap();
-                black_box(&out);
-            })
-        });
+        device::decode(&mut group, "cuda", cuda, heads);
     }
     group.finish();
 }
@@ -68,28 +48,8 @@ fn prefill(c: &mut Criterion, cuda: &CudaAttention, d: usize, terms: usize) {
     group.measurement_time(Duration::from_secs(2));
     group.sample_size(10);
     let (n, heads) = (PREFILL_TOKENS, PREFILL_HEADS);
-    let (q, k, v) = (
-        inputs(heads * n * d, 0.4),
-        inputs(heads * n * d, 0.5),
-        inputs(heads * n * d, 0.6),
-    );
-    let shape = [1, heads, n, d];
-    let mut out = vec![0.0f32; heads * n * d];
     group.throughput(Throughput::Elements((heads * n) as u64));
-    group.bench_function(BenchmarkId::new("cuda", heads), |b| {
-        b.iter(|| {
-            let mut state = cuda.new_state(1, heads).unwrap();
-            cuda.prefill_into(
-                &mut state,
-                TensorRef::query(&q, shape).unwrap(),
-                TensorRef::key(&k, shape).unwrap(),
-                TensorRef::value(&v, shape).unwrap(),
-                &mut out,
-            )
-            .unwrap();
-            black_box(&out);
-        })
-    });
+    device::prefill(&mut group, "cuda", cuda, heads, n);
     group.finish();
 }
 
@@ -100,7 +60,7 @@ fn summary(dir: &std::path::Path, gpu: &str) {
     println!("|---|---|---|---|---|");
     for (d, terms) in CONFIGS {
         let plan = KernelPlan::new(&KernelConfig::new(d, d, terms).unwrap());
-        let Ok(layout) = CudaLayout::new(&plan) else {
+        let Ok(layout) = CudaLayout::new(&plan, &CudaOptions::default()) else {
             continue;
         };
         for heads in HEADS {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use common::{decode_step, inputs, line_aligned_inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
-use sata::simd::floor;
+use sata::floor;
 use sata::{Attention, BackendKind, BackendRequest, Isa, KernelConfig, TensorRef};
 
 const DIMS: [usize; 3] = [8, 16, 32];

@@ -8,13 +8,12 @@
 
 mod common;
 
-use std::hint::black_box;
 use std::time::Duration;
 
-use common::{decode_step, inputs, mean_seconds, output_dir};
+use common::{decode_step, device, inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
-use sata::gpu::GpuAttention;
+use sata::wgpu::WgpuAttention;
 use sata::{Attention, KernelConfig, TensorRef};
 
 const D: usize = 16;
@@ -23,51 +22,39 @@ const HEADS: [usize; 6] = [1, 4, 16, 64, 256, 1024];
 const PREFILL_TOKENS: usize = 64;
 const PREFILL_HEADS: usize = 16;
 
-fn decode(c: &mut Criterion, gpu: &GpuAttention, cpu: &Attention<f32>) {
+fn decode(c: &mut Criterion, gpu: &WgpuAttention, cpu: &Attention<f32>) {
     let cost = CostModel::new(gpu.config());
     let mut group = c.benchmark_group("wgpu_decode");
     group.warm_up_time(Duration::from_millis(300));
     group.measurement_time(Duration::from_secs(2));
     group.sample_size(10);
     for heads in HEADS {
+        group.throughput(Throughput::Bytes(
+            2 * cost.state_bytes(4) as u64 * heads as u64,
+        ));
+        device::decode(&mut group, "wgpu", gpu, heads);
         let (q, k, v) = (
             inputs(heads * D, 0.1),
             inputs(heads * D, 0.2),
             inputs(heads * D, 0.3),
         );
-        let shape = [1, heads, 1, D];
         let mut out = vec![0.0f32; heads * D];
-        group.throughput(Throughput::Bytes(
-            2 * cost.state_bytes(4) as u64 * heads as u64,
-        ));
-        let mut state = gpu.new_state(1, heads).unwrap();
-        group.bench_function(BenchmarkId::new("wgpu", heads), |b| {
-            b.iter(|| {
-                gpu.decode_into(
-                    &mut state,
-                    TensorRef::query(&q, shape).unwrap(),
-                    TensorRef::key(&k, shape).unwrap(),
-                    TensorRef::value(&v, shape).unwrap(),
-                    &mut out,
-                )
-                .unwrap();
-                black_box(&out);
-            })
-        });
         let mut state = cpu.new_state(1, heads).unwrap();
         group.bench_function(BenchmarkId::new("cpu", heads), |b| {
-            b.iter(|| decode_step(cpu, &mut state, (&q, &k, &v), shape, &mut out))
+            b.iter(|| decode_step(cpu, &mut state, (&q, &k, &v), [1, heads, 1, D], &mut out))
         });
     }
     group.finish();
 }
 
-fn prefill(c: &mut Criterion, gpu: &GpuAttention, cpu: &Attention<f32>) {
+fn prefill(c: &mut Criterion, gpu: &WgpuAttention, cpu: &Attention<f32>) {
     let mut group = c.benchmark_group("wgpu_prefill");
     group.warm_up_time(Duration::from_millis(300));
     group.measurement_time(Duration::from_secs(2));
     group.sample_size(10);
     let (n, heads) = (PREFILL_TOKENS, PREFILL_HEADS);
+    group.throughput(Throughput::Elements((heads * n) as u64));
+    device::prefill(&mut group, "wgpu", gpu, heads, n);
     let (q, k, v) = (
         inputs(heads * n * D, 0.4),
         inputs(heads * n * D, 0.5),
@@ -75,21 +62,6 @@ fn prefill(c: &mut Criterion, gpu: &GpuAttention, cpu: &Attention<f32>) {
     );
     let shape = [1, heads, n, D];
     let mut out = vec![0.0f32; heads * n * D];
-    group.throughput(Throughput::Elements((heads * n) as u64));
-    group.bench_function(BenchmarkId::new("wgpu", heads), |b| {
-        b.iter(|| {
-            let mut state = gpu.new_state(1, heads).unwrap();
-            gpu.prefill_into(
-                &mut state,
-                TensorRef::query(&q, shape).unwrap(),
-                TensorRef::key(&k, shape).unwrap(),
-                TensorRef::value(&v, shape).unwrap(),
-                &mut out,
-            )
-            .unwrap();
-            black_box(&out);
-        })
-    });
     group.bench_function(BenchmarkId::new("cpu", heads), |b| {
         b.iter(|| {
             let mut state = cpu.new_state(1, heads).unwrap();
@@ -101,13 +73,13 @@ fn prefill(c: &mut Criterion, gpu: &GpuAttention, cpu: &Attention<f32>) {
                 &mut out,
             )
             .unwrap();
-            black_box(&out);
+            std::hint::black_box(&out);
         })
     });
     group.finish();
 }
 
-fn summary(dir: &std::path::Path, gpu: &GpuAttention) {
+fn summary(dir: &std::path::Path, gpu: &WgpuAttention) {
     let cost = CostModel::new(gpu.config());
     println!(
         "\nwgpu decode, d_k = d_v = {D}, P = {TERMS}, on {}",
@@ -151,7 +123,7 @@ fn summary(dir: &std::path::Path, gpu: &GpuAttention) {
 
 fn main() {
     let config = KernelConfig::new(D, D, TERMS).unwrap();
-    let gpu = match GpuAttention::new(config) {
+    let gpu = match WgpuAttention::new(config) {
         Ok(gpu) => gpu,
         Err(e) => {
             eprintln!("wgpu bench skipped: {e}");

@@ -30,14 +30,19 @@ gpu="$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohe
 commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 log="$(mktemp)"
 
-# The correctness suite's cuda_gpu instance (every registry kernel and d_k != d_v, P = 1..6,
-# against float64), then the backend's own tests and the NVRTC resource checks.
-tests="SATA_CUDA_EXECUTOR=gpu cargo test --release --test correctness cuda_gpu; SATA_CUDA_EXECUTOR=gpu cargo test --release --test cuda_backend --test cuda_nvrtc"
+# The cuda_gpu instance of every backend suite (correctness against float64 on every registry
+# kernel and d_k != d_v, P = 1..6; resident states, checkpoints, wide shapes, compensated
+# states; API errors), the continuation across every backend pair, and the NVRTC resource
+# checks. SATA_CUDA_EXECUTOR=gpu makes a missing GPU a failure instead of a skip.
+tests="SATA_CUDA_EXECUTOR=gpu cargo test --release --test correctness --test backend_suite --test api_errors cuda_gpu; SATA_CUDA_EXECUTOR=gpu cargo test --release --test backend_suite states_continue_on_every_other_backend; cargo test --release --test cuda_nvrtc"
 bench="cargo bench --bench cuda"
 status=0
 {
-    env SATA_CUDA_EXECUTOR=gpu cargo test --release --test correctness cuda_gpu &&
-        env SATA_CUDA_EXECUTOR=gpu cargo test --release --test cuda_backend --test cuda_nvrtc
+    env SATA_CUDA_EXECUTOR=gpu cargo test --release --test correctness --test backend_suite \
+        --test api_errors cuda_gpu &&
+        env SATA_CUDA_EXECUTOR=gpu cargo test --release --test backend_suite \
+            states_continue_on_every_other_backend &&
+        cargo test --release --test cuda_nvrtc
 } 2>&1 | tee "$log" || status=$?
 cargo bench --bench cuda 2>&1 | tee "$log"
 table="$(sed -n '/^## CUDA decode/,$p' "$log")"

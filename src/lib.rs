@@ -1,7 +1,8 @@
 //! **sata**: symmetry-aware Taylor attention at constant cost per token.
 //!
 //! This facade is the one crate users depend on. It re-exports the runtime (attention, states,
-//! checkpoints, backends) at the top level and the generator library as [`codegen`].
+//! checkpoints, backends) at the top level, the generator library as [`codegen`], and holds
+//! the `sata` command line ([`cli`]).
 //!
 //! ```
 //! use sata::{Attention, KernelConfig, TensorRef};
@@ -21,6 +22,8 @@
 //! println!("ran on {}", attention.selection().backend);
 //! # Ok::<(), sata::SataError>(())
 //! ```
+
+pub mod cli;
 
 pub use sata_codegen as codegen;
 /// `#[sata::kernel(d_k = .., d_v = .., terms = ..)] pub struct Name;` makes `Name` a

@@ -441,11 +441,9 @@ fn emit_and_info_describe_the_cuda_kernels() {
     let kahan = String::from_utf8_lossy(&out.stdout);
     assert!(kahan.contains("kahan_add(u, comp"), "{kahan}");
     assert!(kahan.contains("sata_d4_v4_p3_kahan_decode("), "{kahan}");
-    for kernel in ["decode", "prefill", "absorb", "answer"] {
-        assert!(
-            source.contains(&format!("sata_d4_v4_p3_{kernel}(")),
-            "{kernel}"
-        );
+    for entry in sata::codegen::Entry::ALL {
+        let symbol = entry.symbol("d4_v4_p3");
+        assert!(source.contains(&format!("{symbol}(")), "{symbol}");
     }
     let out = sata(&[
         "info", "--d-k", "16", "--d-v", "16", "--terms", "4", "--target", "cuda",

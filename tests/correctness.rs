@@ -1,14 +1,16 @@
 //! Every backend against the exact float64 reference: causal, non-causal, cross, decode and
-//! continuation. One suite, instantiated for the generic path (f32 and f64, configurations
-//! covering P = 1..6 and d_k != d_v) and for every registry kernel on every instruction set
-//! this CPU supports (which are also compared with the generic path).
+//! continuation. One suite, instantiated for every backend of `common::backends` (the generic
+//! path in f32 and f64 on configurations covering P = 1..6 and d_k != d_v; every registry
+//! kernel on every instruction set this CPU supports, compared with the generic path too; the
+//! WGSL kernels on wgpu; the CUDA kernels on host execution in both thread orders and on a GPU
+//! where there is one).
 
 mod common;
 
+use common::backends::{Backend, every_backend};
 use common::{Problem, problem, reference, rel_err, rng};
 use rand::RngExt;
-use sata::cuda::{CudaAttention, Executor, ThreadOrder};
-use sata::{Attention, BackendKind, BackendRequest, Element, Isa, KernelConfig, TensorRef};
+use sata::{Attention, Element, KernelConfig, TensorRef};
 
 /// (d_k, d_v, P): every P from 1 to 6, square and non-square heads, d_k = 1 included.
 const CONFIGS: &[(usize, usize, usize)] = &[
@@ -27,99 +29,27 @@ const CONFIGS: &[(usize, usize, usize)] = &[
     (1, 4, 6),
 ];
 
-/// How a suite builds its attention for a configuration.
-#[derive(Clone, Copy, Debug)]
-enum Path {
-    Generic,
-    Specialized(Isa),
-    /// WGSL kernels through wgpu (Mesa's llvmpipe where there is no GPU).
-    Wgpu,
-    /// The CUDA kernels executed on the CPU (g++ and the host-execution header), threads in
-    /// the given order, each lane's state dealt to `split` blocks.
-    CudaHost(ThreadOrder, usize),
-    /// The CUDA kernels on the GPU, where there is one (`scripts/gpu-check.sh`).
-    CudaGpu,
+/// The configurations a backend is checked on.
+fn configs(backend: Backend) -> Vec<(usize, usize, usize)> {
+    match backend {
+        Backend::CpuGeneric | Backend::Wgpu => CONFIGS.to_vec(),
+        Backend::Cpu(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
+        // Every registry kernel, and the suite's own (d_k != d_v, P = 1).
+        Backend::CudaHost(..) | Backend::CudaGpu => {
+            let registry = sata::codegen::registry::PRECOMPILED;
+            let own = CONFIGS.iter().filter(|c| !registry.contains(c));
+            registry.iter().chain(own).copied().collect()
+        }
+    }
 }
 
-impl Path {
-    fn attention<T: Element>(self, config: KernelConfig) -> Attention<T> {
-        match self {
-            Path::Generic => {
-                Attention::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric))
-                    .unwrap()
-            }
-            Path::Specialized(isa) => {
-                let a = Attention::with_backend(config, BackendRequest::Kind(BackendKind::Cpu))
-                    .unwrap()
-                    .with_isa(isa)
-                    .unwrap();
-                assert!(a.kernel().is_some(), "no registry kernel for {config}");
-                a
-            }
-            Path::Wgpu => {
-                let a = Attention::with_backend(config, BackendRequest::Kind(BackendKind::Wgpu))
-                    .unwrap();
-                assert_eq!(a.selection().backend, BackendKind::Wgpu);
-                a
-            }
-            Path::CudaHost(..) | Path::CudaGpu => {
-                let cuda = match self {
-                    Path::CudaHost(order, split) => {
-                        CudaAttention::new(config, Executor::Host(order))
-                            .unwrap()
-                            .with_split(split)
-                    }
-                    _ => CudaAttention::new(config, Executor::Gpu).unwrap(),
-                };
-                let a = Attention::with_cuda(cuda).unwrap();
-                let want = match self {
-                    Path::CudaGpu => BackendKind::Cuda,
-                    _ => BackendKind::CudaHost,
-                };
-                assert_eq!(a.selection().backend, want);
-                a
-            }
-        }
+/// The backend's attention for `config`; on the cpu backend, the registry's kernel.
+fn attention<T: Element>(backend: Backend, config: KernelConfig) -> Attention<T> {
+    let a = backend.attention::<T>(config);
+    if let Backend::Cpu(_) = backend {
+        assert!(a.kernel().is_some(), "no registry kernel for {config}");
     }
-
-    fn configs(self) -> Vec<(usize, usize, usize)> {
-        match self {
-            Path::Generic | Path::Wgpu => CONFIGS.to_vec(),
-            Path::Specialized(_) => sata::codegen::registry::PRECOMPILED.to_vec(),
-            // Every registry kernel, and the suite's own (d_k != d_v, P = 1).
-            Path::CudaHost(..) | Path::CudaGpu => {
-                let registry = sata::codegen::registry::PRECOMPILED;
-                let own = CONFIGS.iter().filter(|c| !registry.contains(c));
-                registry.iter().chain(own).copied().collect()
-            }
-        }
-    }
-
-    /// False (and says so) when this CPU cannot run the path.
-    fn available(self) -> bool {
-        match self {
-            Path::Specialized(isa) if !isa.is_supported() => {
-                eprintln!("skipped: this CPU does not support {isa}");
-                false
-            }
-            Path::Wgpu => common::wgpu_available(),
-            Path::CudaGpu => match sata::cuda::gpu_summary() {
-                Ok(gpu) => {
-                    eprintln!("CUDA GPU: {gpu}");
-                    true
-                }
-                // scripts/gpu-check.sh sets this: there, a missing GPU is a failure.
-                Err(e) if std::env::var("SATA_CUDA_EXECUTOR").as_deref() == Ok("gpu") => {
-                    panic!("SATA_CUDA_EXECUTOR=gpu but {e}")
-                }
-                Err(e) => {
-                    eprintln!("skipped: {e}");
-                    false
-                }
-            },
-            _ => true,
-        }
-    }
+    a
 }
 
 /// Tolerance on `||y - y_ref|| / ||y_ref||`.
@@ -170,12 +100,12 @@ fn check<T: Element>(what: &str, p: &Problem, got: &[T], want: &[f64]) {
     );
 }
 
-fn causal_prefill<T: Element>(path: Path) {
+fn causal_prefill_in<T: Element>(path: Backend) {
     let mut rng = rng("causal_prefill");
-    for (dk, dv, terms) in path.configs() {
+    for (dk, dv, terms) in configs(path) {
         let p = problem(&mut rng, (2, 3), (40, 40), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = path.attention::<T>(p.config());
+        let attention = attention::<T>(path, p.config());
         let mut state = attention.new_state(2, 3).unwrap();
         let y = attention
             .prefill(
@@ -190,9 +120,9 @@ fn causal_prefill<T: Element>(path: Path) {
         assert_eq!(y.stats.queries, 2 * 3 * 40);
         assert_eq!(state.tokens(), 40);
         check("causal prefill", &p, &y.output.data, &reference(&p, true));
-        if let Path::Specialized(_) | Path::CudaHost(..) | Path::CudaGpu = path {
+        if let Backend::Cpu(_) | Backend::CudaHost(..) | Backend::CudaGpu = path {
             // Generated kernels and the generic path agree with each other too.
-            let generic = Path::Generic.attention::<T>(p.config());
+            let generic = Backend::CpuGeneric.attention::<T>(p.config());
             let mut s = generic.new_state(2, 3).unwrap();
             let g = generic
                 .prefill(
@@ -215,13 +145,13 @@ fn causal_prefill<T: Element>(path: Path) {
 }
 
 /// Cross attention: more or fewer queries than keys, every query sees every key.
-fn non_causal<T: Element>(path: Path) {
+fn non_causal_in<T: Element>(path: Backend) {
     let mut rng = rng("non_causal");
-    for (i, (dk, dv, terms)) in path.configs().into_iter().enumerate() {
+    for (i, (dk, dv, terms)) in configs(path).into_iter().enumerate() {
         let n_q = [1, 7, 33][i % 3];
         let p = problem(&mut rng, (3, 2), (n_q, 25), (dk, dv, terms), 1.0, false);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = path.attention::<T>(p.config());
+        let attention = attention::<T>(path, p.config());
         let y = attention
             .attend(
                 TensorRef::query(&q, p.q_shape()).unwrap(),
@@ -264,13 +194,13 @@ fn tokens<T: Copy>(
 
 /// Prefill in random chunks, each continuing from the state the previous one left, then
 /// decode steps: the concatenated outputs equal the one-shot causal reference.
-fn causal_continuation<T: Element>(path: Path) {
+fn causal_continuation_in<T: Element>(path: Backend) {
     let mut rng = rng("causal_continuation");
-    for (dk, dv, terms) in path.configs() {
+    for (dk, dv, terms) in configs(path) {
         let n = 30;
         let p = problem(&mut rng, (1, 2), (n, n), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = path.attention::<T>(p.config());
+        let attention = attention::<T>(path, p.config());
         let mut state = attention.new_state(1, 2).unwrap();
         let lanes = 2;
         let mut per_lane = vec![Vec::new(); lanes];
@@ -305,13 +235,13 @@ fn causal_continuation<T: Element>(path: Path) {
 }
 
 /// Non-causal continuation: keys absorbed in random chunks, then queried.
-fn non_causal_continuation<T: Element>(path: Path) {
+fn non_causal_continuation_in<T: Element>(path: Backend) {
     let mut rng = rng("non_causal_continuation");
-    for (dk, dv, terms) in path.configs() {
+    for (dk, dv, terms) in configs(path) {
         let (n_q, n_k) = (9, 31);
         let p = problem(&mut rng, (2, 1), (n_q, n_k), (dk, dv, terms), 1.0, false);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = path.attention::<T>(p.config());
+        let attention = attention::<T>(path, p.config());
         let mut state = attention.new_state(2, 1).unwrap();
         for r in random_splits(&mut rng, n_k) {
             let (kc, vc) = (tokens(&k, 2, n_k, dk, &r), tokens(&v, 2, n_k, dv, &r));
@@ -337,13 +267,13 @@ fn non_causal_continuation<T: Element>(path: Path) {
 
 /// Causal attention whose queries arrive after a context already in the state: `prefill`
 /// on top of `absorb` equals the reference in which the queries are the last tokens.
-fn causal_after_context<T: Element>(path: Path) {
+fn causal_after_context_in<T: Element>(path: Backend) {
     let mut rng = rng("causal_after_context");
-    for (dk, dv, terms) in path.configs() {
+    for (dk, dv, terms) in configs(path) {
         let (n_q, n_k) = (6, 20);
         let p = problem(&mut rng, (1, 3), (n_q, n_k), (dk, dv, terms), 1.0, true);
         let (p, q, k, v) = cast::<T>(&p);
-        let attention = path.attention::<T>(p.config());
+        let attention = attention::<T>(path, p.config());
         let mut state = attention.new_state(1, 3).unwrap();
         let context = 0..n_k - n_q;
         let last = n_k - n_q..n_k;
@@ -376,60 +306,60 @@ fn causal_after_context<T: Element>(path: Path) {
     }
 }
 
-/// Instantiates every test above for one backend.
-macro_rules! suite {
-    ($module:ident, $t:ty, $path:expr) => {
-        mod $module {
-            use super::*;
-            #[test]
-            fn causal_prefill() {
-                if $path.available() {
-                    super::causal_prefill::<$t>($path)
-                }
-            }
-            #[test]
-            fn non_causal() {
-                if $path.available() {
-                    super::non_causal::<$t>($path)
-                }
-            }
-            #[test]
-            fn causal_continuation() {
-                if $path.available() {
-                    super::causal_continuation::<$t>($path)
-                }
-            }
-            #[test]
-            fn non_causal_continuation() {
-                if $path.available() {
-                    super::non_causal_continuation::<$t>($path)
-                }
-            }
-            #[test]
-            fn causal_after_context() {
-                if $path.available() {
-                    super::causal_after_context::<$t>($path)
-                }
-            }
-        }
-    };
+fn causal_prefill(backend: Backend) {
+    causal_prefill_in::<f32>(backend)
 }
 
-suite!(generic_f32, f32, Path::Generic);
-suite!(generic_f64, f64, Path::Generic);
-suite!(specialized_portable, f32, Path::Specialized(Isa::Portable));
-suite!(specialized_avx2, f32, Path::Specialized(Isa::Avx2));
-suite!(wgpu_f32, f32, Path::Wgpu);
-suite!(
-    cuda_host_forward,
-    f32,
-    Path::CudaHost(ThreadOrder::Forward, 1)
+fn non_causal(backend: Backend) {
+    non_causal_in::<f32>(backend)
+}
+
+fn causal_continuation(backend: Backend) {
+    causal_continuation_in::<f32>(backend)
+}
+
+fn non_causal_continuation(backend: Backend) {
+    non_causal_continuation_in::<f32>(backend)
+}
+
+fn causal_after_context(backend: Backend) {
+    causal_after_context_in::<f32>(backend)
+}
+
+every_backend!(
+    causal_prefill,
+    non_causal,
+    causal_continuation,
+    non_causal_continuation,
+    causal_after_context,
 );
-// Reverse thread order and three blocks per lane: the cross-block sums and any missing barrier.
-suite!(
-    cuda_host_reverse_split,
-    f32,
-    Path::CudaHost(ThreadOrder::Reverse, 3)
-);
-// Runs only where there is an NVIDIA GPU (`scripts/gpu-check.sh`); says "skipped" elsewhere.
-suite!(cuda_gpu, f32, Path::CudaGpu);
+
+/// The generic path in f64, against the same reference at 1e-10.
+mod generic_f64 {
+    use super::*;
+
+    #[test]
+    fn causal_prefill() {
+        causal_prefill_in::<f64>(Backend::CpuGeneric)
+    }
+
+    #[test]
+    fn non_causal() {
+        non_causal_in::<f64>(Backend::CpuGeneric)
+    }
+
+    #[test]
+    fn causal_continuation() {
+        causal_continuation_in::<f64>(Backend::CpuGeneric)
+    }
+
+    #[test]
+    fn non_causal_continuation() {
+        non_causal_continuation_in::<f64>(Backend::CpuGeneric)
+    }
+
+    #[test]
+    fn causal_after_context() {
+        causal_after_context_in::<f64>(Backend::CpuGeneric)
+    }
+}

@@ -5,18 +5,17 @@
 
 mod common;
 
+use sata::codegen::cuda::{CHECKED_ARCHITECTURES, CudaLayout, CudaOptions};
 use sata::codegen::registry::precompiled_configs;
-use sata::codegen::{CudaLayout, KernelConfig, KernelPlan, Unroll};
-use sata::cuda::nvrtc::{
-    TEST_ARCHITECTURES, check_resources, compile, compile_source, compile_variant,
-};
+use sata::codegen::{KernelConfig, KernelPlan, Unroll};
+use sata::cuda::nvrtc::{check_resources, compile, compile_source};
 
-/// Compiles `plan` for `archs`; returns the violations found.
-fn compile_and_check(plan: &KernelPlan, archs: &[u32]) -> Vec<String> {
-    let layout = CudaLayout::new(plan).unwrap();
+/// Compiles `plan` as `options` say for `archs`; returns the violations found.
+fn compile_and_check(plan: &KernelPlan, options: &CudaOptions, archs: &[u32]) -> Vec<String> {
+    let layout = CudaLayout::new(plan, options).unwrap();
     let mut problems = Vec::new();
     for &arch in archs {
-        let module = compile(plan, arch).unwrap_or_else(|e| panic!("{}: {e}", plan.name));
+        let module = compile(plan, options, arch).unwrap_or_else(|e| panic!("{}: {e}", plan.name));
         assert!(
             module.cubin.len() > 1000,
             "{} sm_{arch}: tiny CUBIN",
@@ -48,19 +47,19 @@ fn registry_within_resources(arch: u32) {
     }
     let problems = precompiled_configs()
         .iter()
-        .flat_map(|c| compile_and_check(&KernelPlan::new(c), &[arch]))
+        .flat_map(|c| compile_and_check(&KernelPlan::new(c), &CudaOptions::default(), &[arch]))
         .collect();
     assert_none(problems);
 }
 
 #[test]
 fn every_registry_kernel_compiles_for_sm80_within_its_resources() {
-    registry_within_resources(TEST_ARCHITECTURES[0]);
+    registry_within_resources(CHECKED_ARCHITECTURES[0]);
 }
 
 #[test]
 fn every_registry_kernel_compiles_for_sm90_within_its_resources() {
-    registry_within_resources(TEST_ARCHITECTURES[1]);
+    registry_within_resources(CHECKED_ARCHITECTURES[1]);
 }
 
 #[test]
@@ -80,9 +79,14 @@ fn both_feature_program_forms_and_odd_shapes_compile_within_their_resources() {
     let mut problems = Vec::new();
     for config in configs {
         for unroll in [Unroll::Full, Unroll::PerOrder] {
+            let options = CudaOptions {
+                compensated: false,
+                unroll: Some(unroll),
+            };
             problems.extend(compile_and_check(
-                &KernelPlan::new(&config).with_unroll(unroll),
-                &TEST_ARCHITECTURES,
+                &KernelPlan::new(&config),
+                &options,
+                &CHECKED_ARCHITECTURES,
             ));
         }
     }
@@ -104,9 +108,10 @@ fn compensated_kernels_compile_within_their_resources() {
         (3, 300, 3),
     ] {
         let plan = KernelPlan::new(&KernelConfig::new(d_k, d_v, terms).unwrap());
-        let layout = CudaLayout::variant(&plan, true).unwrap();
-        for arch in TEST_ARCHITECTURES {
-            let module = compile_variant(&plan, true, arch).unwrap();
+        let options = CudaOptions::compensated(true);
+        let layout = CudaLayout::new(&plan, &options).unwrap();
+        for arch in CHECKED_ARCHITECTURES {
+            let module = compile(&plan, &options, arch).unwrap();
             assert!(
                 module
                     .resources

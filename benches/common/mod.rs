@@ -2,6 +2,9 @@
 //! bench can print a summary table with explicit units.
 #![allow(dead_code)]
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+pub mod device;
+
 use std::path::{Path, PathBuf};
 
 /// Criterion's output directory: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else

@@ -18,7 +18,8 @@ use std::path::PathBuf;
 
 use crate::config::KernelConfig;
 use crate::plan::KernelPlan;
-use crate::render::{RenderError, RustOptions, render_rust, rust_registry};
+use crate::render::RenderError;
+use crate::rust::{RustOptions, render, render_registry};
 
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,10 +107,10 @@ impl Builder {
             plans.len()
         );
         for plan in &plans {
-            out.push_str(&render_rust(plan, &self.options)?);
+            out.push_str(&render(plan, &self.options)?);
             out.push('\n');
         }
-        out.push_str(&rust_registry(&plans, &self.options)?);
+        out.push_str(&render_registry(&plans, &self.options)?);
         Ok(out)
     }
 

@@ -237,7 +237,7 @@ mod tests {
 
     #[test]
     fn absurd_feature_counts_name_the_limit() {
-        // d_k = 64, P = 6 has 11,238,513 features (DESIGN.md table).
+        // d_k = 64, P = 6 has 11,238,513 features (docs/design.md table).
         let err = KernelConfig::new(64, 64, 6).unwrap_err();
         assert_eq!(
             err,

@@ -89,7 +89,7 @@ mod tests {
         assert_eq!(cost.state_words, 969 * 17);
         assert_eq!(cost.state_bytes(4), 65_892);
         assert_eq!(cost.decode_fmas, 2 * 969 * 17);
-        // DESIGN.md: about 515 tokens. 16,473 state words; a cache of 515 tokens holds 16,480.
+        // docs/design.md: about 515 tokens. 16,473 state words; a cache of 515 tokens holds 16,480.
         assert_eq!(cost.break_even_tokens, 515);
         assert!(32 * 515 > cost.state_words && 32 * 514 <= cost.state_words);
     }

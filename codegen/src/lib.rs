@@ -9,7 +9,13 @@
 //! - [`TaylorBound`]: the truncation error bound from a bound on `|q·k| / c`, and the smallest
 //!   `P` for a tolerance;
 //! - [`KernelPlan`]: the target-independent kernel plan (feature program, weights, sizes);
-//! - [`render`]: plans to source through the tera templates in `templates/`;
+//! - [`contract`]: what every generated kernel offers and how it is called (entry names,
+//!   buffer order, what an entry writes, the state's lane stride), read by the templates and
+//!   the runtime;
+//! - one module per target, each owning its options, lowering and templates, all rendering as
+//!   `render(&plan, &Options)`: [`rust`] (the runtime's specialized CPU kernels), [`wgsl`]
+//!   (compute shaders for wgpu) and [`cuda`] (CUDA C for NVRTC and host execution); [`gpu`]
+//!   holds what the two GPU targets share, [`render`] what all three share;
 //! - [`Builder`]: the `build.rs` API; [`registry`]: the precompiled configurations.
 //!
 //! ```
@@ -26,23 +32,24 @@ mod basis;
 mod builder;
 mod combinatorics;
 mod config;
+pub mod contract;
 mod cost;
-pub mod cuda_layout;
+pub mod cuda;
 mod error_bound;
+pub mod gpu;
 mod plan;
 pub mod registry;
 pub mod render;
+pub mod rust;
+pub mod wgsl;
 
 pub use basis::{Basis, OrderSpan};
 pub use builder::{BuildError, Builder};
 pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WORDS, MAX_TERMS};
+pub use contract::Entry;
 pub use cost::CostModel;
-pub use cuda_layout::{CudaEntry, CudaKernel, CudaLayout, CudaLimitError};
 pub use error_bound::{BoundError, TaylorBound};
-pub use plan::{
-    FULL_UNROLL_MAX_FEATURES, FeatureRun, FeatureStatement, GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry,
-    KernelPlan, LLVMPIPE_LOOP_LIMIT, OrderPlan, Unroll,
-};
+pub use plan::{FeatureRun, FeatureStatement, KernelPlan, OrderPlan, Unroll};
 pub use render::{RenderError, Target};
 
 /// Version of the generator, recorded in checkpoints and (later) in generated-code headers.

@@ -3,15 +3,16 @@
 //! compiler wgpu itself uses, so a shader that would fail on a device fails here first, with
 //! no device needed.
 
-use sata_codegen::render::{WGSL_ENTRY_POINTS, render_wgsl_variant, wgsl_tables};
+use sata_codegen::gpu::GpuGeometry;
+use sata_codegen::wgsl::{self, ENTRIES, WgslOptions};
 use sata_codegen::{KernelConfig, KernelPlan, Unroll, registry};
 
 fn validate(plan: &KernelPlan) {
-    validate_variant(plan, false);
+    validate_with(plan, &WgslOptions::default());
 }
 
-fn validate_variant(plan: &KernelPlan, compensated: bool) {
-    let source = render_wgsl_variant(plan, compensated).unwrap();
+fn validate_with(plan: &KernelPlan, options: &WgslOptions) {
+    let source = wgsl::render(plan, options).unwrap();
     let module = naga::front::wgsl::parse_str(&source).unwrap_or_else(|e| {
         panic!(
             "{}: WGSL does not parse:\n{}",
@@ -36,10 +37,18 @@ fn validate_variant(plan: &KernelPlan, compensated: bool) {
         .iter()
         .map(|e| e.name.as_str())
         .collect();
-    assert_eq!(entry_points, WGSL_ENTRY_POINTS, "{}", plan.name);
+    let names: Vec<&str> = ENTRIES.iter().map(|e| e.name()).collect();
+    assert_eq!(entry_points, names, "{}", plan.name);
+    let workgroup = GpuGeometry::of(plan).workgroup as u32;
     for e in &module.entry_points {
-        let size = e.workgroup_size;
-        assert_eq!(size, [plan.gpu.workgroup as u32, 1, 1], "{}", plan.name);
+        assert_eq!(e.workgroup_size, [workgroup, 1, 1], "{}", plan.name);
+    }
+    // Every binding the runtime creates is declared at the number the contract gives it.
+    for b in wgsl::BINDINGS {
+        let declared = module.global_variables.iter().find_map(|(_, g)| {
+            (g.name.as_deref() == Some(b.name)).then(|| g.binding.as_ref().map(|r| r.binding))
+        });
+        assert_eq!(declared, Some(Some(b.binding)), "{}: {}", plan.name, b.name);
     }
 }
 
@@ -63,7 +72,11 @@ fn small_odd_and_wide_shaders_validate_in_both_forms() {
     ];
     for config in configs {
         for unroll in [Unroll::Full, Unroll::PerOrder] {
-            validate(&KernelPlan::new(&config).with_unroll(unroll));
+            let options = WgslOptions {
+                unroll: Some(unroll),
+                ..WgslOptions::default()
+            };
+            validate_with(&KernelPlan::new(&config), &options);
         }
     }
 }
@@ -71,11 +84,15 @@ fn small_odd_and_wide_shaders_validate_in_both_forms() {
 #[test]
 fn compensated_shaders_validate() {
     for config in registry::precompiled_configs() {
-        validate_variant(&KernelPlan::new(&config), true);
+        validate_with(&KernelPlan::new(&config), &WgslOptions::compensated(true));
     }
     let wide = KernelConfig::new(4, 300, 3).unwrap();
     for unroll in [Unroll::Full, Unroll::PerOrder] {
-        validate_variant(&KernelPlan::new(&wide).with_unroll(unroll), true);
+        let options = WgslOptions {
+            compensated: true,
+            unroll: Some(unroll),
+        };
+        validate_with(&KernelPlan::new(&wide), &options);
     }
 }
 
@@ -85,11 +102,11 @@ fn long_calls_are_split_below_llvmpipes_loop_limit() {
     // at least one token per dispatch.
     for config in registry::precompiled_configs() {
         let plan = KernelPlan::new(&config);
-        let per_token = plan.gpu_loop_iterations_per_token();
-        let chunk = plan.gpu_tokens_per_dispatch();
+        let per_token = wgsl::loop_iterations_per_token(&plan);
+        let chunk = wgsl::tokens_per_dispatch(&plan);
         assert!(chunk >= 1, "{}", plan.name);
         assert!(
-            chunk * per_token <= sata_codegen::LLVMPIPE_LOOP_LIMIT / 2,
+            chunk * per_token <= wgsl::LLVMPIPE_LOOP_LIMIT / 2,
             "{}",
             plan.name
         );
@@ -97,13 +114,13 @@ fn long_calls_are_split_below_llvmpipes_loop_limit() {
     // d16 P4: an absorb of one dispatch stopped at 164 tokens on llvmpipe; the split is far
     // below that.
     let plan = KernelPlan::new(&KernelConfig::new(16, 16, 4).unwrap());
-    assert!(plan.gpu_tokens_per_dispatch() < 100);
+    assert!(wgsl::tokens_per_dispatch(&plan) < 100);
 }
 
 #[test]
 fn tables_hold_the_weights_then_every_run_of_order_two_and_up() {
     let plan = KernelPlan::new(&KernelConfig::new(3, 2, 4).unwrap());
-    let tables = wgsl_tables(&plan);
+    let tables = wgsl::tables(&plan);
     let runs: usize = plan.orders[2..].iter().map(|o| o.runs.len()).sum();
     assert_eq!(tables.len(), plan.features + 3 * runs);
     for (j, w) in plan.weights.iter().enumerate() {

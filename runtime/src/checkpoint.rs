@@ -28,13 +28,14 @@
 //! syncs it and renames it over the target, so a crash never leaves a torn checkpoint.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use sata_codegen::{ConfigError, KernelConfig};
+use sata_codegen::KernelConfig;
 
 use crate::element::{DType, Element};
+pub use crate::error::CheckpointError;
 use crate::error::SataError;
-use crate::state::State;
+use crate::state::{Accumulation, State};
 
 /// First eight bytes of every checkpoint.
 pub const MAGIC: &[u8; 8] = b"SATASTAT";
@@ -45,60 +46,12 @@ pub const LAYOUT_FEATURE_ROWS: u8 = 1;
 /// Layout 2, the one [`State`] uses and this build writes: per (batch, head), `S` (`m x d_v`)
 /// then `Z` (`m`).
 pub const LAYOUT_PLANAR: u8 = 2;
-/// Layout code of a [`crate::Accumulation::Compensated`] state: per lane the layout-2 blocks,
+/// Layout code of a [`Accumulation::Compensated`] state: per lane the layout-2 blocks,
 /// then their Kahan compensation in the same layout (twice the words).
 pub const LAYOUT_COMPENSATED: u8 = 3;
 
 const HEADER_LEN: usize = 60;
 const CHECKSUM_LEN: usize = 4;
-
-/// Why a checkpoint could not be written or read.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("not a SATA checkpoint (bad magic bytes)")]
-    BadMagic,
-    #[error(
-        "written by a newer sata (format version {found}); this build reads versions up to {supported}"
-    )]
-    FutureVersion { found: u32, supported: u32 },
-    #[error("format version 0 does not exist; the file is corrupt")]
-    ZeroVersion,
-    #[error("truncated or over-long: header says {expected} bytes, file has {found}")]
-    Length { expected: u128, found: usize },
-    #[error(
-        "checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is corrupt"
-    )]
-    Checksum { stored: u32, computed: u32 },
-    #[error("stored configuration is invalid: {0}")]
-    Config(#[from] ConfigError),
-    #[error("unknown element type code {0}")]
-    UnknownDType(u8),
-    #[error("state is {found} but {expected} was asked for")]
-    DType { found: DType, expected: DType },
-    #[error("unknown state layout code {0}")]
-    UnknownLayout(u8),
-    #[error(
-        "header says {found} data words, but batch={batch} x heads={heads} x {per_head} = {expected}"
-    )]
-    WordCount {
-        found: u64,
-        batch: u32,
-        heads: u32,
-        per_head: usize,
-        expected: u128,
-    },
-    #[error("holds a non-finite value at word {0}")]
-    NonFinite(usize),
-    #[error("batch={batch} or heads={heads} does not fit the format's 32-bit fields")]
-    TooManyLanes { batch: usize, heads: usize },
-    #[error("refusing to save a poisoned state (it holds non-finite values)")]
-    Poisoned,
-}
 
 /// The header of a checkpoint: everything but the data.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,8 +215,8 @@ impl<T: Element> State<T> {
         }
         out.extend_from_slice(&c.scale().to_le_bytes());
         let layout = match self.accumulation() {
-            crate::Accumulation::Plain => LAYOUT_PLANAR,
-            crate::Accumulation::Compensated => LAYOUT_COMPENSATED,
+            Accumulation::Plain => LAYOUT_PLANAR,
+            Accumulation::Compensated => LAYOUT_COMPENSATED,
         };
         out.extend_from_slice(&[dtype_code(T::DTYPE), layout, 0, 0]);
         out.extend_from_slice(&batch.to_le_bytes());
@@ -305,8 +258,8 @@ impl<T: Element> State<T> {
             data = rows_to_planar(&data, &header.config);
         }
         let accumulation = match header.layout {
-            LAYOUT_COMPENSATED => crate::Accumulation::Compensated,
-            _ => crate::Accumulation::Plain,
+            LAYOUT_COMPENSATED => Accumulation::Compensated,
+            _ => Accumulation::Plain,
         };
         let mut state = State::from_parts(
             header.config,
@@ -316,7 +269,7 @@ impl<T: Element> State<T> {
             accumulation,
             data,
         )?;
-        state.set_max_key_norm(header.max_key_norm);
+        state.header_mut().max_key_norm = header.max_key_norm;
         Ok(state)
     }
 

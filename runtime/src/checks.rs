@@ -6,7 +6,9 @@ use sata_codegen::KernelConfig;
 
 use crate::element::Element;
 use crate::error::SataError;
-use crate::tensor::{Role, Shape, TensorRef};
+use crate::shape::{Role, Shape};
+use crate::state::StateHeader;
+use crate::tensor::TensorRef;
 
 /// The lanes a call runs on: the configuration and the state's batch and heads.
 pub(crate) struct Lanes<'a> {
@@ -15,7 +17,16 @@ pub(crate) struct Lanes<'a> {
     pub heads: usize,
 }
 
-impl Lanes<'_> {
+impl<'a> Lanes<'a> {
+    /// The lanes of a state with header `state`, for an attention computing `config`.
+    pub fn of(config: &'a KernelConfig, state: &StateHeader) -> Self {
+        Self {
+            config,
+            batch: state.batch,
+            heads: state.heads,
+        }
+    }
+
     /// Keys, values and (optionally) queries: dimensions, batch and heads, finiteness, and one
     /// value per key.
     pub fn inputs<T: Element>(
@@ -144,6 +155,20 @@ pub(crate) fn same_config(state: &KernelConfig, attention: &KernelConfig) -> Res
             state: *state,
             attention: *attention,
         });
+    }
+    Ok(())
+}
+
+/// Fails unless a state with header `state` can take a call of an attention for `config`: the
+/// same configuration, and not poisoned by an earlier overflow.
+pub(crate) fn usable_state(
+    config: &KernelConfig,
+    state: &StateHeader,
+    dtype: crate::element::DType,
+) -> Result<(), SataError> {
+    same_config(&state.config, config)?;
+    if state.poisoned {
+        return Err(SataError::StatePoisoned { dtype });
     }
     Ok(())
 }

@@ -53,14 +53,10 @@ pub trait Element:
     fn write_le(self, out: &mut Vec<u8>);
     /// Reads from exactly `Self::DTYPE.size()` little-endian bytes.
     fn read_le(bytes: &[u8]) -> Self;
-    /// `x` as f32 when `Self` is f32 (specialized kernels are f32 only).
-    fn as_f32(x: &[Self]) -> Option<&[f32]>;
-    /// `x` as mutable f32 when `Self` is f32.
-    fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 macro_rules! impl_element {
-    ($t:ty, $tag:expr, $as_f32:expr, $as_f32_mut:expr) => {
+    ($t:ty, $tag:expr) => {
         impl Element for $t {
             const DTYPE: DType = $tag;
             fn from_f64(x: f64) -> Self {
@@ -77,15 +73,9 @@ macro_rules! impl_element {
                 raw.copy_from_slice(bytes);
                 <$t>::from_le_bytes(raw)
             }
-            fn as_f32(x: &[Self]) -> Option<&[f32]> {
-                $as_f32(x)
-            }
-            fn as_f32_mut(x: &mut [Self]) -> Option<&mut [f32]> {
-                $as_f32_mut(x)
-            }
         }
     };
 }
 
-impl_element!(f32, DType::F32, Some, Some);
-impl_element!(f64, DType::F64, |_| None, |_| None);
+impl_element!(f32, DType::F32);
+impl_element!(f64, DType::F64);

@@ -1,9 +1,12 @@
 //! The runtime's error type. Every public entry point returns it; none panics on user input.
 
+use std::path::PathBuf;
+
 use sata_codegen::{ConfigError, KernelConfig};
 
+use crate::backend::BackendUnavailable;
 use crate::element::DType;
-use crate::tensor::Role;
+use crate::shape::Role;
 
 /// Position of one query: which batch entry, head and token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +107,7 @@ pub enum SataError {
     },
 
     #[error(transparent)]
-    Backend(#[from] crate::backend::BackendUnavailable),
+    Backend(#[from] BackendUnavailable),
 
     /// The GPU device failed (out of memory, a limit exceeded, a lost device).
     #[error("GPU error on {adapter}: {message}")]
@@ -115,5 +118,53 @@ pub enum SataError {
     Cuda { message: String },
 
     #[error("checkpoint: {0}")]
-    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not a SATA checkpoint (bad magic bytes)")]
+    BadMagic,
+    #[error(
+        "written by a newer sata (format version {found}); this build reads versions up to {supported}"
+    )]
+    FutureVersion { found: u32, supported: u32 },
+    #[error("format version 0 does not exist; the file is corrupt")]
+    ZeroVersion,
+    #[error("truncated or over-long: header says {expected} bytes, file has {found}")]
+    Length { expected: u128, found: usize },
+    #[error(
+        "checksum mismatch (stored {stored:08x}, computed {computed:08x}); the file is corrupt"
+    )]
+    Checksum { stored: u32, computed: u32 },
+    #[error("stored configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+    #[error("unknown element type code {0}")]
+    UnknownDType(u8),
+    #[error("state is {found} but {expected} was asked for")]
+    DType { found: DType, expected: DType },
+    #[error("unknown state layout code {0}")]
+    UnknownLayout(u8),
+    #[error(
+        "header says {found} data words, but batch={batch} x heads={heads} x {per_head} = {expected}"
+    )]
+    WordCount {
+        found: u64,
+        batch: u32,
+        heads: u32,
+        per_head: usize,
+        expected: u128,
+    },
+    #[error("holds a non-finite value at word {0}")]
+    NonFinite(usize),
+    #[error("batch={batch} or heads={heads} does not fit the format's 32-bit fields")]
+    TooManyLanes { batch: usize, heads: usize },
+    #[error("refusing to save a poisoned state (it holds non-finite values)")]
+    Poisoned,
 }

@@ -1,44 +1,51 @@
 //! The SATA runtime: symmetry-aware Taylor attention with a fixed-size state.
 //!
 //! - [`Attention`]: causal prefill, one-token decode, non-causal / cross attention and
-//!   continuation from a [`State`], in `f32` or `f64`;
+//!   continuation from a [`State`], in `f32` or `f64`, on any backend;
 //! - [`State`]: `S_p` and `Z_p` for every (batch, head), saved and loaded through
 //!   [`checkpoint`];
 //! - [`backend`]: backend names and the visible selection of the path that runs;
-//! - [`kernel`]: specialized (generated) CPU kernels, their registry and drivers; [`simd`]: the
-//!   explicit-SIMD state sweeps they use, chosen at run time;
+//! - [`kernel`]: specialized (generated) CPU kernels and their registry;
+//! - `device` (features `wgpu`, `cuda`): attention on states that stay in a device's memory,
+//!   written once over a small device trait; [`wgpu`](mod@wgpu) and `cuda` hold each device's
+//!   memory and launch code;
 //! - every entry point returns [`SataError`] on bad input instead of panicking.
 //!
 //! Tensors are `[batch, heads, tokens, dim]` row-major slices wrapped in [`TensorRef`].
 
-mod aligned;
 mod attention;
 pub mod backend;
+mod call;
 pub mod checkpoint;
 mod checks;
-mod cpu_generic;
+mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
-mod device_backend;
+pub mod device;
 mod element;
 mod error;
-#[cfg(feature = "wgpu")]
-pub mod gpu;
-pub mod kernel;
-mod scratch;
-pub mod simd;
+mod output;
+mod shape;
 mod state;
 mod stats;
 mod tensor;
+#[cfg(feature = "wgpu")]
+pub mod wgpu;
 
-pub use attention::{Attended, Attention};
+pub use attention::Attention;
 pub use backend::{BackendKind, BackendRequest, BackendUnavailable, Selection};
+pub use cpu::kernel;
+pub use cpu::kernel::{KernelDescriptor, SpecializedKernel};
+pub use cpu::simd::Isa;
+/// Machine-limit probes for the benchmarks; not an API.
+#[doc(hidden)]
+pub use cpu::simd::floor;
 pub use element::{DType, Element};
-pub use error::{QueryIndex, SataError};
-pub use kernel::{KernelDescriptor, SpecializedKernel};
+pub use error::{CheckpointError, QueryIndex, SataError};
+pub use output::Attended;
 pub use sata_codegen::{ConfigError, KernelConfig};
-pub use simd::Isa;
-pub use state::{Accumulation, State};
+pub use shape::{Role, Shape};
+pub use state::{Accumulation, State, StateHeader};
 pub use stats::{CallStats, DenominatorPolicy, TINY_WEIGHT_PER_KEY};
-pub use tensor::{Role, Shape, Tensor, TensorRef};
+pub use tensor::{Tensor, TensorRef};

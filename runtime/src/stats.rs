@@ -1,5 +1,8 @@
-//! What one call saw, and what it does with a bad denominator.
+//! What one call saw, and what it does with a bad denominator: the policy, the statistics, and
+//! the one rule that turns a query's summed numerators and denominator into its output, shared
+//! by every backend.
 
+use crate::element::Element;
 use crate::error::{QueryIndex, SataError};
 
 /// What to do with a query whose denominator `sum_p alpha_p (q·k_s)^p` summed over keys is not
@@ -78,8 +81,25 @@ impl CallStats {
         }
     }
 
+    /// Records the answer to query `token` of `lane` (of a state with `heads` heads), which
+    /// saw `keys` keys.
+    pub(crate) fn record_answer(
+        &mut self,
+        (lane, heads): (usize, usize),
+        token: usize,
+        answer: Answer,
+        keys: u64,
+    ) {
+        let at = QueryIndex {
+            batch: lane / heads,
+            head: lane % heads,
+            token,
+        };
+        self.record(at, answer.denominator, answer.ok, keys);
+    }
+
     /// Records one answered query, which saw `keys` keys.
-    pub(crate) fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool, keys: u64) {
+    fn record(&mut self, at: QueryIndex, denominator: f64, ok: bool, keys: u64) {
         self.queries += 1;
         self.min_denominator = self.min_denominator.min(denominator);
         if !ok {
@@ -91,6 +111,42 @@ impl CallStats {
     }
 }
 
+/// What answering one query produced: its denominator and whether the output is usable.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Answer {
+    pub denominator: f64,
+    pub ok: bool,
+}
+
+/// Writes the output of one query from its sums `[numerators.., denominator]` (`d_v + 1`
+/// values, in f64 on the CPU paths and f32 from the device kernels): `numerator / denominator`,
+/// or zeros when the denominator is not positive and finite or an output is not finite. Every
+/// backend answers through this; [`DenominatorPolicy`] decides afterwards what the call does
+/// with the count.
+pub(crate) fn answer<S: Copy + Into<f64>, T: Element>(sums: &[S], out: &mut [T]) -> Answer {
+    let Some((&den, num)) = sums.split_last() else {
+        return Answer {
+            denominator: f64::NAN,
+            ok: false,
+        };
+    };
+    let den: f64 = den.into();
+    let mut ok = den > 0.0 && den.is_finite();
+    if ok {
+        for (o, &n) in out.iter_mut().zip(num) {
+            *o = T::from_f64(n.into() / den);
+            ok &= o.is_finite();
+        }
+    }
+    if !ok {
+        out.iter_mut().for_each(|o| *o = T::zero());
+    }
+    Answer {
+        denominator: den,
+        ok,
+    }
+}
+
 /// Largest query and key norms of one call (see [`CallStats::logit_bound`]).
 pub(crate) struct Norms {
     pub queries: Option<f64>,
@@ -99,7 +155,7 @@ pub(crate) struct Norms {
 }
 
 impl Norms {
-    pub fn new<T: crate::Element>(
+    pub fn new<T: Element>(
         state_keys: Option<f64>,
         d_k: usize,
         q: Option<&[T]>,
@@ -118,7 +174,7 @@ impl Norms {
 }
 
 /// Largest Euclidean norm over the rows (`dim` long) of `x`, in f64.
-pub(crate) fn max_row_norm<T: crate::Element>(x: &[T], dim: usize) -> f64 {
+pub(crate) fn max_row_norm<T: Element>(x: &[T], dim: usize) -> f64 {
     x.chunks_exact(dim.max(1))
         .map(|row| {
             row.iter()

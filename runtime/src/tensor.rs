@@ -6,69 +6,7 @@
 
 use crate::element::Element;
 use crate::error::SataError;
-
-/// Which argument a tensor is, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    Query,
-    Key,
-    Value,
-    Output,
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Role::Query => "query",
-            Role::Key => "key",
-            Role::Value => "value",
-            Role::Output => "output",
-        })
-    }
-}
-
-/// The shape `[batch, heads, tokens, dim]` of a contiguous row-major tensor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shape {
-    pub batch: usize,
-    pub heads: usize,
-    pub tokens: usize,
-    pub dim: usize,
-}
-
-impl Shape {
-    pub fn new(batch: usize, heads: usize, tokens: usize, dim: usize) -> Self {
-        Self {
-            batch,
-            heads,
-            tokens,
-            dim,
-        }
-    }
-
-    /// Number of elements, or `None` on overflow.
-    pub fn checked_len(&self) -> Option<usize> {
-        self.batch
-            .checked_mul(self.heads)?
-            .checked_mul(self.tokens)?
-            .checked_mul(self.dim)
-    }
-
-    /// Number of (batch, head) pairs.
-    pub fn lanes(&self) -> usize {
-        self.batch * self.heads
-    }
-
-    pub fn as_array(&self) -> [usize; 4] {
-        [self.batch, self.heads, self.tokens, self.dim]
-    }
-}
-
-impl From<[usize; 4]> for Shape {
-    fn from(s: [usize; 4]) -> Self {
-        Self::new(s[0], s[1], s[2], s[3])
-    }
-}
+use crate::shape::{Role, Shape};
 
 /// A borrowed, shape-checked tensor.
 #[derive(Debug, Clone, Copy)]
@@ -128,16 +66,6 @@ impl<'a, T: Element> TensorRef<'a, T> {
         &self.data[lane * n..(lane + 1) * n]
     }
 
-    /// The same tensor viewed as f32 (`None` unless `T` is f32).
-    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-    pub(crate) fn as_f32(&self) -> Option<TensorRef<'a, f32>> {
-        T::as_f32(self.data).map(|data| TensorRef {
-            data,
-            shape: self.shape,
-            role: self.role,
-        })
-    }
-
     /// Fails on the first NaN or infinity.
     pub(crate) fn check_finite(&self) -> Result<(), SataError> {
         match self.data.iter().position(|x| !x.is_finite()) {
@@ -157,3 +85,6 @@ pub struct Tensor<T> {
     pub data: Vec<T>,
     pub shape: Shape,
 }
+
+/// The borrowed `(q, k, v)` of a causal call, as every backend receives them.
+pub(crate) type Qkv<'a, T> = (TensorRef<'a, T>, TensorRef<'a, T>, TensorRef<'a, T>);

@@ -1,7 +1,9 @@
 //! Shared test support: an exact float64 reference computed independently of the library (the
 //! quadratic form `sum_p (q·k)^p / (p! c^p)`, no features, no state), softmax attention, random
 //! inputs and error norms.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports, unused_macros)]
+
+pub mod backends;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -269,7 +271,7 @@ pub fn run_f32(attention: &sata::Attention<f32>, p: &Problem, causal: bool) -> V
 /// Mesa's software Vulkan driver so that they always run) unless `SATA_SKIP_WGPU=1` opts out,
 /// which is printed.
 pub fn wgpu_available() -> bool {
-    match sata::gpu::adapter() {
+    match sata::wgpu::adapter() {
         Ok(adapter) => {
             eprintln!("wgpu adapter: {adapter}");
             true

@@ -10,7 +10,7 @@
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
-use sata_codegen::render::{RustOptions, render_rust_module};
+use sata_codegen::rust::{RustOptions, render_module};
 use sata_codegen::{ConfigError, KernelConfig, KernelPlan};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
@@ -193,8 +193,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         runtime_path: "::sata::kernel".to_string(),
         module_name: Some(module.to_string()),
         kernel_type: Some(format!("super::{ident}")),
+        unroll: None,
     };
-    let source = render_rust_module(&KernelPlan::new(&config), &options)
+    let source = render_module(&KernelPlan::new(&config), &options)
         .map_err(|e| syn::Error::new(Span::call_site(), e.to_string()))?;
     let generated: TokenStream2 = source
         .parse()

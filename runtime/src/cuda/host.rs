@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use sata_codegen::render::render_cuda_variant;
-use sata_codegen::{CudaEntry, CudaLayout, KernelPlan};
+use sata_codegen::cuda::{self, CudaLayout, CudaOptions};
+use sata_codegen::{Entry, KernelPlan};
 
 use std::ffi::c_void;
 
@@ -137,14 +137,15 @@ impl HostLibrary {
 /// The host library of one configuration's kernels.
 pub(crate) struct HostModule {
     library: HostLibrary,
-    symbols: Vec<(CudaEntry, String)>,
+    symbols: Vec<(Entry, String)>,
 }
 
 impl HostModule {
     /// Builds (or finds in the disk cache) and loads the library of `plan`.
     pub fn load(plan: &KernelPlan, layout: &CudaLayout) -> Result<Self, SataError> {
-        let source = render_cuda_variant(plan, layout.compensated).map_err(cuda_error)?;
-        let symbols: Vec<(CudaEntry, String)> = layout
+        let options = CudaOptions::compensated(layout.compensated);
+        let source = cuda::render(plan, &options).map_err(cuda_error)?;
+        let symbols: Vec<(Entry, String)> = layout
             .kernels
             .iter()
             .map(|k| (k.entry, k.symbol.clone()))
@@ -162,7 +163,7 @@ impl HostModule {
     /// reads and writes at `dims` (the caller sizes them from the same plan).
     pub unsafe fn launch(
         &self,
-        entry: CudaEntry,
+        entry: Entry,
         dims: LaunchDims,
         args: &mut Arguments,
         order: ThreadOrder,
@@ -175,7 +176,7 @@ impl HostModule {
             .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
         let mut params = args.params();
         // SAFETY: the kernel is this entry's, from this plan's source, whose parameters are
-        // `Arguments`' seven values; buffer sizes are the caller's guarantee.
+        // `Arguments`' values; buffer sizes are the caller's guarantee.
         unsafe { self.library.launch(symbol, dims, &mut params, order) }
     }
 }

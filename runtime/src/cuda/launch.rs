@@ -4,7 +4,8 @@
 
 use std::ffi::c_void;
 
-use sata_codegen::{CudaKernel, CudaLayout};
+use sata_codegen::contract::Buffer;
+use sata_codegen::cuda::CudaLayout;
 
 use super::nvrtc::cuda_error;
 use crate::error::SataError;
@@ -37,75 +38,63 @@ pub fn dims(layout: &CudaLayout, lanes: usize, split: usize) -> Result<LaunchDim
     })
 }
 
-/// Device (or host) addresses of a launch's buffers. Unused inputs may be any valid address.
-#[derive(Debug, Clone, Copy)]
-pub struct Buffers {
-    pub q: u64,
-    pub k: u64,
-    pub v: u64,
-    pub state: u64,
-    pub out: u64,
-}
-
-/// The values of one launch's parameters, in the kernels' order
-/// `(q, k, v, state, out, lanes, tokens)`; [`Arguments::params`] points at them.
+/// The values of one launch's parameters in the kernels' order: the device (or host) address
+/// of every buffer of the contract ([`Buffer::ALL`]), then `lanes` and `tokens`;
+/// [`Arguments::params`] points at them.
 pub struct Arguments {
-    addresses: [u64; 5],
+    addresses: [u64; Buffer::ALL.len()],
     counts: [u32; 2],
 }
 
 impl Arguments {
-    pub fn new(buffers: Buffers, lanes: usize, tokens: usize) -> Result<Self, SataError> {
+    /// `addresses` in the order of [`Buffer::ALL`]; an unused input may be any valid address.
+    pub fn new(
+        addresses: [u64; Buffer::ALL.len()],
+        lanes: usize,
+        tokens: usize,
+    ) -> Result<Self, SataError> {
         let count = |n: usize, what: &str| {
             u32::try_from(n).map_err(|_| cuda_error(format!("{n} {what} exceed a kernel's u32")))
         };
         Ok(Self {
-            addresses: [buffers.q, buffers.k, buffers.v, buffers.state, buffers.out],
+            addresses,
             counts: [count(lanes, "lanes")?, count(tokens, "tokens")?],
         })
     }
 
     /// `cuLaunchKernel`'s `kernelParams`: one pointer per parameter, to its value. Valid while
     /// `self` is neither moved nor dropped.
-    pub fn params(&mut self) -> [*mut c_void; 7] {
-        let [q, k, v, state, out] = &mut self.addresses;
-        let [lanes, tokens] = &mut self.counts;
-        [
-            q as *mut u64 as *mut c_void,
-            k as *mut u64 as *mut c_void,
-            v as *mut u64 as *mut c_void,
-            state as *mut u64 as *mut c_void,
-            out as *mut u64 as *mut c_void,
-            lanes as *mut u32 as *mut c_void,
-            tokens as *mut u32 as *mut c_void,
-        ]
+    pub fn params(&mut self) -> Vec<*mut c_void> {
+        let addresses = self
+            .addresses
+            .iter_mut()
+            .map(|a| a as *mut u64 as *mut c_void);
+        let counts = self.counts.iter_mut().map(|c| c as *mut u32 as *mut c_void);
+        addresses.chain(counts).collect()
     }
-}
-
-/// What a launch needs besides its buffers: which kernel, and its dimensions.
-#[derive(Debug, Clone, Copy)]
-pub struct Launch<'a> {
-    pub kernel: &'a CudaKernel,
-    pub dims: LaunchDims,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sata_codegen::cuda::CudaOptions;
     use sata_codegen::{KernelConfig, KernelPlan};
 
     #[test]
     fn splits_fill_the_device_and_stay_within_limits() {
-        let plan = KernelPlan::new(&KernelConfig::new(16, 16, 4).unwrap());
-        let layout = CudaLayout::new(&plan).unwrap();
+        let layout = |d, p| {
+            let plan = KernelPlan::new(&KernelConfig::new(d, d, p).unwrap());
+            CudaLayout::new(&plan, &CudaOptions::default()).unwrap()
+        };
+        let layout16 = layout(16, 4);
         // 64 heads on 132 SMs: 5 blocks per lane, 320 blocks.
-        assert_eq!(split_for(&layout, 64, 132), 5);
-        assert_eq!(split_for(&layout, 4096, 132), 1);
-        let tiny = CudaLayout::new(&KernelPlan::new(&KernelConfig::new(2, 2, 2).unwrap())).unwrap();
+        assert_eq!(split_for(&layout16, 64, 132), 5);
+        assert_eq!(split_for(&layout16, 4096, 132), 1);
+        let tiny = layout(2, 2);
         assert_eq!(split_for(&tiny, 1, 132), 1);
-        let d = dims(&layout, 64, 5).unwrap();
+        let d = dims(&layout16, 64, 5).unwrap();
         assert_eq!(d.grid, [64, 5, 1]);
         assert_eq!(d.block, [64, 1, 1]);
-        assert!(dims(&layout, usize::MAX, 1).is_err());
+        assert!(dims(&layout16, usize::MAX, 1).is_err());
     }
 }

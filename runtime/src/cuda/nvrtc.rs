@@ -4,14 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use sata_codegen::render::render_cuda_variant;
-use sata_codegen::{CudaLayout, KernelPlan};
+use sata_codegen::KernelPlan;
+use sata_codegen::cuda::{self, CudaLayout, CudaOptions};
 
 use super::ffi;
 use crate::error::SataError;
 
-/// Architectures every kernel is compiled for in the tests: A100 and H100.
-pub const TEST_ARCHITECTURES: [u32; 2] = [80, 90];
+pub use sata_codegen::cuda::CHECKED_ARCHITECTURES;
 
 /// What ptxas reported for one kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,25 +70,19 @@ pub fn nvrtc_options(arch: u32) -> Vec<String> {
     ]
 }
 
-/// Renders and compiles `plan`'s CUDA module for `sm_<arch>`. A compile error, a warning in
-/// the log, or a kernel missing from the report is an error.
-pub fn compile(plan: &KernelPlan, arch: u32) -> Result<CompiledModule, SataError> {
-    compile_variant(plan, false, arch)
-}
-
-/// [`compile`] for the plain or the Kahan-compensated kernels ([`CudaLayout::variant`]).
-pub fn compile_variant(
+/// Renders and compiles `plan`'s CUDA module (plain or compensated, as `options` say) for
+/// `sm_<arch>`. A compile error or a warning in the log is an error.
+pub fn compile(
     plan: &KernelPlan,
-    compensated: bool,
+    options: &CudaOptions,
     arch: u32,
 ) -> Result<CompiledModule, SataError> {
-    let source = render_cuda_variant(plan, compensated).map_err(cuda_error)?;
-    let name = CudaLayout::variant(plan, compensated)
-        .map_err(cuda_error)?
-        .name;
+    let source = cuda::render(plan, options).map_err(cuda_error)?;
+    let name = CudaLayout::new(plan, options).map_err(cuda_error)?.name;
     compile_source(&source, &name, arch)
 }
 
+/// Compiles CUDA C `source` (module `name`) for `sm_<arch>`.
 pub fn compile_source(source: &str, name: &str, arch: u32) -> Result<CompiledModule, SataError> {
     if !ffi::nvrtc_present() {
         return Err(no_nvrtc());

@@ -1,0 +1,15 @@
+//! The CPU backend: the generic program for any configuration ([`generic`]), the specialized
+//! kernels generated for one ([`kernel`], their drivers, SIMD sweeps and scratch), both run by
+//! one lane loop ([`backend`]); and the cache-line aligned storage states live in.
+
+pub(crate) mod aligned;
+mod backend;
+pub mod driver;
+pub(crate) mod features;
+pub(crate) mod generic;
+pub mod kernel;
+pub(crate) mod scratch;
+pub mod simd;
+pub(crate) mod specialized;
+
+pub(crate) use backend::CpuBackend;
