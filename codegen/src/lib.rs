@@ -49,8 +49,5 @@ pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WOR
 pub use contract::Entry;
 pub use cost::CostModel;
 pub use error_bound::{BoundError, TaylorBound};
-pub use plan::{FeatureRun, FeatureStatement, KernelPlan, OrderPlan, Unroll};
+pub use plan::{FeatureRun, FeatureStatement, GENERATOR_VERSION, KernelPlan, OrderPlan, Unroll};
 pub use render::{RenderError, Target};
-
-/// Version of the generator, recorded in checkpoints and (later) in generated-code headers.
-pub const GENERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");

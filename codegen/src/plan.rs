@@ -9,6 +9,9 @@ use crate::basis::Basis;
 use crate::config::KernelConfig;
 use crate::cost::CostModel;
 
+/// Version of the generator, recorded in every generated kernel's header and descriptor.
+pub const GENERATOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// How a target emits the feature program. Each target picks one by its own rule (its
 /// compiler's cost grows differently with the program's size); its options can force either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,7 +145,7 @@ impl KernelPlan {
             decode_flops: cost.decode_flops,
             orders,
             weights: basis.weights().to_vec(),
-            generator_version: crate::GENERATOR_VERSION,
+            generator_version: GENERATOR_VERSION,
         }
     }
 
