@@ -1,10 +1,11 @@
 //! The main job on generated data, no GPU needed: SATA attention over a random sequence, checked
-//! against exact softmax attention and the exact Taylor reference, plus a `sata attend` run on
-//! the same data written as `.npy` files.
+//! against exact softmax attention and the exact Taylor reference, plus a `sata attend` run (the
+//! command line's own code, `sata::cli`, in this process) on the same data written as `.npy`
+//! files, whose output is read back and compared with the library's.
 //!
 //! `cargo run --release --example quickstart`
 
-use std::process::Command;
+use std::process::ExitCode;
 
 use npyz::WriterBuilder;
 use sata::codegen::CostModel;
@@ -79,7 +80,12 @@ fn write_npy(path: &std::path::Path, data: &[f32]) -> std::io::Result<()> {
     w.finish()
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn read_npy(path: &std::path::Path) -> Result<Vec<f32>, Box<dyn std::error::Error>> {
+    let bytes = std::fs::read(path)?;
+    Ok(npyz::NpyFile::new(&bytes[..])?.into_vec::<f32>()?)
+}
+
+fn main() -> Result<ExitCode, Box<dyn std::error::Error>> {
     let n = HEADS * TOKENS * D;
     let (q, k, v) = (normal(n, 1), normal(n, 2), normal(n, 3));
     let as_f32 = |x: &[f64]| x.iter().map(|&a| a as f32).collect::<Vec<f32>>();
@@ -96,6 +102,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  P  features  state/head  KV break-even  vs exact Taylor  vs softmax  (tokens >= 64)  bad denominators"
     );
+    let mut library_p4 = Vec::new();
     for terms in 2..=6 {
         let config = KernelConfig::new(D, D, terms)?;
         let attention = Attention::<f32>::new(config)?;
@@ -107,6 +114,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             TensorRef::value(&v32, shape)?,
         )?;
         let y64: Vec<f64> = y.output.data.iter().map(|&a| a as f64).collect();
+        if terms == 4 {
+            library_p4 = y.output.data.clone();
+        }
         let taylor = exact(&q, &k, &v, |x| {
             (0..terms)
                 .fold((0.0, 1.0), |(sum, term), p| {
@@ -133,38 +143,47 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, data) in [("q", &q32), ("k", &k32), ("v", &v32)] {
         write_npy(&dir.join(format!("{name}.npy")), data)?;
     }
-    let sata = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|profile| profile.join("sata"))
-        .filter(|p| p.exists());
     let arg = |name: &str| dir.join(name).display().to_string();
     let args = [
-        "attend",
-        "--q",
-        &arg("q.npy"),
-        "--k",
-        &arg("k.npy"),
-        "--v",
-        &arg("v.npy"),
-        "--out",
-        &arg("y.npy"),
-        "--terms",
-        "4",
-        "--stats",
+        "sata".to_string(),
+        "attend".into(),
+        "--q".into(),
+        arg("q.npy"),
+        "--k".into(),
+        arg("k.npy"),
+        "--v".into(),
+        arg("v.npy"),
+        "--out".into(),
+        arg("y.npy"),
+        "--terms".into(),
+        "4".into(),
+        "--stats".into(),
     ];
-    println!("\nsata {}", args.join(" "));
-    match sata {
-        Some(bin) => {
-            let status = Command::new(bin).args(args).status()?;
-            println!("{status}; outputs in {}", arg("y.npy"));
-        }
-        None => println!("(build the CLI first: cargo build --release)"),
+    println!("\n{}", args.join(" "));
+    let status = sata::cli::run(&args);
+    if status != ExitCode::SUCCESS {
+        return Ok(status);
     }
+    let y = read_npy(&dir.join("y.npy"))?;
+    let same = y == library_p4;
+    println!(
+        "sata attend wrote {} outputs to {}: {} the library's P = 4 outputs above",
+        y.len(),
+        arg("y.npy"),
+        if same {
+            "identical to"
+        } else {
+            "DIFFERENT from"
+        }
+    );
     println!(
         "\nP even has an odd top degree: a pair's weight is negative for q·k/c below -1 (P=2),\n\
          -1.596 (P=4) or -2.181 (P=6), so early tokens (few keys) can get a non-positive\n\
          denominator; those outputs are zeros and counted. P odd never does."
     );
-    Ok(())
+    Ok(if same {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
