@@ -495,10 +495,10 @@ fn find_cycle(edges: &BTreeMap<Vec<String>, BTreeMap<Vec<String>, String>>) -> O
     }
     let mut marks = BTreeMap::new();
     for node in edges.keys() {
-        if !marks.contains_key(node) {
-            if let Some(cycle) = visit(node, edges, &mut marks, &mut Vec::new()) {
-                return Some(cycle);
-            }
+        if !marks.contains_key(node)
+            && let Some(cycle) = visit(node, edges, &mut marks, &mut Vec::new())
+        {
+            return Some(cycle);
         }
     }
     None

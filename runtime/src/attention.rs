@@ -6,7 +6,6 @@ use crate::backend::{
     BackendKind, BackendRequest, BackendUnavailable, HostBackend, Selection, of_f32, open, resolve,
 };
 use crate::call::{Call, Store};
-use crate::checks::output_len;
 use crate::cpu::CpuBackend;
 use crate::cpu::kernel::{KernelDescriptor, SpecializedKernel};
 use crate::cpu::simd::Isa;
@@ -210,9 +209,9 @@ impl<T: Element> Attention<T> {
         k: TensorRef<'_, T>,
         v: TensorRef<'_, T>,
     ) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
-        let stats = self.prefill_into(state, q, k, v, &mut out)?;
-        Ok(Attended::new(&self.config, q.shape(), out, stats))
+        Attended::collect(&self.config, &q, |out| {
+            self.prefill_into(state, q, k, v, out)
+        })
     }
 
     /// [`prefill`](Self::prefill) into a caller-provided `[batch, heads, tokens, d_v]` buffer.
@@ -237,9 +236,9 @@ impl<T: Element> Attention<T> {
         k: TensorRef<'_, T>,
         v: TensorRef<'_, T>,
     ) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
-        let stats = self.decode_into(state, q, k, v, &mut out)?;
-        Ok(Attended::new(&self.config, q.shape(), out, stats))
+        Attended::collect(&self.config, &q, |out| {
+            self.decode_into(state, q, k, v, out)
+        })
     }
 
     /// [`decode`](Self::decode) into a caller-provided `[batch, heads, 1, d_v]` buffer, with no
@@ -271,9 +270,7 @@ impl<T: Element> Attention<T> {
 
     /// Answers queries from the state (every key in it is visible to every query).
     pub fn query(&self, state: &State<T>, q: TensorRef<'_, T>) -> Result<Attended<T>, SataError> {
-        let mut out = vec![T::zero(); output_len(&self.config, &q)?];
-        let stats = self.query_into(state, q, &mut out)?;
-        Ok(Attended::new(&self.config, q.shape(), out, stats))
+        Attended::collect(&self.config, &q, |out| self.query_into(state, q, out))
     }
 
     /// [`query`](Self::query) into a caller-provided `[batch, heads, queries, d_v]` buffer.

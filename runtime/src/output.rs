@@ -2,9 +2,12 @@
 
 use sata_codegen::KernelConfig;
 
+use crate::checks::output_len;
+use crate::element::Element;
+use crate::error::SataError;
 use crate::shape::Shape;
 use crate::stats::CallStats;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, TensorRef};
 
 /// Outputs of one call and what the call saw.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,15 +17,23 @@ pub struct Attended<T> {
     pub stats: CallStats,
 }
 
-impl<T> Attended<T> {
-    /// The outputs of the queries `q` (shape `q`, last dimension replaced by `d_v`).
-    pub(crate) fn new(config: &KernelConfig, q: Shape, data: Vec<T>, stats: CallStats) -> Self {
-        Self {
+impl<T: Element> Attended<T> {
+    /// Runs `call` (a call's `*_into` form) into a fresh output buffer for the queries `q`:
+    /// the allocating form of every call.
+    pub(crate) fn collect(
+        config: &KernelConfig,
+        q: &TensorRef<'_, T>,
+        call: impl FnOnce(&mut [T]) -> Result<CallStats, SataError>,
+    ) -> Result<Self, SataError> {
+        let mut data = vec![T::zero(); output_len(config, q)?];
+        let stats = call(&mut data)?;
+        let q = q.shape();
+        Ok(Self {
             output: Tensor {
                 data,
                 shape: Shape::new(q.batch, q.heads, q.tokens, config.d_v()),
             },
             stats,
-        }
+        })
     }
 }

@@ -1,18 +1,18 @@
 //! Attention on states that stay in a device's memory: the calls of [`crate::Attention`],
 //! written once for every device.
 
-use sata_codegen::{Entry, KernelConfig};
+use sata_codegen::KernelConfig;
 
 use super::contract::{Device, StateAccess};
 use super::kernels::{DeviceKernels, Inputs};
 use super::state::DeviceState;
 use crate::call::Call;
-use crate::checks::{output_len, same_config};
+use crate::checks::same_config;
 use crate::error::SataError;
 use crate::output::Attended;
 use crate::state::{Accumulation, State, StateHeader};
 use crate::stats::{CallStats, DenominatorPolicy};
-use crate::tensor::{Qkv, TensorRef};
+use crate::tensor::TensorRef;
 
 /// Symmetry-aware Taylor attention with generated kernels on a device, f32, for one
 /// configuration: `crate::wgpu::WgpuAttention` and `crate::cuda::CudaAttention`.
@@ -102,9 +102,9 @@ impl<D: Device> DeviceAttention<D> {
         k: TensorRef<'_, f32>,
         v: TensorRef<'_, f32>,
     ) -> Result<Attended<f32>, SataError> {
-        let mut out = vec![0.0; output_len(self.config(), &q)?];
-        let stats = self.prefill_into(state, q, k, v, &mut out)?;
-        Ok(Attended::new(self.config(), q.shape(), out, stats))
+        Attended::collect(self.config(), &q, |out| {
+            self.prefill_into(state, q, k, v, out)
+        })
     }
 
     /// [`prefill`](Self::prefill) into a caller-provided `[batch, heads, tokens, d_v]` buffer.
@@ -118,7 +118,7 @@ impl<D: Device> DeviceAttention<D> {
     ) -> Result<CallStats, SataError> {
         self.kernels.device.accepts(&state.device)?;
         self.call().prefill(state, (q, k, v), out, |s, out| {
-            self.causal(s, (q, k, v), out)
+            self.update(s, Inputs::causal((q, k, v)), out)
         })
     }
 
@@ -130,9 +130,9 @@ impl<D: Device> DeviceAttention<D> {
         k: TensorRef<'_, f32>,
         v: TensorRef<'_, f32>,
     ) -> Result<Attended<f32>, SataError> {
-        let mut out = vec![0.0; output_len(self.config(), &q)?];
-        let stats = self.decode_into(state, q, k, v, &mut out)?;
-        Ok(Attended::new(self.config(), q.shape(), out, stats))
+        Attended::collect(self.config(), &q, |out| {
+            self.decode_into(state, q, k, v, out)
+        })
     }
 
     /// [`decode`](Self::decode) into a caller-provided `[batch, heads, 1, d_v]` buffer.
@@ -146,7 +146,7 @@ impl<D: Device> DeviceAttention<D> {
     ) -> Result<CallStats, SataError> {
         self.kernels.device.accepts(&state.device)?;
         self.call().decode(state, (q, k, v), out, |s, out| {
-            self.causal(s, (q, k, v), out)
+            self.update(s, Inputs::causal((q, k, v)), out)
         })
     }
 
@@ -161,16 +161,7 @@ impl<D: Device> DeviceAttention<D> {
     ) -> Result<(), SataError> {
         self.kernels.device.accepts(&state.device)?;
         self.call().absorb(state, (k, v), |s| {
-            let inputs = Inputs {
-                q: None,
-                kv: Some((k.data(), v.data())),
-                tokens: k.shape().tokens,
-            };
-            let header = s.header;
-            let access = StateAccess::Write(&mut s.memory);
-            self.kernels
-                .run(Entry::Absorb, &header, access, inputs, &mut [])
-                .map(drop)
+            self.update(s, Inputs::absorb((k, v)), &mut []).map(drop)
         })
     }
 
@@ -180,9 +171,7 @@ impl<D: Device> DeviceAttention<D> {
         state: &DeviceState<D>,
         q: TensorRef<'_, f32>,
     ) -> Result<Attended<f32>, SataError> {
-        let mut out = vec![0.0; output_len(self.config(), &q)?];
-        let stats = self.query_into(state, q, &mut out)?;
-        Ok(Attended::new(self.config(), q.shape(), out, stats))
+        Attended::collect(self.config(), &q, |out| self.query_into(state, q, out))
     }
 
     /// [`query`](Self::query) into a caller-provided `[batch, heads, queries, d_v]` buffer.
@@ -194,14 +183,8 @@ impl<D: Device> DeviceAttention<D> {
     ) -> Result<CallStats, SataError> {
         self.kernels.device.accepts(&state.device)?;
         self.call().query(state, q, out, |s, out| {
-            let inputs = Inputs {
-                q: Some(q.data()),
-                kv: None,
-                tokens: q.shape().tokens,
-            };
             let access = StateAccess::Read(&s.memory);
-            self.kernels
-                .run(Entry::Query, &s.header, access, inputs, out)
+            self.kernels.run(&s.header, access, Inputs::query(q), out)
         })
     }
 
@@ -224,23 +207,15 @@ impl<D: Device> DeviceAttention<D> {
         }
     }
 
-    /// The compute step of prefill and decode: one launch of the causal entry for the call's
-    /// token count.
-    fn causal(
+    /// The compute step of the calls that add tokens: one launch that writes the state.
+    fn update(
         &self,
         state: &mut DeviceState<D>,
-        (q, k, v): Qkv<'_, f32>,
+        inputs: Inputs<'_>,
         out: &mut [f32],
     ) -> Result<CallStats, SataError> {
-        let tokens = k.shape().tokens;
-        let inputs = Inputs {
-            q: Some(q.data()),
-            kv: Some((k.data(), v.data())),
-            tokens,
-        };
         let header = state.header;
         let access = StateAccess::Write(&mut state.memory);
-        self.kernels
-            .run(Entry::causal_for(tokens), &header, access, inputs, out)
+        self.kernels.run(&header, access, inputs, out)
     }
 }

@@ -10,6 +10,7 @@ use super::contract::{Device, Launch, StateAccess};
 use crate::error::SataError;
 use crate::state::{Accumulation, StateHeader};
 use crate::stats::{CallStats, answer};
+use crate::tensor::{Qkv, TensorRef};
 
 /// The kernels of one configuration on `device`: the plain ones, compiled when this is made,
 /// and the Kahan-compensated ones, compiled on the first compensated state.
@@ -21,12 +22,47 @@ pub(crate) struct DeviceKernels<D: Device> {
     compensated: Mutex<Option<Arc<D::Kernels>>>,
 }
 
-/// The inputs of one run: queries for entries that answer, keys and values for entries that
-/// update, each `lanes * tokens` rows.
+/// One run: the entry, and its inputs (queries for entries that answer, keys and values for
+/// entries that update, each `lanes * tokens` rows).
 pub(crate) struct Inputs<'a> {
+    pub entry: Entry,
     pub q: Option<&'a [f32]>,
     pub kv: Option<(&'a [f32], &'a [f32])>,
     pub tokens: usize,
+}
+
+impl<'a> Inputs<'a> {
+    /// A causal call: its queries, keys and values, run by the causal entry for its token
+    /// count.
+    pub fn causal((q, k, v): Qkv<'a, f32>) -> Self {
+        let tokens = k.shape().tokens;
+        Self {
+            entry: Entry::causal_for(tokens),
+            q: Some(q.data()),
+            kv: Some((k.data(), v.data())),
+            tokens,
+        }
+    }
+
+    /// An absorb: its keys and values.
+    pub fn absorb((k, v): (TensorRef<'a, f32>, TensorRef<'a, f32>)) -> Self {
+        Self {
+            entry: Entry::Absorb,
+            q: None,
+            kv: Some((k.data(), v.data())),
+            tokens: k.shape().tokens,
+        }
+    }
+
+    /// A query call: its queries.
+    pub fn query(q: TensorRef<'a, f32>) -> Self {
+        Self {
+            entry: Entry::Query,
+            q: Some(q.data()),
+            kv: None,
+            tokens: q.shape().tokens,
+        }
+    }
 }
 
 impl<D: Device> DeviceKernels<D> {
@@ -78,19 +114,18 @@ impl<D: Device> DeviceKernels<D> {
         )
     }
 
-    /// Runs `entry` on the state `state` (whose header before the call is `header`), with
-    /// `inputs` validated by the caller against that header: one launch, then (for an entry
-    /// that answers) the sums read back, divided into `out` and counted.
+    /// Runs `inputs` on the state `state` (whose header before the call is `header`), the
+    /// inputs validated by the caller against that header: one launch, then (for an entry that
+    /// answers) the sums read back, divided into `out` and counted.
     pub fn run(
         &self,
-        entry: Entry,
         header: &StateHeader,
         state: StateAccess<'_, D::Memory>,
         inputs: Inputs<'_>,
         out: &mut [f32],
     ) -> Result<CallStats, SataError> {
         let mut stats = CallStats::default();
-        let tokens = inputs.tokens;
+        let (entry, tokens) = (inputs.entry, inputs.tokens);
         if tokens == 0 {
             return Ok(stats);
         }
