@@ -5,7 +5,7 @@
 //! `cargo bench --bench generic` prints criterion's report, then a table with explicit units:
 //! time per step, GFLOP/s (FLOPs as counted by `CostModel::decode_flops`), GB/s of state
 //! traffic (the state is read and written once per token), and the ratios to the FMA peak of
-//! DESIGN.md section 5 and to the stream floor measured here.
+//! the machine floors of `docs/design.md` and to the stream floor measured here.
 
 mod common;
 
@@ -23,7 +23,7 @@ const TERMS: usize = 4;
 const DECODE_HEADS: [usize; 4] = [1, 4, 16, 64];
 const PREFILL_HEADS: [usize; 2] = [1, 64];
 const PREFILL_TOKENS: usize = 128;
-/// f32 FMA throughput of one core of the reference machine (DESIGN.md section 5, 2026-11-22).
+/// f32 FMA throughput of one core of the reference machine (the dev VM of 2026-11-22, `docs/design.md`).
 const DESIGN_FMA_PEAK_GFLOPS: f64 = 105.0;
 
 fn config() -> KernelConfig {

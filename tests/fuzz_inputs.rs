@@ -2,7 +2,7 @@
 //! checkpoints through the loader, and random configurations through `KernelConfig`. Every case
 //! must end in a value that satisfies the type's invariants or in a typed error; a panic, an
 //! out-of-bounds access or a huge allocation fails the test. (The `.npy` reader is fuzzed the
-//! same way by the unit tests in `src/bin/sata/npy.rs`.)
+//! same way by the unit tests in `src/cli/npy.rs`.)
 
 mod common;
 

@@ -1,7 +1,7 @@
 //! Long sequences in f32: the state's running sums over millions of tokens, plain against
 //! Kahan-compensated ([`Accumulation`]), checked against float64 sums of the same stream. Fast
 //! enough for CI (a few million tokens through `absorb`); the 10^7-token decode soak against
-//! an f64 run is `cargo bench --bench soak` (README, "Long sequences").
+//! an f64 run is `cargo bench --bench soak` (`docs/numerics.md`, "Long streams").
 
 mod common;
 

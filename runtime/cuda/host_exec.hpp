@@ -17,7 +17,7 @@
 //   deadlock on a GPU; here it is reported as an error instead of hanging.
 // - `atomicAdd` is a plain read-modify-write: only one fiber runs at a time.
 //
-// What this cannot catch (README, "CUDA backend"): the memory model (`__threadfence`, ordering
+// What this cannot catch (docs/backends/cuda.md): the memory model (`__threadfence`, ordering
 // between blocks, which here run in sequence), warp-synchronous code without collectives
 // (lanes here never run in lockstep), and tensor-core (mma) instructions, which it does not
 // provide. The generator's kernels use none of these: blocks communicate only through
@@ -281,7 +281,7 @@ inline void __syncthreads() { sata_host::yield_to_scheduler(sata_host::Wait::Bar
 inline void __syncwarp(unsigned int mask = 0xffffffffu) {
     sata_host::exchange<unsigned int>(mask, 0u, sata_host::lane_id());
 }
-// Memory fences order nothing here: one fiber runs at a time (README: not checked).
+// Memory fences order nothing here: one fiber runs at a time (docs/backends/cuda.md: not checked).
 inline void __threadfence() {}
 inline void __threadfence_block() {}
 

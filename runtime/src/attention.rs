@@ -190,8 +190,8 @@ impl<T: Element> Attention<T> {
     }
 
     /// An empty state whose sums accumulate as `accumulation` says: use
-    /// [`Accumulation::Compensated`] for sequences of millions of tokens in f32 (README,
-    /// "Numerics").
+    /// [`Accumulation::Compensated`] for sequences of millions of tokens in f32
+    /// (`docs/numerics.md`).
     pub fn new_state_with(
         &self,
         batch: usize,

@@ -219,7 +219,7 @@ pub fn problem_with_scale(
             // Mean 0.5: outputs are weighted averages of values, and averages of zero-mean
             // values shrink like 1/sqrt(tokens), which amplifies f32 rounding of the state
             // relative to the output. Near-zero outputs are a conditioning limit of any f32
-            // sum, noted in README, not what these tests measure.
+            // sum, noted in docs/numerics.md, not what these tests measure.
             v: normal(rng, lanes * n_k * d_v, 1.0)
                 .into_iter()
                 .map(|x| x + 0.5)

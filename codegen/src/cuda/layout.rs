@@ -174,9 +174,10 @@ impl CudaLayout {
     /// memory within 48 KiB and the chunk's per-token registers (numerators and values per
     /// column, the denominator and the two features of the current row,
     /// `chunk * (2 * cols_per_thread + 3)`) within 64, so that with the remaining working
-    /// registers the kernel fits its budget of 128 without spilling. (A share of 96, chunk 16
-    /// at one column per thread, spilled on sm_80 at d_v = 8: measured with NVRTC 12.9.) Decode (one token) is compiled against 64 registers, so that 16
-    /// blocks of 64 threads are resident per SM: decode waits on memory and needs the warps.
+    /// registers the kernel fits its budget of 128 without spilling (a share of 96 spilled on
+    /// sm_80 at d_v = 8, `docs/backends/cuda.md`). Decode (one token) is compiled against 64
+    /// registers, so that 16 blocks of 64 threads are resident per SM: decode waits on memory
+    /// and needs the warps.
     pub fn new(plan: &KernelPlan, options: &CudaOptions) -> Result<Self, CudaLimitError> {
         let compensated = options.compensated;
         let name = plan.variant_name(compensated);

@@ -59,13 +59,10 @@ pub trait FeatureProgram<const XP: usize, const MP: usize> {
 /// the words past the run's end spill onto the runs written after it.
 ///
 /// Generated code calls it with constant arguments, so it compiles to vector multiplies and
-/// stores with no bounds checks; one scalar statement per feature was bound by one store per
-/// cycle (0.3 us per feature map at d16 P4, about a fifth of the decode step).
-///
-/// It does not share a body with [`run_from_table`]: over one `[f32; VLEN]` array it is a
-/// single fixed-length loop. Shared vector-by-vector bodies made the runtime's debug build
-/// (its registry has over 11,000 straight-line features) take 2.5 to 10 minutes, against
-/// 30-50 s.
+/// stores with no bounds checks (one scalar statement per feature was bound by one store per
+/// cycle). It does not share a body with [`run_from_table`]: over one `[f32; VLEN]` array it
+/// is a single fixed-length loop, which keeps the runtime's debug build, whose registry holds
+/// over 11,000 straight-line features, to under a minute (`docs/backends/cpu.md`).
 #[inline(always)]
 pub fn run<const VLEN: usize, const XP: usize, const MP: usize>(
     x: &[f32; XP],

@@ -1,9 +1,10 @@
 //! The feature buffers of specialized kernels, kept per thread between calls.
 //!
-//! A decode step needs `2 (m + 7)` words of scratch (the key's and the query's features). Allocating
-//! and zeroing them on every call was 7% of a d16 P4 decode step (`perf record`, 2026-11-23),
-//! so each thread keeps its buffer and lends it to one call at a time. The buffer grows to the
-//! largest configuration the thread has run and is freed when the thread exits.
+//! A decode step needs `2 (m + 7)` words of scratch (the key's and the query's features).
+//! Allocating and zeroing them on every call was a measurable part of a small decode step
+//! (`docs/backends/cpu.md`), so each thread keeps its buffer and lends it to one call at a time.
+//! The buffer grows to the largest configuration the thread has run and is freed when the
+//! thread exits.
 
 use std::cell::Cell;
 
