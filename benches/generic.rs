@@ -30,7 +30,7 @@ fn config() -> KernelConfig {
     KernelConfig::new(D, D, TERMS).expect("valid config")
 }
 
-/// The generic path, forced: `Attention::new` would pick the registry's specialised kernel.
+/// The generic path, forced: `Attention::new` would pick the registry's specialized kernel.
 fn generic() -> Attention<f32> {
     let a = Attention::with_backend(config(), BackendRequest::Kind(BackendKind::CpuGeneric))
         .expect("attention");
