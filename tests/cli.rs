@@ -452,10 +452,18 @@ fn emit_and_info_describe_the_cuda_kernels() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("predicted H100"), "{text}");
     assert!(text.contains("sata_d16_v16_p4_prefill"), "{text}");
-    // --report compiles with NVRTC: the ptxas table for both architectures, no problems.
     // The WGSL target has the compensated kernels too; the Rust kernels need no variant.
     let out = sata(&[
-        "emit", "--target", "wgsl", "--d-k", "4", "--d-v", "4", "--terms", "3", "--compensated",
+        "emit",
+        "--target",
+        "wgsl",
+        "--d-k",
+        "4",
+        "--d-v",
+        "4",
+        "--terms",
+        "3",
+        "--compensated",
     ]);
     assert_ok(&out);
     let wgsl = String::from_utf8_lossy(&out.stdout);
@@ -464,9 +472,19 @@ fn emit_and_info_describe_the_cuda_kernels() {
         assert!(wgsl.contains(&format!("fn {}(", entry.name())), "{entry}");
     }
     let out = sata(&[
-        "emit", "--target", "rust", "--d-k", "4", "--d-v", "4", "--terms", "3", "--compensated",
+        "emit",
+        "--target",
+        "rust",
+        "--d-k",
+        "4",
+        "--d-v",
+        "4",
+        "--terms",
+        "3",
+        "--compensated",
     ]);
     assert_one_line_error(&out, "--compensated");
+    // --report compiles with NVRTC: the ptxas table for both architectures, no problems.
     let out = sata(&[
         "emit", "--target", "rust", "--d-k", "4", "--d-v", "4", "--terms", "3", "--report",
     ]);
