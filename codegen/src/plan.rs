@@ -164,6 +164,15 @@ impl KernelPlan {
         self.orders.iter().map(|o| o.runs.len()).sum()
     }
 
+    /// The adjoint of the feature program: its runs in reverse, so that every feature's
+    /// gradient is complete (all its children visited) before it is passed to its parent.
+    /// `J_Phi(x)^T u` is then, for each run `f[dest + i] = f[parent] * x[first + i]`:
+    /// `df[parent] += df[dest + i] x[first + i]` and `dx[first + i] += df[dest + i] f[parent]`,
+    /// starting from `df = u`: one multiply-add per feature per side, like the forward.
+    pub fn adjoint_runs(&self) -> impl Iterator<Item = &FeatureRun> {
+        self.orders.iter().rev().flat_map(|o| o.runs.iter().rev())
+    }
+
     /// The straight-line feature program: one statement per feature of order >= 1, in order.
     pub fn statements(&self) -> Vec<FeatureStatement> {
         self.orders
@@ -221,6 +230,19 @@ mod tests {
         for s in KernelPlan::new(&config).statements() {
             assert_eq!(basis.parent(s.dest), Some(s.parent));
             assert_eq!(basis.extra_coord(s.dest), Some(s.coord));
+        }
+    }
+
+    #[test]
+    fn the_adjoint_finishes_every_feature_before_its_parent_reads_it() {
+        let plan = KernelPlan::new(&KernelConfig::new(4, 2, 5).unwrap());
+        let runs: Vec<&FeatureRun> = plan.adjoint_runs().collect();
+        assert_eq!(runs.len(), plan.runs());
+        for (i, r) in runs.iter().enumerate() {
+            // Every run that uses one of this run's features as its parent came earlier.
+            for other in &runs[i + 1..] {
+                assert!(!(r.dest..r.dest + r.len).contains(&other.parent), "run {i}");
+            }
         }
     }
 

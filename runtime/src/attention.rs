@@ -15,7 +15,8 @@ use crate::error::SataError;
 use crate::output::Attended;
 use crate::state::{Accumulation, State, StateHeader};
 use crate::stats::{CallStats, DenominatorPolicy};
-use crate::tensor::TensorRef;
+use crate::tensor::{Tensor, TensorRef};
+use crate::training::{Gradients, Mode, Saved, StateGradient};
 
 /// Symmetry-aware Taylor attention for one configuration.
 ///
@@ -224,7 +225,7 @@ impl<T: Element> Attention<T> {
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
         self.call().prefill(state, (q, k, v), out, |state, out| {
-            self.backend.prefill(state, (q, k, v), out)
+            self.backend.prefill(state, (q, k, v), out, &mut [])
         })
     }
 
@@ -252,7 +253,7 @@ impl<T: Element> Attention<T> {
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
         self.call().decode(state, (q, k, v), out, |state, out| {
-            self.backend.prefill(state, (q, k, v), out)
+            self.backend.prefill(state, (q, k, v), out, &mut [])
         })
     }
 
@@ -281,7 +282,7 @@ impl<T: Element> Attention<T> {
         out: &mut [T],
     ) -> Result<CallStats, SataError> {
         self.call().query(state, q, out, |state, out| {
-            self.backend.query(state, q, out)
+            self.backend.query(state, q, out, &mut [])
         })
     }
 
@@ -296,6 +297,75 @@ impl<T: Element> Attention<T> {
         let mut state = self.new_state(k.shape().batch, k.shape().heads)?;
         self.absorb(&mut state, k, v)?;
         self.query(&state, q)
+    }
+
+    /// A forward that keeps what [`backward`](Self::backward) needs: causal (as
+    /// [`prefill`](Self::prefill)) or non-causal (as [`absorb`](Self::absorb) then
+    /// [`query`](Self::query)) on `state`, which it advances like those calls. The record holds
+    /// copies of the inputs, the outputs, each query's denominator and the state before the
+    /// call. On an error the state is left as it was.
+    pub fn forward_for_training(
+        &self,
+        state: &mut State<T>,
+        mode: Mode,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<(Attended<T>, Saved<T>), SataError> {
+        let initial = state.clone();
+        let queries = q.shape().lanes() * q.shape().tokens;
+        let mut dens = vec![f64::NAN; queries];
+        let result = match mode {
+            Mode::Causal => Attended::collect(&self.config, &q, |out| {
+                self.call().prefill(state, (q, k, v), out, |s, out| {
+                    self.backend.prefill(s, (q, k, v), out, &mut dens)
+                })
+            }),
+            Mode::NonCausal => self.absorb(state, k, v).and_then(|()| {
+                Attended::collect(&self.config, &q, |out| {
+                    self.call().query(state, q, out, |s, out| {
+                        self.backend.query(s, q, out, &mut dens)
+                    })
+                })
+            }),
+        };
+        let attended = match result {
+            Ok(attended) => attended,
+            Err(e) => {
+                *state = initial;
+                return Err(e);
+            }
+        };
+        let owned = |t: TensorRef<'_, T>| Tensor {
+            data: t.data().to_vec(),
+            shape: t.shape(),
+        };
+        let saved = Saved {
+            config: self.config,
+            mode,
+            q: owned(q),
+            k: owned(k),
+            v: owned(v),
+            y: attended.output.data.clone(),
+            dens,
+            initial,
+        };
+        Ok((attended, saved))
+    }
+
+    /// The gradients of `L = sum(y * dy)` for the forward `saved` recorded, with respect to
+    /// its queries, keys, values and starting state; with `d_final_state`, of
+    /// `L + sum(S_final * d_final_state)`, the state after the forward being an output too.
+    ///
+    /// Computed by the two passes of `docs/design.md` ("Gradients"), in f64 accumulation on the
+    /// CPU whichever backend ran the forward; the result has the forward's element type.
+    pub fn backward(
+        &self,
+        saved: &Saved<T>,
+        dy: TensorRef<'_, T>,
+        d_final_state: Option<&StateGradient<T>>,
+    ) -> Result<Gradients<T>, SataError> {
+        crate::cpu::backward::run(&self.config, saved, dy, d_final_state)
     }
 
     fn call(&self) -> Call<'_> {

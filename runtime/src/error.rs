@@ -91,6 +91,14 @@ pub enum SataError {
     },
 
     #[error(
+        "a training record of {saved} was given to the backward of an attention for {attention}"
+    )]
+    SavedConfigMismatch {
+        saved: KernelConfig,
+        attention: KernelConfig,
+    },
+
+    #[error(
         "state holds non-finite values (an earlier call overflowed {dtype}); reset it or restore a checkpoint"
     )]
     StatePoisoned { dtype: DType },

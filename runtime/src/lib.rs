@@ -30,6 +30,7 @@ mod shape;
 mod state;
 mod stats;
 mod tensor;
+mod training;
 #[cfg(feature = "wgpu")]
 pub mod wgpu;
 
@@ -49,3 +50,4 @@ pub use shape::{Role, Shape};
 pub use state::{Accumulation, State, StateHeader};
 pub use stats::{CallStats, DenominatorPolicy, TINY_WEIGHT_PER_KEY};
 pub use tensor::{Tensor, TensorRef};
+pub use training::{Gradients, Mode, Saved, StateGradient};

@@ -7,6 +7,10 @@ pub enum Role {
     Key,
     Value,
     Output,
+    /// The gradient of the outputs, `dy`, given to a backward.
+    OutputGradient,
+    /// The gradient of a final state, given to a backward.
+    StateGradient,
 }
 
 impl std::fmt::Display for Role {
@@ -16,6 +20,8 @@ impl std::fmt::Display for Role {
             Role::Key => "key",
             Role::Value => "value",
             Role::Output => "output",
+            Role::OutputGradient => "output gradient",
+            Role::StateGradient => "state gradient",
         })
     }
 }

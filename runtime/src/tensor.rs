@@ -43,6 +43,11 @@ impl<'a, T: Element> TensorRef<'a, T> {
         Self::new(Role::Key, data, shape)
     }
 
+    /// Shorthand for the gradient of outputs (`dy`, given to a backward).
+    pub fn output_gradient(data: &'a [T], shape: impl Into<Shape>) -> Result<Self, SataError> {
+        Self::new(Role::OutputGradient, data, shape)
+    }
+
     /// Shorthand for a value tensor.
     pub fn value(data: &'a [T], shape: impl Into<Shape>) -> Result<Self, SataError> {
         Self::new(Role::Value, data, shape)

@@ -31,13 +31,15 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
     }
 
     /// Causal attention: for every lane and token, add the key and value to the lane's state,
-    /// then answer the query into `out`. Each query sees the state's keys and its own prefix.
+    /// then answer the query into `out`, and its denominator into `dens` unless `dens` is
+    /// empty (training keeps them). Each query sees the state's keys and its own prefix.
     /// Leaves the header (token count, key norm) to the caller.
     fn prefill(
         &self,
         state: &mut State<T>,
         qkv: Qkv<'_, T>,
         out: &mut [T],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError>;
 
     /// Adds every key and value to its lane's state, answering nothing.
@@ -47,11 +49,13 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
         kv: (TensorRef<'_, T>, TensorRef<'_, T>),
     ) -> Result<(), SataError>;
 
-    /// Answers every query from its lane's state, which stays unchanged.
+    /// Answers every query from its lane's state, which stays unchanged; denominators into
+    /// `dens` as for [`HostBackend::prefill`].
     fn query(
         &self,
         state: &State<T>,
         q: TensorRef<'_, T>,
         out: &mut [T],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError>;
 }

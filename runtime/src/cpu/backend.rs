@@ -66,16 +66,21 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         state: &mut State<T>,
         (q, k, v): Qkv<'_, T>,
         out: &mut [T],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
         let mut stats = CallStats::default();
         let mut scratch = self.0.scratch();
         let (heads, before) = (state.heads(), state.tokens());
-        let block = q.shape().tokens * state.config().d_v();
+        let n = q.shape().tokens;
+        let block = n * state.config().d_v();
         for (lane, lane_state) in state.lanes_mut().enumerate() {
             let out = &mut out[lane * block..(lane + 1) * block];
             let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
             self.0
                 .prefill(&mut scratch, lane_state, qkv, out, &mut |t, a| {
+                    if let Some(d) = dens.get_mut(lane * n + t) {
+                        *d = a.denominator;
+                    }
                     stats.record_answer((lane, heads), t, a, before + t as u64 + 1)
                 });
         }
@@ -100,15 +105,20 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         state: &State<T>,
         q: TensorRef<'_, T>,
         out: &mut [T],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
         let mut stats = CallStats::default();
         let mut scratch = self.0.scratch();
         let (heads, keys) = (state.heads(), state.tokens());
-        let block = q.shape().tokens * state.config().d_v();
+        let n = q.shape().tokens;
+        let block = n * state.config().d_v();
         for (lane, lane_state) in state.lanes().enumerate() {
             let out = &mut out[lane * block..(lane + 1) * block];
             self.0
                 .query(&mut scratch, lane_state, q.lane(lane), out, &mut |t, a| {
+                    if let Some(d) = dens.get_mut(lane * n + t) {
+                        *d = a.denominator;
+                    }
                     stats.record_answer((lane, heads), t, a, keys)
                 });
         }

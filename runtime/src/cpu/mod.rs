@@ -4,6 +4,7 @@
 
 pub(crate) mod aligned;
 mod backend;
+pub(crate) mod backward;
 pub mod driver;
 pub(crate) mod features;
 pub(crate) mod generic;

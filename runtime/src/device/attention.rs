@@ -184,7 +184,8 @@ impl<D: Device> DeviceAttention<D> {
         self.kernels.device.accepts(&state.device)?;
         self.call().query(state, q, out, |s, out| {
             let access = StateAccess::Read(&s.memory);
-            self.kernels.run(&s.header, access, Inputs::query(q), out)
+            self.kernels
+                .run(&s.header, access, Inputs::query(q), out, &mut [])
         })
     }
 
@@ -216,6 +217,6 @@ impl<D: Device> DeviceAttention<D> {
     ) -> Result<CallStats, SataError> {
         let header = state.header;
         let access = StateAccess::Write(&mut state.memory);
-        self.kernels.run(&header, access, inputs, out)
+        self.kernels.run(&header, access, inputs, out, &mut [])
     }
 }

@@ -17,10 +17,12 @@ impl<D: Device> DeviceKernels<D> {
         state: &mut State<f32>,
         inputs: Inputs<'_>,
         out: &mut [f32],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
         let mut memory = self.device.upload(state.padded())?;
         let header = *state.header();
-        let stats = self.run(&header, StateAccess::Write(&mut memory), inputs, out)?;
+        let access = StateAccess::Write(&mut memory);
+        let stats = self.run(&header, access, inputs, out, dens)?;
         self.device.read(&memory, state.padded_mut())?;
         Ok(stats)
     }
@@ -36,8 +38,9 @@ impl<D: Device> HostBackend<f32> for DeviceKernels<D> {
         state: &mut State<f32>,
         qkv: Qkv<'_, f32>,
         out: &mut [f32],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
-        self.round_trip(state, Inputs::causal(qkv), out)
+        self.round_trip(state, Inputs::causal(qkv), out, dens)
     }
 
     fn absorb(
@@ -45,7 +48,7 @@ impl<D: Device> HostBackend<f32> for DeviceKernels<D> {
         state: &mut State<f32>,
         kv: (TensorRef<'_, f32>, TensorRef<'_, f32>),
     ) -> Result<(), SataError> {
-        self.round_trip(state, Inputs::absorb(kv), &mut [])
+        self.round_trip(state, Inputs::absorb(kv), &mut [], &mut [])
             .map(drop)
     }
 
@@ -54,9 +57,10 @@ impl<D: Device> HostBackend<f32> for DeviceKernels<D> {
         state: &State<f32>,
         q: TensorRef<'_, f32>,
         out: &mut [f32],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
         let memory = self.device.upload(state.padded())?;
         let access = StateAccess::Read(&memory);
-        self.run(state.header(), access, Inputs::query(q), out)
+        self.run(state.header(), access, Inputs::query(q), out, dens)
     }
 }

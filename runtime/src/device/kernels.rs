@@ -116,13 +116,15 @@ impl<D: Device> DeviceKernels<D> {
 
     /// Runs `inputs` on the state `state` (whose header before the call is `header`), the
     /// inputs validated by the caller against that header: one launch, then (for an entry that
-    /// answers) the sums read back, divided into `out` and counted.
+    /// answers) the sums read back, divided into `out` and counted, and the denominators kept
+    /// in `dens` unless it is empty.
     pub fn run(
         &self,
         header: &StateHeader,
         state: StateAccess<'_, D::Memory>,
         inputs: Inputs<'_>,
         out: &mut [f32],
+        dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
         let mut stats = CallStats::default();
         let (entry, tokens) = (inputs.entry, inputs.tokens);
@@ -174,7 +176,11 @@ impl<D: Device> DeviceKernels<D> {
                 true => header.tokens + token as u64 + 1,
                 false => header.tokens,
             };
-            stats.record_answer((lane, header.heads), token, answer(sums, y), keys);
+            let answer = answer(sums, y);
+            if let Some(d) = dens.get_mut(i) {
+                *d = answer.denominator;
+            }
+            stats.record_answer((lane, header.heads), token, answer, keys);
         }
         Ok(stats)
     }

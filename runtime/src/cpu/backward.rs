@@ -1,0 +1,333 @@
+//! The backward of SATA attention on one (batch, head) lane, in f64 whatever the element type:
+//! the two passes over states of the forward's own shape (`docs/design.md`, "Gradients").
+//!
+//! With the forward's outputs `y_t` and denominators `D_t`, `delta_t = y_t · dy_t` and the
+//! augmented cotangent `dO'_t = [dy_t / D_t, -delta_t / D_t]`:
+//! - pass A rebuilds `S_t` (the state each query read) and gives
+//!   `dq_t = J_Phi(q_t)^T (W ∘ S_t dO'_t)`;
+//! - pass B accumulates `H_s = dS_final + sum_{t >= s} (W ∘ Phi(q_t)) dO'_t^T` (all queries for
+//!   non-causal attention) and gives `dv_s = H_s[:, :d_v]^T Phi(k_s)`,
+//!   `dk_s = J_Phi(k_s)^T (H_s [v_s, 1])`, and the gradient of the state the forward started
+//!   from, `H` before the first key.
+//!
+//! `J_Phi(x)^T u` is the adjoint of the feature program (`KernelPlan::adjoint_runs`). A query
+//! whose denominator was not positive got zeros from the forward and contributes nothing.
+
+use sata_codegen::{Basis, FeatureRun, KernelConfig, KernelPlan};
+
+use crate::checks::{Lanes, same_config};
+use crate::element::Element;
+use crate::error::SataError;
+use crate::shape::{Role, Shape};
+use crate::tensor::{Tensor, TensorRef};
+use crate::training::{Gradients, Mode, Saved, StateGradient};
+
+/// The tables of the backward of one configuration.
+#[derive(Debug)]
+pub(crate) struct Backward {
+    d_k: usize,
+    d_v: usize,
+    /// The feature program, in order.
+    runs: Vec<FeatureRun>,
+    /// Query-side weights `alpha_p C_p[j]`, in f64.
+    weights: Vec<f64>,
+}
+
+/// One lane's inputs of the backward, in f64: `[tokens, dim]` blocks.
+pub(crate) struct LaneInputs<'a> {
+    pub q: &'a [f64],
+    pub k: &'a [f64],
+    pub v: &'a [f64],
+    pub y: &'a [f64],
+    pub dy: &'a [f64],
+    pub dens: &'a [f64],
+    /// The lane's state before the forward, `m x (d_v + 1)` words `[S | Z]` per feature.
+    pub initial: &'a [f64],
+    /// The gradient of the lane's state after the forward, in the same layout, if any.
+    pub d_final: Option<&'a [f64]>,
+}
+
+/// One lane's gradients: `dq`, `dk`, `dv` as `[tokens, dim]` blocks and the gradient of the
+/// initial state in the `[S | Z]` per feature layout.
+pub(crate) struct LaneGradients<'a> {
+    pub dq: &'a mut [f64],
+    pub dk: &'a mut [f64],
+    pub dv: &'a mut [f64],
+    pub d_initial: &'a mut [f64],
+}
+
+impl Backward {
+    pub fn new(config: &KernelConfig) -> Self {
+        let plan = KernelPlan::new(config);
+        Self {
+            d_k: config.d_k(),
+            d_v: config.d_v(),
+            runs: plan.orders.iter().flat_map(|o| o.runs.clone()).collect(),
+            weights: Basis::new(config).weights().to_vec(),
+        }
+    }
+
+    fn features(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// `f = Phi(x)` by the prefix recurrence.
+    fn map(&self, x: &[f64], f: &mut [f64]) {
+        f[0] = 1.0;
+        for r in &self.runs {
+            let parent = f[r.parent];
+            for i in 0..r.len {
+                f[r.dest + i] = parent * x[r.first + i];
+            }
+        }
+    }
+
+    /// `dx += J_Phi(x)^T u`, with `f = Phi(x)`; `u` is consumed (it ends holding the gradient
+    /// of every feature, parents included).
+    fn adjoint(&self, x: &[f64], f: &[f64], u: &mut [f64], dx: &mut [f64]) {
+        for r in self.runs.iter().rev() {
+            let mut to_parent = 0.0;
+            for i in 0..r.len {
+                let g = u[r.dest + i];
+                to_parent += g * x[r.first + i];
+                dx[r.first + i] += g * f[r.parent];
+            }
+            u[r.parent] += to_parent;
+        }
+    }
+
+    /// `dO'` of every query: zeros for a query whose denominator was not positive and finite.
+    /// Returns how many such queries there were.
+    fn cotangents(&self, y: &[f64], dy: &[f64], dens: &[f64], out: &mut [f64]) -> usize {
+        let (dv, row) = (self.d_v, self.d_v + 1);
+        let mut zeroed = 0;
+        for (t, o) in out.chunks_exact_mut(row).enumerate() {
+            let den = dens[t];
+            if !(den > 0.0 && den.is_finite()) {
+                o.fill(0.0);
+                zeroed += 1;
+                continue;
+            }
+            let (yt, dyt) = (&y[t * dv..(t + 1) * dv], &dy[t * dv..(t + 1) * dv]);
+            let delta: f64 = yt.iter().zip(dyt).map(|(a, b)| a * b).sum();
+            for (o, g) in o.iter_mut().zip(dyt) {
+                *o = g / den;
+            }
+            o[dv] = -delta / den;
+        }
+        zeroed
+    }
+
+    /// The gradients of one lane; `causal` needs as many queries as keys. Returns the number
+    /// of queries whose non-positive denominator zeroed their contribution.
+    pub fn lane(&self, causal: bool, x: &LaneInputs<'_>, g: LaneGradients<'_>) -> usize {
+        let (dk, dv, m, row) = (self.d_k, self.d_v, self.features(), self.d_v + 1);
+        let (nq, nk) = (x.q.len() / dk, x.k.len() / dk);
+        let mut dout = vec![0.0; nq * row];
+        let zeroed = self.cotangents(x.y, x.dy, x.dens, &mut dout);
+        let (mut f, mut u) = (vec![0.0; m], vec![0.0; m]);
+        let mut vp = vec![1.0; row];
+        let key = |s: usize, vp: &mut [f64]| {
+            vp[..dv].copy_from_slice(&x.v[s * dv..(s + 1) * dv]);
+            &x.k[s * dk..(s + 1) * dk]
+        };
+        // Pass A: the state each query read, then dq.
+        let mut state = x.initial.to_vec();
+        let add_key = |state: &mut [f64], f: &mut [f64], s: usize, vp: &mut [f64]| {
+            self.map(key(s, vp), f);
+            for (srow, fj) in state.chunks_exact_mut(row).zip(f.iter()) {
+                for (w, vc) in srow.iter_mut().zip(vp.iter()) {
+                    *w += fj * vc;
+                }
+            }
+        };
+        if !causal {
+            for s in 0..nk {
+                add_key(&mut state, &mut f, s, &mut vp);
+            }
+        }
+        for t in 0..nq {
+            if causal {
+                add_key(&mut state, &mut f, t, &mut vp);
+            }
+            let d = &dout[t * row..(t + 1) * row];
+            for ((uj, srow), w) in u.iter_mut().zip(state.chunks_exact(row)).zip(&self.weights) {
+                *uj = w * srow.iter().zip(d).map(|(a, b)| a * b).sum::<f64>();
+            }
+            let qt = &x.q[t * dk..(t + 1) * dk];
+            self.map(qt, &mut f);
+            self.adjoint(qt, &f, &mut u, &mut g.dq[t * dk..(t + 1) * dk]);
+        }
+        // Pass B, backward in time: H collects the weighted queries that saw each key.
+        let h = g.d_initial;
+        match x.d_final {
+            Some(d) => h.copy_from_slice(d),
+            None => h.fill(0.0),
+        }
+        let add_query = |h: &mut [f64], f: &mut [f64], t: usize| {
+            self.map(&x.q[t * dk..(t + 1) * dk], f);
+            let d = &dout[t * row..(t + 1) * row];
+            for ((hrow, fj), w) in h.chunks_exact_mut(row).zip(f.iter()).zip(&self.weights) {
+                let a = fj * w;
+                for (hc, dc) in hrow.iter_mut().zip(d) {
+                    *hc += a * dc;
+                }
+            }
+        };
+        if !causal {
+            for t in 0..nq {
+                add_query(h, &mut f, t);
+            }
+        }
+        for s in (0..nk).rev() {
+            if causal {
+                add_query(h, &mut f, s);
+            }
+            let ks = key(s, &mut vp);
+            self.map(ks, &mut f);
+            let dvs = &mut g.dv[s * dv..(s + 1) * dv];
+            for ((hrow, fj), uj) in h.chunks_exact(row).zip(&f).zip(u.iter_mut()) {
+                for (o, hc) in dvs.iter_mut().zip(hrow) {
+                    *o += hc * fj;
+                }
+                *uj = hrow.iter().zip(&vp).map(|(a, b)| a * b).sum();
+            }
+            self.adjoint(ks, &f, &mut u, &mut g.dk[s * dk..(s + 1) * dk]);
+        }
+        zeroed
+    }
+}
+
+/// The backward of the forward `saved` recorded, for an attention computing `config`: checks
+/// the record and the gradients given, then runs [`Backward::lane`] on every lane.
+pub(crate) fn run<T: Element>(
+    config: &KernelConfig,
+    saved: &Saved<T>,
+    dy: TensorRef<'_, T>,
+    d_final: Option<&StateGradient<T>>,
+) -> Result<Gradients<T>, SataError> {
+    if saved.config != *config {
+        return Err(SataError::SavedConfigMismatch {
+            saved: saved.config,
+            attention: *config,
+        });
+    }
+    let (qs, ks) = (saved.q.shape, saved.k.shape);
+    let lanes = Lanes {
+        config,
+        batch: qs.batch,
+        heads: qs.heads,
+    };
+    lanes.tensor(&dy, config.d_v(), "d_v")?;
+    if dy.shape().tokens != qs.tokens {
+        return Err(SataError::TokenMismatch {
+            role: Role::OutputGradient,
+            found: dy.shape().tokens,
+            against: "the forward's queries",
+            expected: qs.tokens,
+            hint: "",
+        });
+    }
+    let per_lane = config.state_words_per_head();
+    if let Some(d) = d_final {
+        same_config(&d.config, config)?;
+        if (d.batch, d.heads) != (qs.batch, qs.heads) {
+            return Err(SataError::BatchHeadsMismatch {
+                role: Role::StateGradient,
+                found: (d.batch, d.heads),
+                against: "the forward's state",
+                expected: (qs.batch, qs.heads),
+            });
+        }
+        TensorRef::new(
+            Role::StateGradient,
+            &d.data,
+            [d.batch, d.heads, config.features(), config.row_len()],
+        )?
+        .check_finite()?;
+    }
+    let backward = Backward::new(config);
+    let (dk_, dv_, m) = (config.d_k(), config.d_v(), config.features());
+    let causal = saved.mode == Mode::Causal;
+    let widen = |x: &[T]| x.iter().map(|x| x.widen()).collect::<Vec<f64>>();
+    let (nq, nk) = (qs.tokens, ks.tokens);
+    let mut dq = vec![T::zero(); saved.q.data.len()];
+    let mut dk = vec![T::zero(); saved.k.data.len()];
+    let mut dv = vec![T::zero(); saved.v.data.len()];
+    let mut d_initial = StateGradient::zeros(*config, qs.batch, qs.heads);
+    let mut zeroed = 0;
+    for (lane, state) in saved.initial.lanes().enumerate() {
+        let block = |x: &[T], n: usize, dim: usize| widen(&x[lane * n * dim..(lane + 1) * n * dim]);
+        // The lane's sums as `[S | Z]` rows (a compensated lane's compensation follows them).
+        let initial = to_rows(&widen(&state[..per_lane]), m, dv_);
+        let d_final_rows = d_final.map(|d| {
+            to_rows(
+                &widen(&d.data[lane * per_lane..(lane + 1) * per_lane]),
+                m,
+                dv_,
+            )
+        });
+        let (mut gq, mut gk, mut gv) = (
+            vec![0.0; nq * dk_],
+            vec![0.0; nk * dk_],
+            vec![0.0; nk * dv_],
+        );
+        let mut gs = vec![0.0; m * (dv_ + 1)];
+        let inputs = LaneInputs {
+            q: &block(&saved.q.data, nq, dk_),
+            k: &block(&saved.k.data, nk, dk_),
+            v: &block(&saved.v.data, nk, dv_),
+            y: &block(&saved.y, nq, dv_),
+            dy: &block(dy.data(), nq, dv_),
+            dens: &saved.dens[lane * nq..(lane + 1) * nq],
+            initial: &initial,
+            d_final: d_final_rows.as_deref(),
+        };
+        zeroed += backward.lane(
+            causal,
+            &inputs,
+            LaneGradients {
+                dq: &mut gq,
+                dk: &mut gk,
+                dv: &mut gv,
+                d_initial: &mut gs,
+            },
+        );
+        let narrow = |from: &[f64], to: &mut [T]| {
+            to.iter_mut()
+                .zip(from)
+                .for_each(|(t, &f)| *t = T::from_f64(f));
+        };
+        narrow(&gq, &mut dq[lane * nq * dk_..(lane + 1) * nq * dk_]);
+        narrow(&gk, &mut dk[lane * nk * dk_..(lane + 1) * nk * dk_]);
+        narrow(&gv, &mut dv[lane * nk * dv_..(lane + 1) * nk * dv_]);
+        narrow(
+            &from_rows(&gs, m, dv_),
+            &mut d_initial.data[lane * per_lane..(lane + 1) * per_lane],
+        );
+    }
+    let tensor = |data, shape: Shape| Tensor { data, shape };
+    Ok(Gradients {
+        dq: tensor(dq, qs),
+        dk: tensor(dk, ks),
+        dv: tensor(dv, saved.v.shape),
+        d_initial_state: d_initial,
+        zeroed_queries: zeroed,
+    })
+}
+
+/// A lane's planar words (`S`, `m x d_v`, then `Z`, `m`) as `m` rows of `[S | Z]`.
+fn to_rows(planar: &[f64], m: usize, d_v: usize) -> Vec<f64> {
+    let (s, z) = planar.split_at(m * d_v);
+    s.chunks_exact(d_v)
+        .zip(z)
+        .flat_map(|(row, &z)| row.iter().copied().chain([z]))
+        .collect()
+}
+
+/// The inverse of [`to_rows`].
+fn from_rows(rows: &[f64], m: usize, d_v: usize) -> Vec<f64> {
+    let rows: Vec<&[f64]> = rows.chunks_exact(d_v + 1).take(m).collect();
+    let s = rows.iter().flat_map(|r| r[..d_v].iter().copied());
+    s.chain(rows.iter().map(|r| r[d_v])).collect()
+}

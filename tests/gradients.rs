@@ -1,0 +1,507 @@
+//! The backward against complex-step derivatives of an exact reference computed here, not by the
+//! recurrence under test: `L = sum_t dy_t · y_t (+ <dS_final, S_final>)` with `y_t` from the
+//! quadratic form `sum_p (q·k)^p / (p! c^p)` over the call's keys, plus the starting state read
+//! through the monomial basis enumerated by brute force. Derivatives by complex step
+//! (`Im L(x + ih) / h`, exact to rounding), for every coordinate of q, k, v and of the
+//! starting state. The forward runs on every backend (`common::backends`), the backward on the
+//! CPU in f64; P = 1..6, d_k != d_v, causal with a context already in the state, non-causal
+//! cross attention, batch and heads > 1.
+
+mod common;
+
+use common::backends::{Backend, every_backend};
+use common::{Problem, normal, problem, rng};
+use sata::{
+    Attention, BackendKind, BackendRequest, Element, KernelConfig, Mode, SataError, State,
+    StateGradient, TensorRef,
+};
+
+/// A complex number: just what the reference needs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct C(f64, f64);
+
+impl std::ops::Add for C {
+    type Output = C;
+    fn add(self, o: C) -> C {
+        C(self.0 + o.0, self.1 + o.1)
+    }
+}
+
+impl std::ops::Mul for C {
+    type Output = C;
+    fn mul(self, o: C) -> C {
+        C(self.0 * o.0 - self.1 * o.1, self.0 * o.1 + self.1 * o.0)
+    }
+}
+
+impl std::ops::Div for C {
+    type Output = C;
+    fn div(self, o: C) -> C {
+        let d = o.0 * o.0 + o.1 * o.1;
+        C(
+            (self.0 * o.0 + self.1 * o.1) / d,
+            (self.1 * o.0 - self.0 * o.1) / d,
+        )
+    }
+}
+
+fn re(x: f64) -> C {
+    C(x, 0.0)
+}
+
+/// The sorted index tuples of every order `< terms`, in lexicographic order per order, and each
+/// one's weight `1 / (prod(count!) c^p)` (= `C_p / (p! c^p)`).
+fn monomials(d: usize, terms: usize, scale: f64) -> Vec<(Vec<usize>, f64)> {
+    let mut out = vec![(vec![], 1.0)];
+    let mut order: Vec<Vec<usize>> = vec![vec![]];
+    for p in 1..terms {
+        let mut next = Vec::new();
+        for m in &order {
+            let start = m.last().copied().unwrap_or(0);
+            for i in start..d {
+                let mut n = m.clone();
+                n.push(i);
+                next.push(n);
+            }
+        }
+        for m in &next {
+            let mut counts = vec![0u32; d];
+            m.iter().for_each(|&i| counts[i] += 1);
+            let fact: f64 = counts
+                .iter()
+                .map(|&c| (1..=c).map(f64::from).product::<f64>())
+                .product();
+            out.push((m.clone(), 1.0 / (fact * scale.powi(p as i32))));
+        }
+        order = next;
+    }
+    out
+}
+
+/// One lane's inputs, complex.
+struct Lane {
+    q: Vec<C>,
+    k: Vec<C>,
+    v: Vec<C>,
+    /// The starting state: `S` (`m x d_v`), then `Z` (`m`).
+    s0: Vec<C>,
+}
+
+struct Reference<'a> {
+    p: &'a Problem,
+    basis: Vec<(Vec<usize>, f64)>,
+    causal: bool,
+}
+
+impl Reference<'_> {
+    fn phi(&self, x: &[C], j: usize) -> C {
+        self.basis[j].0.iter().fold(re(1.0), |a, &i| a * x[i])
+    }
+
+    fn kappa(&self, q: &[C], k: &[C]) -> C {
+        let x = q.iter().zip(k).fold(re(0.0), |a, (&a1, &b1)| a + a1 * b1) * re(1.0 / self.p.scale);
+        let (mut term, mut sum) = (re(1.0), re(1.0));
+        for n in 1..self.p.terms {
+            term = term * x * re(1.0 / n as f64);
+            sum = sum + term;
+        }
+        sum
+    }
+
+    /// `sum_t dy_t · y_t + <d_final, S_final>` of one lane.
+    fn loss(&self, l: &Lane, dy: &[f64], d_final: Option<&[f64]>) -> C {
+        let (dk, dv, m) = (self.p.d_k, self.p.d_v, self.basis.len());
+        let (nq, nk) = (l.q.len() / dk, l.k.len() / dk);
+        let mut total = re(0.0);
+        for t in 0..nq {
+            let qt = &l.q[t * dk..(t + 1) * dk];
+            let mut num = vec![re(0.0); dv];
+            let mut den = re(0.0);
+            for j in 0..m {
+                let w = self.phi(qt, j) * re(self.basis[j].1);
+                for (c, n) in num.iter_mut().enumerate() {
+                    *n = *n + w * l.s0[j * dv + c];
+                }
+                den = den + w * l.s0[m * dv + j];
+            }
+            let visible = if self.causal { t + 1 } else { nk };
+            for s in 0..visible {
+                let w = self.kappa(qt, &l.k[s * dk..(s + 1) * dk]);
+                for (c, n) in num.iter_mut().enumerate() {
+                    *n = *n + w * l.v[s * dv + c];
+                }
+                den = den + w;
+            }
+            for (c, n) in num.into_iter().enumerate() {
+                total = total + re(dy[t * dv + c]) * (n / den);
+            }
+        }
+        if let Some(g) = d_final {
+            for j in 0..m {
+                let mut z = l.s0[m * dv + j];
+                let mut s: Vec<C> = (0..dv).map(|c| l.s0[j * dv + c]).collect();
+                for t in 0..nk {
+                    let f = self.phi(&l.k[t * dk..(t + 1) * dk], j);
+                    for (c, sc) in s.iter_mut().enumerate() {
+                        *sc = *sc + f * l.v[t * dv + c];
+                    }
+                    z = z + f;
+                }
+                for (c, sc) in s.into_iter().enumerate() {
+                    total = total + re(g[j * dv + c]) * sc;
+                }
+                total = total + re(g[m * dv + j]) * z;
+            }
+        }
+        total
+    }
+
+    /// Complex-step derivatives of [`Reference::loss`] with respect to every coordinate of
+    /// one field of the lane.
+    fn gradient(
+        &self,
+        lane: &mut Lane,
+        field: fn(&mut Lane) -> &mut Vec<C>,
+        dy: &[f64],
+        d_final: Option<&[f64]>,
+    ) -> Vec<f64> {
+        let h = 1e-30;
+        let n = field(lane).len();
+        (0..n)
+            .map(|i| {
+                field(lane)[i].1 = h;
+                let g = self.loss(lane, dy, d_final).1 / h;
+                field(lane)[i].1 = 0.0;
+                g
+            })
+            .collect()
+    }
+}
+
+/// `||a - b|| / ||b||`, or the absolute norm when `b` is (nearly) zero.
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let d: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let n: f64 = b.iter().map(|y| y * y).sum();
+    (d / n.max(1e-30)).sqrt()
+}
+
+/// Tokens `range` of every lane of a `[lanes, n, dim]` tensor.
+fn part(x: &[f64], lanes: usize, n: usize, dim: usize, r: std::ops::Range<usize>) -> Vec<f64> {
+    (0..lanes)
+        .flat_map(|l| x[(l * n + r.start) * dim..(l * n + r.end) * dim].to_vec())
+        .collect()
+}
+
+/// Forward on `attention` (causal over the last tokens of `p`, after a context of its first
+/// ones absorbed into the state; or non-causal with a context), backward, and every gradient
+/// against complex steps. Returns the largest relative error.
+fn check<T: Element>(
+    attention: &Attention<T>,
+    p: &Problem,
+    mode: Mode,
+    context: usize,
+    with_final: bool,
+) -> f64 {
+    let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
+    let widen = |x: &[T]| x.iter().map(|v| v.widen()).collect::<Vec<f64>>();
+    let (lanes, dk, dv) = (p.lanes(), p.d_k, p.d_v);
+    let (nq, nk) = (p.n_q, p.n_k - context);
+    let causal = mode == Mode::Causal;
+    // Inputs as T; the reference sees exactly these numbers.
+    let q = cast(&if causal {
+        part(&p.q, lanes, p.n_q, dk, context..p.n_q)
+    } else {
+        p.q.clone()
+    });
+    let nq = if causal { nq - context } else { nq };
+    let k_all = cast(&p.k);
+    let v_all = cast(&p.v);
+    let (kc, vc) = (
+        cast(&part(&widen(&k_all), lanes, p.n_k, dk, 0..context)),
+        cast(&part(&widen(&v_all), lanes, p.n_k, dv, 0..context)),
+    );
+    let (k, v) = (
+        cast(&part(&widen(&k_all), lanes, p.n_k, dk, context..p.n_k)),
+        cast(&part(&widen(&v_all), lanes, p.n_k, dv, context..p.n_k)),
+    );
+    let shape = |n, d| [p.batch, p.heads, n, d];
+    let mut state = attention.new_state(p.batch, p.heads).unwrap();
+    if context > 0 {
+        attention
+            .absorb(
+                &mut state,
+                TensorRef::key(&kc, shape(context, dk)).unwrap(),
+                TensorRef::value(&vc, shape(context, dv)).unwrap(),
+            )
+            .unwrap();
+    }
+    let s0 = widen(&state.as_slice());
+    let (y, saved) = attention
+        .forward_for_training(
+            &mut state,
+            mode,
+            TensorRef::query(&q, shape(nq, dk)).unwrap(),
+            TensorRef::key(&k, shape(nk, dk)).unwrap(),
+            TensorRef::value(&v, shape(nk, dv)).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(y.stats.bad_denominators, 0);
+    assert_eq!(state.tokens(), (context + nk) as u64);
+    let mut rng = rng("gradients_dy");
+    let dy = cast(&normal(&mut rng, lanes * nq * dv, 1.0));
+    let per_lane = p.config().state_words_per_head();
+    let d_final = with_final.then(|| StateGradient {
+        config: p.config(),
+        batch: p.batch,
+        heads: p.heads,
+        data: cast(&normal(&mut rng, lanes * per_lane, 0.1)),
+    });
+    let g = attention
+        .backward(
+            &saved,
+            TensorRef::output_gradient(&dy, shape(nq, dv)).unwrap(),
+            d_final.as_ref(),
+        )
+        .unwrap();
+    assert_eq!(g.zeroed_queries, 0);
+    let reference = Reference {
+        p,
+        basis: monomials(dk, p.terms, p.scale),
+        causal,
+    };
+    let complex = |x: &[f64]| x.iter().map(|&a| re(a)).collect::<Vec<C>>();
+    let (q, k, v, dy) = (widen(&q), widen(&k), widen(&v), widen(&dy));
+    let d_final = d_final.map(|d| widen(&d.data));
+    let mut worst = 0.0f64;
+    for lane in 0..lanes {
+        let mut l = Lane {
+            q: complex(&q[lane * nq * dk..(lane + 1) * nq * dk]),
+            k: complex(&k[lane * nk * dk..(lane + 1) * nk * dk]),
+            v: complex(&v[lane * nk * dv..(lane + 1) * nk * dv]),
+            s0: complex(&s0[lane * per_lane..(lane + 1) * per_lane]),
+        };
+        let dy = &dy[lane * nq * dv..(lane + 1) * nq * dv];
+        let df = d_final
+            .as_ref()
+            .map(|d| &d[lane * per_lane..(lane + 1) * per_lane]);
+        let got = |x: &[T], n: usize| widen(&x[lane * n..(lane + 1) * n]);
+        let checks = [
+            (
+                reference.gradient(&mut l, |l| &mut l.q, dy, df),
+                got(&g.dq.data, nq * dk),
+            ),
+            (
+                reference.gradient(&mut l, |l| &mut l.k, dy, df),
+                got(&g.dk.data, nk * dk),
+            ),
+            (
+                reference.gradient(&mut l, |l| &mut l.v, dy, df),
+                got(&g.dv.data, nk * dv),
+            ),
+            (
+                reference.gradient(&mut l, |l| &mut l.s0, dy, df),
+                got(&g.d_initial_state.data, per_lane),
+            ),
+        ];
+        for (want, got) in checks {
+            worst = worst.max(rel(&got, &want));
+        }
+    }
+    worst
+}
+
+/// (d_k, d_v, P): every P from 1 to 6, d_k != d_v.
+const CONFIGS: [(usize, usize, usize); 6] = [
+    (3, 2, 1),
+    (4, 3, 2),
+    (3, 5, 3),
+    (4, 2, 4),
+    (2, 3, 5),
+    (2, 2, 6),
+];
+
+fn every_mode<T: Element>(attention: impl Fn(KernelConfig) -> Attention<T>, tolerance: f64) {
+    let mut rng = rng("gradients");
+    for (dk, dv, terms) in CONFIGS {
+        for (mode, with_final) in [
+            (Mode::Causal, false),
+            (Mode::NonCausal, true),
+            (Mode::Causal, true),
+        ] {
+            let causal = mode == Mode::Causal;
+            // Causal: 9 tokens, the first 3 absorbed before the call; non-causal: 5 queries
+            // against a context of 2 keys and 6 in the call.
+            let (n_q, n_k) = if causal { (9, 9) } else { (5, 8) };
+            let p = problem(&mut rng, (2, 2), (n_q, n_k), (dk, dv, terms), 1.0, causal);
+            let attention = attention(p.config());
+            let context = if causal { 3 } else { 2 };
+            let err = check(&attention, &p, mode, context, with_final);
+            if std::env::var_os("SATA_SHOW_ERR").is_some() {
+                eprintln!(
+                    "{} d{dk} v{dv} P{terms} {mode:?} final {with_final}: {err:e}",
+                    T::DTYPE
+                );
+            }
+            assert!(
+                err <= tolerance,
+                "{} d{dk} v{dv} P{terms} {mode:?}: relative error {err:e} > {tolerance:e}",
+                T::DTYPE
+            );
+        }
+    }
+}
+
+fn forward_on_the_backend_backward_against_complex_steps(backend: Backend) {
+    every_mode::<f32>(|config| backend.attention(config), 1e-4);
+}
+
+every_backend!(forward_on_the_backend_backward_against_complex_steps);
+
+#[test]
+fn generic_f64_backward_against_complex_steps() {
+    every_mode::<f64>(
+        |config| {
+            Attention::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric)).unwrap()
+        },
+        1e-9,
+    );
+}
+
+#[test]
+fn queries_with_a_non_positive_denominator_get_no_gradient() {
+    // P = 2, c = 2: the first query sees only the first key, anti-aligned (q·k/c = -2, weight
+    // -1); the second sees both keys with positive weights.
+    let config = KernelConfig::new(4, 3, 2).unwrap();
+    let attention = Attention::<f64>::new(config).unwrap();
+    let mut state = attention.new_state(1, 1).unwrap();
+    let q = [-2.0, 0.0, 0.0, 0.0, 0.3, 0.2, 0.0, 0.0];
+    let k = [2.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
+    let v = [1.0, 2.0, 3.0, -1.0, 0.5, 0.0];
+    let shape = |d| [1, 1, 2, d];
+    let (y, saved) = attention
+        .forward_for_training(
+            &mut state,
+            Mode::Causal,
+            TensorRef::query(&q, shape(4)).unwrap(),
+            TensorRef::key(&k, shape(4)).unwrap(),
+            TensorRef::value(&v, shape(3)).unwrap(),
+        )
+        .unwrap();
+    assert_eq!(y.stats.bad_denominators, 1);
+    assert!(saved.denominators()[0] < 0.0);
+    let dy = [1.0; 6];
+    let g = attention
+        .backward(
+            &saved,
+            TensorRef::output_gradient(&dy, shape(3)).unwrap(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(g.zeroed_queries, 1);
+    // The bad query's own gradient is zero; the second query still has one.
+    assert_eq!(&g.dq.data[..4], &[0.0; 4]);
+    assert!(g.dq.data[4..].iter().any(|&x| x != 0.0));
+}
+
+#[test]
+fn bad_gradients_and_foreign_records_are_typed_errors() {
+    let config = KernelConfig::new(4, 3, 3).unwrap();
+    let attention = Attention::<f32>::new(config).unwrap();
+    let mut state = attention.new_state(1, 2).unwrap();
+    let x = vec![0.1f32; 2 * 5 * 4];
+    let v = vec![0.5f32; 2 * 5 * 3];
+    let (_, saved) = attention
+        .forward_for_training(
+            &mut state,
+            Mode::Causal,
+            TensorRef::query(&x, [1, 2, 5, 4]).unwrap(),
+            TensorRef::key(&x, [1, 2, 5, 4]).unwrap(),
+            TensorRef::value(&v, [1, 2, 5, 3]).unwrap(),
+        )
+        .unwrap();
+    let dy = vec![1.0f32; 2 * 5 * 3];
+    // dy of the wrong width, token count or lanes.
+    let wide = vec![1.0f32; 2 * 5 * 4];
+    for (data, shape) in [
+        (&wide, [1, 2, 5, 4]),
+        (&dy, [1, 1, 10, 3]),
+        (&dy[..2 * 4 * 3].to_vec(), [1, 2, 4, 3]),
+    ] {
+        let err = attention
+            .backward(
+                &saved,
+                TensorRef::output_gradient(data, shape).unwrap(),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SataError::DimMismatch { .. }
+                    | SataError::BatchHeadsMismatch { .. }
+                    | SataError::TokenMismatch { .. }
+            ),
+            "{err}"
+        );
+    }
+    // NaN in dy.
+    let mut nan = dy.clone();
+    nan[3] = f32::NAN;
+    let err = attention
+        .backward(
+            &saved,
+            TensorRef::output_gradient(&nan, [1, 2, 5, 3]).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, SataError::NonFinite { index: 3, .. }),
+        "{err}"
+    );
+    // A record from another configuration.
+    let other = Attention::<f32>::new(KernelConfig::new(4, 3, 2).unwrap()).unwrap();
+    let err = other
+        .backward(
+            &saved,
+            TensorRef::output_gradient(&dy, [1, 2, 5, 3]).unwrap(),
+            None,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, SataError::SavedConfigMismatch { .. }),
+        "{err}"
+    );
+    // A final-state gradient of another shape or with NaN.
+    let dy = TensorRef::output_gradient(&dy, [1, 2, 5, 3]).unwrap();
+    let mut wrong = StateGradient::<f32>::zeros(config, 2, 1);
+    let err = attention.backward(&saved, dy, Some(&wrong)).unwrap_err();
+    assert!(matches!(err, SataError::BatchHeadsMismatch { .. }), "{err}");
+    wrong = StateGradient::zeros(config, 1, 2);
+    wrong.data[7] = f32::INFINITY;
+    let err = attention.backward(&saved, dy, Some(&wrong)).unwrap_err();
+    assert!(
+        matches!(err, SataError::NonFinite { index: 7, .. }),
+        "{err}"
+    );
+    wrong.data.pop();
+    let err = attention.backward(&saved, dy, Some(&wrong)).unwrap_err();
+    assert!(matches!(err, SataError::LengthMismatch { .. }), "{err}");
+    // A failed training forward leaves the state as it was.
+    let before: State<f32> = state.clone();
+    let huge = vec![1e30f32; 8];
+    let mut poisoned_try = before.clone();
+    let err = attention
+        .forward_for_training(
+            &mut poisoned_try,
+            Mode::Causal,
+            TensorRef::query(&huge, [1, 2, 1, 4]).unwrap(),
+            TensorRef::key(&huge, [1, 2, 1, 4]).unwrap(),
+            TensorRef::value(&v[..6], [1, 2, 1, 3]).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, SataError::StatePoisoned { .. }), "{err}");
+    assert_eq!(
+        poisoned_try, before,
+        "a failed forward must leave the state as it was"
+    );
+}
