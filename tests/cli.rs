@@ -684,3 +684,105 @@ fn compensated_states_are_saved_as_such_and_continue() {
     let out = run(&both);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `sata backward` against the closed form of the gradients (computed here, not by the
+/// library): `dq_t = (1/c) sum_{s<=t} T_{P-1}(x_ts) g_ts k_s`,
+/// `dk_s = (1/c) sum_{t>=s} T_{P-1}(x_ts) g_ts q_t`, `dv_s = sum_{t>=s} kappa_ts dy_t / D_t`,
+/// with `g_ts = dO'_t · [v_s, 1]`, on float64 files.
+#[test]
+fn backward_writes_the_gradients_of_the_causal_forward() {
+    let (dk, dv, terms) = (3, 2, 4);
+    let p = problem(
+        &mut rng("cli_backward"),
+        (1, 2),
+        (6, 6),
+        (dk, dv, terms),
+        1.0,
+        true,
+    );
+    let files = Files::new();
+    for (name, shape, data) in [
+        ("q", p.q_shape(), &p.q),
+        ("k", p.k_shape(), &p.k),
+        ("v", p.v_shape(), &p.v),
+    ] {
+        write_npy(&files.path(&format!("{name}.npy")), &shape, data);
+    }
+    let dy: Vec<f64> = (0..p.lanes() * p.n_q * dv)
+        .map(|i| ((i * 37) % 11) as f64 / 5.0 - 1.0)
+        .collect();
+    write_npy(&files.path("dy.npy"), &[1, 2, p.n_q, dv], &dy);
+    let mut args: Vec<String> = vec!["backward".into()];
+    for name in ["q", "k", "v", "dy"] {
+        args.extend([format!("--{name}"), files.arg(&format!("{name}.npy"))]);
+    }
+    for name in ["dq", "dk", "dv"] {
+        args.extend([format!("--{name}"), files.arg(&format!("{name}.npy"))]);
+    }
+    args.extend(["--terms".into(), terms.to_string(), "--stats".into()]);
+    let out = run(&args);
+    assert_ok(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0 queries with no gradient"), "{stderr}");
+    let taylor = |x: f64, n: usize| {
+        let (mut term, mut sum) = (1.0, 0.0);
+        for i in 0..n {
+            sum += term;
+            term *= x / (i + 1) as f64;
+        }
+        sum
+    };
+    let c = p.scale;
+    let n = p.n_q;
+    let (mut wq, mut wk, mut wv) = (
+        vec![0.0; p.q.len()],
+        vec![0.0; p.k.len()],
+        vec![0.0; p.v.len()],
+    );
+    for lane in 0..p.lanes() {
+        let row =
+            |x: &[f64], t: usize, d: usize| x[(lane * n + t) * d..(lane * n + t + 1) * d].to_vec();
+        for t in 0..n {
+            let qt = row(&p.q, t, dk);
+            let x = |s: usize| common::dot(&qt, &row(&p.k, s, dk)) / c;
+            let den: f64 = (0..=t).map(|s| taylor(x(s), terms)).sum();
+            let num: Vec<f64> = (0..dv)
+                .map(|e| {
+                    (0..=t)
+                        .map(|s| taylor(x(s), terms) * row(&p.v, s, dv)[e])
+                        .sum()
+                })
+                .collect();
+            let y: Vec<f64> = num.iter().map(|a| a / den).collect();
+            let dyt = row(&dy, t, dv);
+            let delta = common::dot(&y, &dyt);
+            for s in 0..=t {
+                let vs = row(&p.v, s, dv);
+                let g = (common::dot(&dyt, &vs) - delta) / den;
+                let a = taylor(x(s), terms - 1) * g / c;
+                let ks = row(&p.k, s, dk);
+                for i in 0..dk {
+                    wq[(lane * n + t) * dk + i] += a * ks[i];
+                    wk[(lane * n + s) * dk + i] += a * qt[i];
+                }
+                for e in 0..dv {
+                    wv[(lane * n + s) * dv + e] += taylor(x(s), terms) * dyt[e] / den;
+                }
+            }
+        }
+    }
+    for (name, want) in [("dq", wq), ("dk", wk), ("dv", wv)] {
+        let (shape, got, dtype) = read_npy(&files.path(&format!("{name}.npy")));
+        assert!(dtype.ends_with("f8"), "{name}: {dtype}");
+        assert_eq!(shape[..2], [1, 2], "{name}");
+        let err = rel_err(&got, &want);
+        assert!(err < 1e-9, "{name}: relative error {err:e}");
+    }
+    // A dy of the wrong shape is one clear line.
+    write_npy(
+        &files.path("dy.npy"),
+        &[1, 2, p.n_q - 1, dv],
+        &dy[..2 * (n - 1) * dv],
+    );
+    assert_one_line_error(&run(&args), "output gradient");
+}

@@ -30,6 +30,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Print or write the generated source of a specialized kernel.
     Emit(EmitArgs),
+    /// Gradients of L = sum(Y * DY) for the forward `attend` computes: DQ, DK, DV.
+    Backward(BackwardArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -118,6 +120,50 @@ pub struct AttendArgs {
     /// twice the memory). A state read with --state-in keeps the accumulation it was saved with.
     #[arg(long, conflicts_with = "state_in")]
     pub compensated: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackwardArgs {
+    /// Queries, [..., n_q, d_k].
+    #[arg(long, value_name = "Q.npy")]
+    pub q: PathBuf,
+    /// Keys, [..., n_k, d_k].
+    #[arg(long, value_name = "K.npy")]
+    pub k: PathBuf,
+    /// Values, [..., n_k, d_v].
+    #[arg(long, value_name = "V.npy")]
+    pub v: PathBuf,
+    /// The gradient of the outputs, [..., n_q, d_v].
+    #[arg(long, value_name = "DY.npy")]
+    pub dy: PathBuf,
+    /// Number of Taylor terms P.
+    #[arg(long, value_name = "P")]
+    pub terms: usize,
+    /// Non-causal attention (every query sees every key), as `attend --non-causal`.
+    #[arg(long)]
+    pub non_causal: bool,
+    /// Scale c (default sqrt(d_k)).
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    pub scale: Option<f64>,
+    /// The backend of the forward: auto, cpu, cpu-generic, wgpu, cuda, cuda-host (the
+    /// backward runs on the CPU in float64 accumulation).
+    #[arg(long, default_value = "auto", value_name = "BACKEND")]
+    pub backend: String,
+    /// The state the forward starts from (a checkpoint of earlier keys).
+    #[arg(long, value_name = "FILE")]
+    pub state_in: Option<PathBuf>,
+    /// Where to write dL/dQ, [..., n_q, d_k].
+    #[arg(long, value_name = "DQ.npy")]
+    pub dq: PathBuf,
+    /// Where to write dL/dK, [..., n_k, d_k].
+    #[arg(long, value_name = "DK.npy")]
+    pub dk: PathBuf,
+    /// Where to write dL/dV, [..., n_k, d_v].
+    #[arg(long, value_name = "DV.npy")]
+    pub dv: PathBuf,
+    /// Print the forward's backend and the count of queries with no gradient on stderr.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,89 +1,32 @@
 //! `sata attend`: read Q, K, V from `.npy`, attend, write Y (and optionally the state).
 
-use std::path::Path;
-
-use crate::checkpoint::read_header;
-use crate::{
-    Attention, BackendRequest, DenominatorPolicy, Element, KernelConfig, State, TensorRef,
-};
+use crate::{Attention, BackendRequest, DenominatorPolicy, Element, TensorRef};
 
 use super::args::{AttendArgs, BadDenominator};
-use super::npy::{self, Array};
-
-/// The leading dimensions of an `[..., tokens, dim]` array folded into `(batch, heads)`: the
-/// last leading dimension is the heads, everything before it the batch.
-struct Layout {
-    leading: Vec<usize>,
-    batch: usize,
-    heads: usize,
-}
-
-fn split(name: &str, shape: &[usize]) -> Result<(Layout, usize, usize), String> {
-    let [leading @ .., tokens, dim] = shape else {
-        return Err(format!(
-            "--{name} has shape {shape:?}; expected at least 2 dimensions [..., tokens, dim]"
-        ));
-    };
-    let (heads, batch) = match leading.split_last() {
-        None => (1, 1),
-        Some((&h, rest)) => (h, rest.iter().product()),
-    };
-    Ok((
-        Layout {
-            leading: leading.to_vec(),
-            batch,
-            heads,
-        },
-        *tokens,
-        *dim,
-    ))
-}
+use super::inputs::{Arrays, load_state, read_same_dtype, same_leading, split};
+use super::npy;
 
 pub fn run(args: &AttendArgs) -> Result<(), String> {
     let request: BackendRequest = args
         .backend
         .parse()
         .map_err(|e| format!("--backend: {e}"))?;
-    let (q, k, v) = (
-        npy::read(&args.q)?,
-        npy::read(&args.k)?,
-        npy::read(&args.v)?,
-    );
-    match (q, k, v) {
-        (
-            Array::F32 {
-                shape: qs,
-                data: qd,
-            },
-            Array::F32 {
-                shape: ks,
-                data: kd,
-            },
-            Array::F32 {
-                shape: vs,
-                data: vd,
-            },
-        ) => attend::<f32>(args, request, (&qs, &qd), (&ks, &kd), (&vs, &vd)),
-        (
-            Array::F64 {
-                shape: qs,
-                data: qd,
-            },
-            Array::F64 {
-                shape: ks,
-                data: kd,
-            },
-            Array::F64 {
-                shape: vs,
-                data: vd,
-            },
-        ) => attend::<f64>(args, request, (&qs, &qd), (&ks, &kd), (&vs, &vd)),
-        (q, k, v) => Err(format!(
-            "--q, --k and --v must share one dtype; got {}, {} and {}",
-            q.dtype_name(),
-            k.dtype_name(),
-            v.dtype_name()
-        )),
+    let inputs = [("q", &*args.q), ("k", &*args.k), ("v", &*args.v)];
+    match read_same_dtype(&inputs)? {
+        Arrays::F32(a) => attend::<f32>(
+            args,
+            request,
+            (&a[0].0, &a[0].1),
+            (&a[1].0, &a[1].1),
+            (&a[2].0, &a[2].1),
+        ),
+        Arrays::F64(a) => attend::<f64>(
+            args,
+            request,
+            (&a[0].0, &a[0].1),
+            (&a[1].0, &a[1].1),
+            (&a[2].0, &a[2].1),
+        ),
     }
 }
 
@@ -99,19 +42,9 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
     let (layout, n_q, d_k) = split("q", q_shape)?;
     let (k_layout, n_k, k_dim) = split("k", k_shape)?;
     let (v_layout, v_tokens, d_v) = split("v", v_shape)?;
-    for (name, other) in [("k", &k_layout), ("v", &v_layout)] {
-        if other.leading != layout.leading {
-            return Err(format!(
-                "--{name} has leading dimensions {:?} but --q has {:?}; they must be identical",
-                other.leading, layout.leading
-            ));
-        }
-    }
+    same_leading(&layout, &[("k", &k_layout), ("v", &v_layout)])?;
 
-    let mut config = KernelConfig::new(d_k, d_v, args.terms).map_err(|e| e.to_string())?;
-    if let Some(scale) = args.scale {
-        config = config.with_scale(scale).map_err(|e| e.to_string())?;
-    }
+    let config = super::inputs::config(d_k, d_v, args.terms, args.scale)?;
     let policy = match args.on_bad_denominator {
         BadDenominator::Zero => DenominatorPolicy::Zero,
         BadDenominator::Error => DenominatorPolicy::Error,
@@ -209,28 +142,4 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
             .map_err(|e| format!("--state-out {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Loads `--state-in`, explaining a mismatch with this call in terms of the CLI's flags.
-fn load_state<T: Element>(path: &Path, config: &KernelConfig) -> Result<State<T>, String> {
-    let shown = path.display();
-    let bytes = std::fs::read(path).map_err(|e| format!("--state-in {shown}: {e}"))?;
-    let header = read_header(&bytes).map_err(|e| format!("--state-in {shown}: {e}"))?;
-    if header.config != *config {
-        return Err(format!(
-            "--state-in {shown} was saved for {} (scale {}), but this call is {} (scale {})",
-            header.config,
-            header.config.scale(),
-            config,
-            config.scale()
-        ));
-    }
-    if header.dtype != T::DTYPE {
-        return Err(format!(
-            "--state-in {shown} holds a {} state but the inputs are {}",
-            header.dtype,
-            T::DTYPE
-        ));
-    }
-    State::from_bytes(&bytes).map_err(|e| format!("--state-in {shown}: {e}"))
 }

@@ -4,9 +4,11 @@
 
 mod args;
 mod attend;
+mod backward;
 mod cuda_report;
 mod emit;
 mod info;
+mod inputs;
 mod npy;
 
 use std::ffi::OsString;
@@ -35,6 +37,7 @@ where
         Command::Attend(args) => attend::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Emit(args) => emit::run(&args),
+        Command::Backward(args) => backward::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

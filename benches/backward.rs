@@ -1,0 +1,103 @@
+//! The backward against the forward on the same inputs, in one run: a causal
+//! `forward_for_training` (the forward of training, on the CPU backend's specialized kernel)
+//! and `backward` (the two passes, f64 accumulation on the CPU), d_k = d_v = 16, P = 4, f32.
+//! Prints backward / forward and the backward's GFLOP/s against the FLOP model (177 kFLOP per
+//! token per head at d16 P4, `docs/design.md`).
+//!
+//! `cargo bench --bench backward`. The 64-head, 8,192-token case of the gradients issue is
+//! left out while the backward is the f64 reference path: one call takes minutes there.
+
+mod common;
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use common::{inputs, mean_seconds, output_dir};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use sata::{Attention, KernelConfig, Mode, TensorRef};
+
+const D: usize = 16;
+const TERMS: usize = 4;
+/// (heads, tokens).
+const CASES: [(usize, usize); 3] = [(1, 1024), (1, 8192), (64, 1024)];
+
+fn name(heads: usize, tokens: usize) -> String {
+    format!("{heads}x{tokens}")
+}
+
+fn bench(c: &mut Criterion, attention: &Attention<f32>) {
+    let mut group = c.benchmark_group("training");
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(3));
+    group.sample_size(10);
+    for (heads, n) in CASES {
+        let len = heads * n * D;
+        let (q, k, v, dy) = (
+            inputs(len, 0.1),
+            inputs(len, 0.2),
+            inputs(len, 0.3),
+            inputs(len, 0.4),
+        );
+        let shape = [1, heads, n, D];
+        let forward = || {
+            let mut state = attention.new_state(1, heads).unwrap();
+            attention
+                .forward_for_training(
+                    &mut state,
+                    Mode::Causal,
+                    TensorRef::query(&q, shape).unwrap(),
+                    TensorRef::key(&k, shape).unwrap(),
+                    TensorRef::value(&v, shape).unwrap(),
+                )
+                .unwrap()
+        };
+        group.throughput(Throughput::Elements((heads * n) as u64));
+        group.bench_function(BenchmarkId::new("forward", name(heads, n)), |b| {
+            b.iter(|| black_box(forward()))
+        });
+        let (_, saved) = forward();
+        group.bench_function(BenchmarkId::new("backward", name(heads, n)), |b| {
+            b.iter(|| {
+                let dy = TensorRef::output_gradient(&dy, shape).unwrap();
+                black_box(attention.backward(&saved, dy, None).unwrap())
+            })
+        });
+    }
+    group.finish();
+}
+
+fn main() {
+    let config = KernelConfig::new(D, D, TERMS).unwrap();
+    let attention = Attention::<f32>::new(config).unwrap();
+    let dir = output_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    bench(&mut c, &attention);
+    c.final_summary();
+    println!(
+        "\nTraining step parts, d{D} P{TERMS}, f32, 1 thread; forward on {}",
+        attention.describe_path()
+    );
+    println!(
+        "  {:>12}  {:>14} {:>14} {:>10} {:>18}",
+        "heads x n", "forward/token", "backward/token", "ratio", "backward GFLOP/s"
+    );
+    for (heads, n) in CASES {
+        let id = name(heads, n);
+        let (Some(f), Some(b)) = (
+            mean_seconds(&dir, "training", "forward", &id),
+            mean_seconds(&dir, "training", "backward", &id),
+        ) else {
+            continue;
+        };
+        let tokens = (heads * n) as f64;
+        println!(
+            "  {id:>12}  {:>11.3} us {:>11.3} us {:>9.1}x {:>18.2}",
+            f / tokens * 1e6,
+            b / tokens * 1e6,
+            b / f,
+            177_000.0 * tokens / b * 1e-9
+        );
+    }
+}
