@@ -688,11 +688,16 @@ fn compensated_states_are_saved_as_such_and_continue() {
 /// `sata backward` against the closed form of the gradients (computed here, not by the
 /// library): `dq_t = (1/c) sum_{s<=t} T_{P-1}(x_ts) g_ts k_s`,
 /// `dk_s = (1/c) sum_{t>=s} T_{P-1}(x_ts) g_ts q_t`, `dv_s = sum_{t>=s} kappa_ts dy_t / D_t`,
-/// with `g_ts = dO'_t · [v_s, 1]`, on float64 files.
+/// with `g_ts = dO'_t · [v_s, 1]`: on float64 files through the reference backward, and on
+/// float32 files of a registry configuration through its kernel's generated backward.
 #[test]
 fn backward_writes_the_gradients_of_the_causal_forward() {
-    let (dk, dv, terms) = (3, 2, 4);
-    let p = problem(
+    backward_against_the_closed_form((3, 2, 4), false);
+    backward_against_the_closed_form((4, 4, 3), true);
+}
+
+fn backward_against_the_closed_form((dk, dv, terms): (usize, usize, usize), float32: bool) {
+    let mut p = problem(
         &mut rng("cli_backward"),
         (1, 2),
         (6, 6),
@@ -700,18 +705,27 @@ fn backward_writes_the_gradients_of_the_causal_forward() {
         1.0,
         true,
     );
+    if float32 {
+        p = p.rounded_to_f32();
+    }
     let files = Files::new();
+    let dy: Vec<f64> = (0..p.lanes() * p.n_q * dv)
+        .map(|i| ((i * 37) % 11) as f64 / 5.0 - 1.0)
+        .collect();
     for (name, shape, data) in [
         ("q", p.q_shape(), &p.q),
         ("k", p.k_shape(), &p.k),
         ("v", p.v_shape(), &p.v),
+        ("dy", [1, 2, p.n_q, dv], &dy),
     ] {
-        write_npy(&files.path(&format!("{name}.npy")), &shape, data);
+        let path = files.path(&format!("{name}.npy"));
+        if float32 {
+            let data: Vec<f32> = data.iter().map(|&x| x as f32).collect();
+            write_npy(&path, &shape, &data);
+        } else {
+            write_npy(&path, &shape, data);
+        }
     }
-    let dy: Vec<f64> = (0..p.lanes() * p.n_q * dv)
-        .map(|i| ((i * 37) % 11) as f64 / 5.0 - 1.0)
-        .collect();
-    write_npy(&files.path("dy.npy"), &[1, 2, p.n_q, dv], &dy);
     let mut args: Vec<String> = vec!["backward".into()];
     for name in ["q", "k", "v", "dy"] {
         args.extend([format!("--{name}"), files.arg(&format!("{name}.npy"))]);
@@ -724,6 +738,12 @@ fn backward_writes_the_gradients_of_the_causal_forward() {
     assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0 queries with no gradient"), "{stderr}");
+    let backward_path = if float32 {
+        format!("backward on cpu (kernel d{dk}_v{dv}_p{terms}")
+    } else {
+        "backward on cpu reference (f64)".to_string()
+    };
+    assert!(stderr.contains(&backward_path), "{stderr}");
     let taylor = |x: f64, n: usize| {
         let (mut term, mut sum) = (1.0, 0.0);
         for i in 0..n {
@@ -773,16 +793,22 @@ fn backward_writes_the_gradients_of_the_causal_forward() {
     }
     for (name, want) in [("dq", wq), ("dk", wk), ("dv", wv)] {
         let (shape, got, dtype) = read_npy(&files.path(&format!("{name}.npy")));
-        assert!(dtype.ends_with("f8"), "{name}: {dtype}");
+        assert!(
+            dtype.ends_with(if float32 { "f4" } else { "f8" }),
+            "{name}: {dtype}"
+        );
         assert_eq!(shape[..2], [1, 2], "{name}");
         let err = rel_err(&got, &want);
-        assert!(err < 1e-9, "{name}: relative error {err:e}");
+        let tolerance = if float32 { 1e-5 } else { 1e-9 };
+        assert!(err < tolerance, "{name}: relative error {err:e}");
     }
-    // A dy of the wrong shape is one clear line.
-    write_npy(
-        &files.path("dy.npy"),
-        &[1, 2, p.n_q - 1, dv],
-        &dy[..2 * (n - 1) * dv],
-    );
-    assert_one_line_error(&run(&args), "output gradient");
+    if !float32 {
+        // A dy of the wrong shape is one clear line.
+        write_npy(
+            &files.path("dy.npy"),
+            &[1, 2, p.n_q - 1, dv],
+            &dy[..2 * (n - 1) * dv],
+        );
+        assert_one_line_error(&run(&args), "output gradient");
+    }
 }

@@ -3,18 +3,42 @@
 //! quadratic form `sum_p (q·k)^p / (p! c^p)` over the call's keys, plus the starting state read
 //! through the monomial basis enumerated by brute force. Derivatives by complex step
 //! (`Im L(x + ih) / h`, exact to rounding), for every coordinate of q, k, v and of the
-//! starting state. The forward runs on every backend (`common::backends`), the backward on the
-//! CPU in f64; P = 1..6, d_k != d_v, causal with a context already in the state, non-causal
-//! cross attention, batch and heads > 1.
+//! starting state. The forward runs on every backend (`common::backends`) with the reference
+//! backward in f64, and the generated backward of `#[sata::kernel]` kernels runs on every
+//! instruction set; P = 1..6, d_k != d_v, causal with a context already in the state,
+//! non-causal cross attention, batch and heads > 1.
 
 mod common;
 
 use common::backends::{Backend, every_backend};
 use common::{Problem, normal, problem, rng};
 use sata::{
-    Attention, BackendKind, BackendRequest, Element, KernelConfig, Mode, SataError, State,
-    StateGradient, TensorRef,
+    Attention, BackendKind, BackendRequest, Element, Isa, KernelConfig, Mode, SataError,
+    SpecializedKernel, State, StateGradient, TensorRef,
 };
+
+// Specialized kernels for every configuration of `CONFIGS`, and two whose rows fill a vector
+// and leave a tail, so that the generated backward is checked like the reference one.
+#[sata::kernel(d_k = 3, d_v = 2, terms = 1)]
+struct K3x2p1;
+#[sata::kernel(d_k = 4, d_v = 3, terms = 2)]
+struct K4x3p2;
+#[sata::kernel(d_k = 3, d_v = 5, terms = 3)]
+struct K3x5p3;
+#[sata::kernel(d_k = 4, d_v = 2, terms = 4)]
+struct K4x2p4;
+#[sata::kernel(d_k = 2, d_v = 3, terms = 5)]
+struct K2x3p5;
+#[sata::kernel(d_k = 2, d_v = 2, terms = 6)]
+struct K2x2p6;
+#[sata::kernel(d_k = 3, d_v = 9, terms = 3)]
+struct K3x9p3;
+#[sata::kernel(d_k = 5, d_v = 17, terms = 2)]
+struct K5x17p2;
+
+static KERNELS: &[&dyn SpecializedKernel] = &[
+    &K3x2p1, &K4x3p2, &K3x5p3, &K4x2p4, &K2x3p5, &K2x2p6, &K3x9p3, &K5x17p2,
+];
 
 /// A complex number: just what the reference needs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -264,6 +288,12 @@ fn check<T: Element>(
         )
         .unwrap();
     assert_eq!(g.zeroed_queries, 0);
+    // The kernel's own backward where the forward ran a specialized kernel, else the reference.
+    let want_path = match attention.kernel() {
+        Some(_) => attention.describe_path(),
+        None => "cpu reference (f64)".to_string(),
+    };
+    assert_eq!(g.path, want_path);
     let reference = Reference {
         p,
         basis: monomials(dk, p.terms, p.scale),
@@ -321,8 +351,16 @@ const CONFIGS: [(usize, usize, usize); 6] = [
 ];
 
 fn every_mode<T: Element>(attention: impl Fn(KernelConfig) -> Attention<T>, tolerance: f64) {
+    every_mode_of(&CONFIGS, attention, tolerance);
+}
+
+fn every_mode_of<T: Element>(
+    configs: &[(usize, usize, usize)],
+    attention: impl Fn(KernelConfig) -> Attention<T>,
+    tolerance: f64,
+) {
     let mut rng = rng("gradients");
-    for (dk, dv, terms) in CONFIGS {
+    for &(dk, dv, terms) in configs {
         for (mode, with_final) in [
             (Mode::Causal, false),
             (Mode::NonCausal, true),
@@ -356,6 +394,32 @@ fn forward_on_the_backend_backward_against_complex_steps(backend: Backend) {
 }
 
 every_backend!(forward_on_the_backend_backward_against_complex_steps);
+
+#[test]
+fn generated_backward_against_complex_steps_on_every_isa() {
+    let configs: Vec<_> = KERNELS
+        .iter()
+        .map(|k| {
+            let d = k.descriptor();
+            (d.d_k, d.d_v, d.terms)
+        })
+        .collect();
+    for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+        let kernel = |config: KernelConfig| {
+            let kernel = KERNELS
+                .iter()
+                .find(|k| k.descriptor().matches(&config))
+                .expect("a kernel per configuration");
+            let attention = Attention::<f32>::with_kernel(*kernel)
+                .unwrap()
+                .with_isa(isa)
+                .unwrap();
+            assert!(attention.describe_path().contains(isa.name()));
+            attention
+        };
+        every_mode_of(&configs, kernel, 1e-4);
+    }
+}
 
 #[test]
 fn generic_f64_backward_against_complex_steps() {

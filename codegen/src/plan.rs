@@ -164,13 +164,25 @@ impl KernelPlan {
         self.orders.iter().map(|o| o.runs.len()).sum()
     }
 
-    /// The adjoint of the feature program: its runs in reverse, so that every feature's
+    /// The adjoint of the feature program: its orders in reverse, so that every feature's
     /// gradient is complete (all its children visited) before it is passed to its parent.
     /// `J_Phi(x)^T u` is then, for each run `f[dest + i] = f[parent] * x[first + i]`:
     /// `df[parent] += df[dest + i] x[first + i]` and `dx[first + i] += df[dest + i] f[parent]`,
     /// starting from `df = u`: one multiply-add per feature per side, like the forward.
-    pub fn adjoint_runs(&self) -> impl Iterator<Item = &FeatureRun> {
-        self.orders.iter().rev().flat_map(|o| o.runs.iter().rev())
+    ///
+    /// The runs of one order are independent of each other (their parents are all of the
+    /// order below), so within an order they come grouped by first coordinate: consecutive
+    /// runs then add into the same words of `dx`, which a vector target sums in registers.
+    pub fn adjoint_runs(&self) -> Vec<&FeatureRun> {
+        self.orders
+            .iter()
+            .rev()
+            .flat_map(|o| {
+                let mut runs: Vec<&FeatureRun> = o.runs.iter().collect();
+                runs.sort_by_key(|r| (r.first, r.dest));
+                runs
+            })
+            .collect()
     }
 
     /// The straight-line feature program: one statement per feature of order >= 1, in order.
@@ -236,12 +248,23 @@ mod tests {
     #[test]
     fn the_adjoint_finishes_every_feature_before_its_parent_reads_it() {
         let plan = KernelPlan::new(&KernelConfig::new(4, 2, 5).unwrap());
-        let runs: Vec<&FeatureRun> = plan.adjoint_runs().collect();
+        let runs = plan.adjoint_runs();
         assert_eq!(runs.len(), plan.runs());
         for (i, r) in runs.iter().enumerate() {
             // Every run that uses one of this run's features as its parent came earlier.
             for other in &runs[i + 1..] {
                 assert!(!(r.dest..r.dest + r.len).contains(&other.parent), "run {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_run_ends_at_the_last_coordinate() {
+        // The Rust target's whole-vector runs and adjoints rely on it (`kernel::driver`).
+        for (d_k, terms) in [(1, 3), (4, 5), (7, 4), (16, 4)] {
+            let plan = KernelPlan::new(&KernelConfig::new(d_k, 2, terms).unwrap());
+            for r in plan.orders.iter().flat_map(|o| &o.runs) {
+                assert_eq!(r.first + r.len, d_k, "{r:?}");
             }
         }
     }

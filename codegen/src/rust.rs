@@ -73,6 +73,9 @@ struct OrderContext<'a> {
     offset: usize,
     len: usize,
     runs: &'a [FeatureRun],
+    /// The order's runs in the kernel's table of all runs (`RUNS[run_start..run_end]`).
+    run_start: usize,
+    run_end: usize,
     /// Each run's length rounded up to whole vectors of [`RUST_LANES`] words: the
     /// straight-line runs are written that way, spilling onto the runs after them.
     vector_lens: Vec<usize>,
@@ -85,6 +88,7 @@ pub fn module_name(plan: &KernelPlan) -> String {
 
 fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
     let unroll = options.unroll.unwrap_or_else(|| rust_unroll(plan));
+    let mut run_end = 0;
     let orders: Vec<OrderContext> = plan.orders[1..]
         .iter()
         .map(|o: &OrderPlan| OrderContext {
@@ -92,6 +96,11 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
             offset: o.offset,
             len: o.len,
             runs: &o.runs,
+            run_start: run_end,
+            run_end: {
+                run_end += o.runs.len();
+                run_end
+            },
             vector_lens: o
                 .runs
                 .iter()
@@ -101,6 +110,9 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
         .collect();
     let mut ctx = tera::Context::new();
     ctx.insert("plan", plan);
+    let runs: Vec<&FeatureRun> = plan.orders.iter().flat_map(|o| &o.runs).collect();
+    ctx.insert("runs", &runs);
+    ctx.insert("adjoint_runs", &plan.adjoint_runs());
     ctx.insert("orders", &orders);
     ctx.insert("full", &(unroll == Unroll::Full));
     ctx.insert("unroll", &unroll);

@@ -357,15 +357,17 @@ impl<T: Element> Attention<T> {
     /// its queries, keys, values and starting state; with `d_final_state`, of
     /// `L + sum(S_final * d_final_state)`, the state after the forward being an output too.
     ///
-    /// Computed by the two passes of `docs/design.md` ("Gradients"), in f64 accumulation on the
-    /// CPU whichever backend ran the forward; the result has the forward's element type.
+    /// Computed by the two passes of `docs/design.md` ("Gradients"): by the specialized
+    /// kernel's generated backward where the forward ran one, else by the reference passes in
+    /// f64 on the CPU (whichever backend ran the forward; [`Gradients::path`] says which). The
+    /// result has the forward's element type.
     pub fn backward(
         &self,
         saved: &Saved<T>,
         dy: TensorRef<'_, T>,
         d_final_state: Option<&StateGradient<T>>,
     ) -> Result<Gradients<T>, SataError> {
-        crate::cpu::backward::run(&self.config, saved, dy, d_final_state)
+        crate::cpu::backward::run(&self.config, &*self.backend, saved, dy, d_final_state)
     }
 
     fn call(&self) -> Call<'_> {

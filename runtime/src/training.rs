@@ -94,4 +94,6 @@ pub struct Gradients<T> {
     /// Queries whose forward denominator was not positive: they got zeros from the forward
     /// and contribute no gradient.
     pub zeroed_queries: usize,
+    /// Which code computed the gradients, e.g. `cpu (kernel d16_v16_p4, avx2+fma)`.
+    pub path: String,
 }

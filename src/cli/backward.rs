@@ -73,9 +73,9 @@ fn backward<T: Element + npyz::Serialize + npyz::AutoSerialize>(
     }
     if args.stats {
         eprintln!(
-            "sata: forward on {}, backward on the CPU (float64 accumulation), {} queries with no \
-             gradient",
+            "sata: forward on {}, backward on {}, {} queries with no gradient",
             attention.describe_path(),
+            g.path,
             g.zeroed_queries
         );
     }

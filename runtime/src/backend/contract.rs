@@ -6,6 +6,7 @@
 //! computes. The CPU implements it directly (`crate::cpu::CpuBackend`), the device backends
 //! through one copy of the state each way (`crate::device`).
 
+use crate::cpu::backward::LaneBackward;
 use crate::cpu::kernel::KernelDescriptor;
 use crate::cpu::simd::Isa;
 use crate::element::Element;
@@ -28,6 +29,12 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
     /// nothing to do elsewhere.
     fn set_isa(&mut self, isa: Isa) {
         let _ = isa;
+    }
+
+    /// What computes the backward of one lane, if the backend has its own; the reference
+    /// passes run otherwise.
+    fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
+        None
     }
 
     /// Causal attention: for every lane and token, add the key and value to the lane's state,

@@ -2,6 +2,7 @@
 //! [`LaneKernel`]: the generic program (any configuration, f32 or f64) or a specialized kernel
 //! (`super::specialized`, f32).
 
+use super::backward::LaneBackward;
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
@@ -26,6 +27,10 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
         let _ = isa;
     }
     fn scratch(&self) -> Self::Scratch;
+    /// The lane kernel's own backward, if it has one.
+    fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
+        None
+    }
     fn prefill(
         &self,
         scratch: &mut Self::Scratch,
@@ -59,6 +64,10 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
 
     fn set_isa(&mut self, isa: Isa) {
         self.0.set_isa(isa);
+    }
+
+    fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
+        self.0.lane_backward()
     }
 
     fn prefill(

@@ -1,5 +1,8 @@
-//! The backward of SATA attention on one (batch, head) lane, in f64 whatever the element type:
-//! the two passes over states of the forward's own shape (`docs/design.md`, "Gradients").
+//! The backward of SATA attention: the checks and the lane loop every backend shares ([`run`]),
+//! what runs one lane ([`LaneBackward`]: a specialized kernel's generated backward, or the
+//! reference passes here, in f64 whatever the element type), and the reference itself. Both
+//! compute the two passes over states of the forward's own shape (`docs/design.md`,
+//! "Gradients").
 //!
 //! With the forward's outputs `y_t` and denominators `D_t`, `delta_t = y_t · dy_t` and the
 //! augmented cotangent `dO'_t = [dy_t / D_t, -delta_t / D_t]`:
@@ -15,6 +18,7 @@
 
 use sata_codegen::{Basis, FeatureRun, KernelConfig, KernelPlan};
 
+use crate::backend::HostBackend;
 use crate::checks::{Lanes, same_config};
 use crate::element::Element;
 use crate::error::SataError;
@@ -33,27 +37,36 @@ pub(crate) struct Backward {
     weights: Vec<f64>,
 }
 
-/// One lane's inputs of the backward, in f64: `[tokens, dim]` blocks.
-pub(crate) struct LaneInputs<'a> {
-    pub q: &'a [f64],
-    pub k: &'a [f64],
-    pub v: &'a [f64],
-    pub y: &'a [f64],
-    pub dy: &'a [f64],
-    pub dens: &'a [f64],
-    /// The lane's state before the forward, `m x (d_v + 1)` words `[S | Z]` per feature.
-    pub initial: &'a [f64],
+/// One lane's inputs of the backward: `[tokens, dim]` blocks of the forward's inputs, each
+/// query's augmented cotangent, and the lane's states.
+pub(crate) struct LaneInputs<'a, T> {
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+    /// `dO'_t = [dy_t / D_t, -(y_t · dy_t) / D_t]`, `queries x (d_v + 1)`; zeros for a query
+    /// the forward answered with zeros.
+    pub dout: &'a [T],
+    /// The lane's sums before the forward (`S`, `m x d_v`, then `Z`, `m`).
+    pub initial: &'a [T],
     /// The gradient of the lane's state after the forward, in the same layout, if any.
-    pub d_final: Option<&'a [f64]>,
+    pub d_final: Option<&'a [T]>,
 }
 
-/// One lane's gradients: `dq`, `dk`, `dv` as `[tokens, dim]` blocks and the gradient of the
-/// initial state in the `[S | Z]` per feature layout.
-pub(crate) struct LaneGradients<'a> {
-    pub dq: &'a mut [f64],
-    pub dk: &'a mut [f64],
-    pub dv: &'a mut [f64],
-    pub d_initial: &'a mut [f64],
+/// One lane's gradients, written: `dq`, `dk`, `dv` as `[tokens, dim]` blocks and the gradient
+/// of the initial state in the layout of [`LaneInputs::initial`].
+pub(crate) struct LaneGradients<'a, T> {
+    pub dq: &'a mut [T],
+    pub dk: &'a mut [T],
+    pub dv: &'a mut [T],
+    pub d_initial: &'a mut [T],
+}
+
+/// What computes the backward of one lane.
+pub(crate) trait LaneBackward<T>: Sync {
+    /// One line for the statistics, e.g. `cpu (kernel d16_v16_p4, avx2+fma)`.
+    fn describe(&self) -> String;
+    /// The gradients of one lane; causal needs as many queries as keys.
+    fn lane(&self, causal: bool, x: &LaneInputs<'_, T>, g: LaneGradients<'_, T>);
 }
 
 impl Backward {
@@ -96,35 +109,11 @@ impl Backward {
         }
     }
 
-    /// `dO'` of every query: zeros for a query whose denominator was not positive and finite.
-    /// Returns how many such queries there were.
-    fn cotangents(&self, y: &[f64], dy: &[f64], dens: &[f64], out: &mut [f64]) -> usize {
-        let (dv, row) = (self.d_v, self.d_v + 1);
-        let mut zeroed = 0;
-        for (t, o) in out.chunks_exact_mut(row).enumerate() {
-            let den = dens[t];
-            if !(den > 0.0 && den.is_finite()) {
-                o.fill(0.0);
-                zeroed += 1;
-                continue;
-            }
-            let (yt, dyt) = (&y[t * dv..(t + 1) * dv], &dy[t * dv..(t + 1) * dv]);
-            let delta: f64 = yt.iter().zip(dyt).map(|(a, b)| a * b).sum();
-            for (o, g) in o.iter_mut().zip(dyt) {
-                *o = g / den;
-            }
-            o[dv] = -delta / den;
-        }
-        zeroed
-    }
-
-    /// The gradients of one lane; `causal` needs as many queries as keys. Returns the number
-    /// of queries whose non-positive denominator zeroed their contribution.
-    pub fn lane(&self, causal: bool, x: &LaneInputs<'_>, g: LaneGradients<'_>) -> usize {
+    /// The gradients of one lane in f64, with the states as `m` rows of `[S | Z]`.
+    fn lane_f64(&self, causal: bool, x: &LaneInputs<'_, f64>, g: LaneGradients<'_, f64>) {
         let (dk, dv, m, row) = (self.d_k, self.d_v, self.features(), self.d_v + 1);
         let (nq, nk) = (x.q.len() / dk, x.k.len() / dk);
-        let mut dout = vec![0.0; nq * row];
-        let zeroed = self.cotangents(x.y, x.dy, x.dens, &mut dout);
+        let dout = x.dout;
         let (mut f, mut u) = (vec![0.0; m], vec![0.0; m]);
         let mut vp = vec![1.0; row];
         let key = |s: usize, vp: &mut [f64]| {
@@ -194,31 +183,144 @@ impl Backward {
             }
             self.adjoint(ks, &f, &mut u, &mut g.dk[s * dk..(s + 1) * dk]);
         }
-        zeroed
     }
 }
 
-/// The backward of the forward `saved` recorded, for an attention computing `config`: checks
-/// the record and the gradients given, then runs [`Backward::lane`] on every lane.
+impl<T: Element> LaneBackward<T> for Backward {
+    fn describe(&self) -> String {
+        "cpu reference (f64)".to_string()
+    }
+
+    fn lane(&self, causal: bool, x: &LaneInputs<'_, T>, g: LaneGradients<'_, T>) {
+        let (m, dv) = (self.features(), self.d_v);
+        let widen = |x: &[T]| x.iter().map(|x| x.widen()).collect::<Vec<f64>>();
+        let (mut dq, mut dk, mut dval) = (
+            vec![0.0; g.dq.len()],
+            vec![0.0; g.dk.len()],
+            vec![0.0; g.dv.len()],
+        );
+        let mut d_initial = vec![0.0; m * (dv + 1)];
+        let d_final = x.d_final.map(|d| to_rows(&widen(d), m, dv));
+        self.lane_f64(
+            causal,
+            &LaneInputs {
+                q: &widen(x.q),
+                k: &widen(x.k),
+                v: &widen(x.v),
+                dout: &widen(x.dout),
+                initial: &to_rows(&widen(x.initial), m, dv),
+                d_final: d_final.as_deref(),
+            },
+            LaneGradients {
+                dq: &mut dq,
+                dk: &mut dk,
+                dv: &mut dval,
+                d_initial: &mut d_initial,
+            },
+        );
+        narrow(&dq, g.dq);
+        narrow(&dk, g.dk);
+        narrow(&dval, g.dv);
+        narrow(&from_rows(&d_initial, m, dv), g.d_initial);
+    }
+}
+
+fn narrow<T: Element>(from: &[f64], to: &mut [T]) {
+    to.iter_mut()
+        .zip(from)
+        .for_each(|(t, &f)| *t = T::from_f64(f));
+}
+
+/// The backward of the forward `saved` recorded, for an attention computing `config` on
+/// `backend`: checks the record and the gradients given, then runs the backend's lane backward
+/// (the reference passes where it has none) on every lane.
 pub(crate) fn run<T: Element>(
     config: &KernelConfig,
+    backend: &dyn HostBackend<T>,
     saved: &Saved<T>,
     dy: TensorRef<'_, T>,
     d_final: Option<&StateGradient<T>>,
 ) -> Result<Gradients<T>, SataError> {
+    check(config, saved, &dy, d_final)?;
+    let reference;
+    let lanes: &dyn LaneBackward<T> = match backend.lane_backward() {
+        Some(own) => own,
+        None => {
+            reference = Backward::new(config);
+            &reference
+        }
+    };
+    let qs = saved.q.shape;
+    let (dk, dv, per_lane) = (config.d_k(), config.d_v(), config.state_words_per_head());
+    let causal = saved.mode == Mode::Causal;
+    let (nq, nk) = (qs.tokens, saved.k.shape.tokens);
+    let mut dq = vec![T::zero(); saved.q.data.len()];
+    let mut dk_ = vec![T::zero(); saved.k.data.len()];
+    let mut dv_ = vec![T::zero(); saved.v.data.len()];
+    let mut d_initial = StateGradient::zeros(*config, qs.batch, qs.heads);
+    let mut dout = vec![T::zero(); nq * (dv + 1)];
+    let mut zeroed = 0;
+    for (lane, state) in saved.initial.lanes().enumerate() {
+        let span = |n: usize, dim: usize| lane * n * dim..(lane + 1) * n * dim;
+        zeroed += cotangents(
+            dv,
+            &saved.y[span(nq, dv)],
+            &dy.data()[span(nq, dv)],
+            &saved.dens[lane * nq..(lane + 1) * nq],
+            &mut dout,
+        );
+        let inputs = LaneInputs {
+            q: &saved.q.data[span(nq, dk)],
+            k: &saved.k.data[span(nk, dk)],
+            v: &saved.v.data[span(nk, dv)],
+            dout: &dout,
+            // A compensated lane's sums come first; its compensation does not change the value.
+            initial: &state[..per_lane],
+            d_final: d_final.map(|d| &d.data[lane * per_lane..(lane + 1) * per_lane]),
+        };
+        lanes.lane(
+            causal,
+            &inputs,
+            LaneGradients {
+                dq: &mut dq[span(nq, dk)],
+                dk: &mut dk_[span(nk, dk)],
+                dv: &mut dv_[span(nk, dv)],
+                d_initial: &mut d_initial.data[span(1, per_lane)],
+            },
+        );
+    }
+    let tensor = |data, shape: Shape| Tensor { data, shape };
+    Ok(Gradients {
+        dq: tensor(dq, qs),
+        dk: tensor(dk_, saved.k.shape),
+        dv: tensor(dv_, saved.v.shape),
+        d_initial_state: d_initial,
+        zeroed_queries: zeroed,
+        path: lanes.describe(),
+    })
+}
+
+/// The checks of [`run`]: the record is of this configuration, `dy` has the queries' shape
+/// with `d_v` last and is finite, and so is a final-state gradient of the state's shape.
+fn check<T: Element>(
+    config: &KernelConfig,
+    saved: &Saved<T>,
+    dy: &TensorRef<'_, T>,
+    d_final: Option<&StateGradient<T>>,
+) -> Result<(), SataError> {
     if saved.config != *config {
         return Err(SataError::SavedConfigMismatch {
             saved: saved.config,
             attention: *config,
         });
     }
-    let (qs, ks) = (saved.q.shape, saved.k.shape);
+    let qs = saved.q.shape;
     let lanes = Lanes {
         config,
         batch: qs.batch,
         heads: qs.heads,
     };
-    lanes.tensor(&dy, config.d_v(), "d_v")?;
+    lanes.tensor(dy, config.d_v(), "d_v")?;
     if dy.shape().tokens != qs.tokens {
         return Err(SataError::TokenMismatch {
             role: Role::OutputGradient,
@@ -228,7 +330,6 @@ pub(crate) fn run<T: Element>(
             hint: "",
         });
     }
-    let per_lane = config.state_words_per_head();
     if let Some(d) = d_final {
         same_config(&d.config, config)?;
         if (d.batch, d.heads) != (qs.batch, qs.heads) {
@@ -246,74 +347,7 @@ pub(crate) fn run<T: Element>(
         )?
         .check_finite()?;
     }
-    let backward = Backward::new(config);
-    let (dk_, dv_, m) = (config.d_k(), config.d_v(), config.features());
-    let causal = saved.mode == Mode::Causal;
-    let widen = |x: &[T]| x.iter().map(|x| x.widen()).collect::<Vec<f64>>();
-    let (nq, nk) = (qs.tokens, ks.tokens);
-    let mut dq = vec![T::zero(); saved.q.data.len()];
-    let mut dk = vec![T::zero(); saved.k.data.len()];
-    let mut dv = vec![T::zero(); saved.v.data.len()];
-    let mut d_initial = StateGradient::zeros(*config, qs.batch, qs.heads);
-    let mut zeroed = 0;
-    for (lane, state) in saved.initial.lanes().enumerate() {
-        let block = |x: &[T], n: usize, dim: usize| widen(&x[lane * n * dim..(lane + 1) * n * dim]);
-        // The lane's sums as `[S | Z]` rows (a compensated lane's compensation follows them).
-        let initial = to_rows(&widen(&state[..per_lane]), m, dv_);
-        let d_final_rows = d_final.map(|d| {
-            to_rows(
-                &widen(&d.data[lane * per_lane..(lane + 1) * per_lane]),
-                m,
-                dv_,
-            )
-        });
-        let (mut gq, mut gk, mut gv) = (
-            vec![0.0; nq * dk_],
-            vec![0.0; nk * dk_],
-            vec![0.0; nk * dv_],
-        );
-        let mut gs = vec![0.0; m * (dv_ + 1)];
-        let inputs = LaneInputs {
-            q: &block(&saved.q.data, nq, dk_),
-            k: &block(&saved.k.data, nk, dk_),
-            v: &block(&saved.v.data, nk, dv_),
-            y: &block(&saved.y, nq, dv_),
-            dy: &block(dy.data(), nq, dv_),
-            dens: &saved.dens[lane * nq..(lane + 1) * nq],
-            initial: &initial,
-            d_final: d_final_rows.as_deref(),
-        };
-        zeroed += backward.lane(
-            causal,
-            &inputs,
-            LaneGradients {
-                dq: &mut gq,
-                dk: &mut gk,
-                dv: &mut gv,
-                d_initial: &mut gs,
-            },
-        );
-        let narrow = |from: &[f64], to: &mut [T]| {
-            to.iter_mut()
-                .zip(from)
-                .for_each(|(t, &f)| *t = T::from_f64(f));
-        };
-        narrow(&gq, &mut dq[lane * nq * dk_..(lane + 1) * nq * dk_]);
-        narrow(&gk, &mut dk[lane * nk * dk_..(lane + 1) * nk * dk_]);
-        narrow(&gv, &mut dv[lane * nk * dv_..(lane + 1) * nk * dv_]);
-        narrow(
-            &from_rows(&gs, m, dv_),
-            &mut d_initial.data[lane * per_lane..(lane + 1) * per_lane],
-        );
-    }
-    let tensor = |data, shape: Shape| Tensor { data, shape };
-    Ok(Gradients {
-        dq: tensor(dq, qs),
-        dk: tensor(dk, ks),
-        dv: tensor(dv, saved.v.shape),
-        d_initial_state: d_initial,
-        zeroed_queries: zeroed,
-    })
+    Ok(())
 }
 
 /// A lane's planar words (`S`, `m x d_v`, then `Z`, `m`) as `m` rows of `[S | Z]`.
@@ -330,4 +364,26 @@ fn from_rows(rows: &[f64], m: usize, d_v: usize) -> Vec<f64> {
     let rows: Vec<&[f64]> = rows.chunks_exact(d_v + 1).take(m).collect();
     let s = rows.iter().flat_map(|r| r[..d_v].iter().copied());
     s.chain(rows.iter().map(|r| r[d_v])).collect()
+}
+
+/// `dO'` of every query of a lane into `out` (`queries x (d_v + 1)`), computed in f64: zeros
+/// for a query whose denominator was not positive and finite. Returns how many there were.
+fn cotangents<T: Element>(dv: usize, y: &[T], dy: &[T], dens: &[f64], out: &mut [T]) -> usize {
+    let row = dv + 1;
+    let mut zeroed = 0;
+    for (t, o) in out.chunks_exact_mut(row).enumerate() {
+        let den = dens[t];
+        if !(den > 0.0 && den.is_finite()) {
+            o.fill(T::zero());
+            zeroed += 1;
+            continue;
+        }
+        let (yt, dyt) = (&y[t * dv..(t + 1) * dv], &dy[t * dv..(t + 1) * dv]);
+        let delta: f64 = yt.iter().zip(dyt).map(|(a, b)| a.widen() * b.widen()).sum();
+        for (o, g) in o.iter_mut().zip(dyt) {
+            *o = T::from_f64(g.widen() / den);
+        }
+        o[dv] = T::from_f64(-delta / den);
+    }
+    zeroed
 }

@@ -13,7 +13,7 @@ use sata_codegen::KernelConfig;
 
 #[doc(hidden)]
 pub use super::driver;
-pub use super::driver::Answered;
+pub use super::driver::{Answered, BackwardLane};
 pub use super::simd::Isa;
 
 /// What a specialized kernel computes, stated by its generated code.
@@ -79,6 +79,9 @@ pub trait SpecializedKernel: Send + Sync {
         out: &mut [f32],
         answered: Answered<'_>,
     );
+    /// The backward of a causal (`prefill`) or non-causal (`absorb` then `query`) forward on
+    /// one lane, `scratch` at least `driver::backward_scratch_words(m)` words.
+    fn backward(&self, isa: Isa, scratch: &mut [f32], causal: bool, lane: BackwardLane<'_>);
 }
 
 mod precompiled {

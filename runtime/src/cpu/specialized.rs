@@ -2,8 +2,10 @@
 //! chosen at run time.
 
 use super::backend::LaneKernel;
+use super::backward::{LaneBackward, LaneGradients, LaneInputs};
+use super::driver::backward_scratch_words;
 use super::features::scratch_words;
-use super::kernel::{KernelDescriptor, SpecializedKernel};
+use super::kernel::{BackwardLane, KernelDescriptor, SpecializedKernel};
 use super::scratch::KernelScratch;
 use super::simd::Isa;
 use crate::stats::Answer;
@@ -48,6 +50,10 @@ impl LaneKernel<f32> for Specialized {
         KernelScratch::take(scratch_words(self.kernel.descriptor().features))
     }
 
+    fn lane_backward(&self) -> Option<&dyn LaneBackward<f32>> {
+        Some(self)
+    }
+
     fn prefill(
         &self,
         scratch: &mut KernelScratch,
@@ -85,6 +91,39 @@ impl LaneKernel<f32> for Specialized {
             q,
             out,
             &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
+        );
+    }
+}
+
+/// The kernel's generated backward on one lane; pass B's state starts as the final state's
+/// gradient.
+impl LaneBackward<f32> for Specialized {
+    fn describe(&self) -> String {
+        LaneKernel::<f32>::describe(self)
+    }
+
+    fn lane(&self, causal: bool, x: &LaneInputs<'_, f32>, g: LaneGradients<'_, f32>) {
+        match x.d_final {
+            Some(d) => g.d_initial.copy_from_slice(d),
+            None => g.d_initial.fill(0.0),
+        }
+        let d = self.kernel.descriptor();
+        let mut scratch = KernelScratch::take(backward_scratch_words(d.features, d.d_v + 1));
+        self.kernel.backward(
+            self.isa,
+            &mut scratch,
+            causal,
+            BackwardLane {
+                q: x.q,
+                k: x.k,
+                v: x.v,
+                dout: x.dout,
+                state: x.initial,
+                grad_state: g.d_initial,
+                dq: g.dq,
+                dk: g.dk,
+                dv: g.dv,
+            },
         );
     }
 }
