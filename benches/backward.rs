@@ -1,11 +1,10 @@
 //! The backward against the forward on the same inputs, in one run: a causal
-//! `forward_for_training` (the forward of training, on the CPU backend's specialized kernel)
-//! and `backward` (the two passes, f64 accumulation on the CPU), d_k = d_v = 16, P = 4, f32.
-//! Prints backward / forward and the backward's GFLOP/s against the FLOP model (177 kFLOP per
-//! token per head at d16 P4, `docs/design.md`).
+//! `forward_for_training` (the forward of training) and `backward` (the two passes), both on
+//! the CPU backend's specialized kernel, d_k = d_v = 16, P = 4, f32, one thread. Prints
+//! backward / forward and the backward's GFLOP/s against the FLOP model (177 kFLOP per token
+//! per head at d16 P4, `docs/design.md`).
 //!
-//! `cargo bench --bench backward`. The 64-head, 8,192-token case of the gradients issue is
-//! left out while the backward is the f64 reference path: one call takes minutes there.
+//! `cargo bench --bench backward`.
 
 mod common;
 
@@ -19,7 +18,7 @@ use sata::{Attention, KernelConfig, Mode, TensorRef};
 const D: usize = 16;
 const TERMS: usize = 4;
 /// (heads, tokens).
-const CASES: [(usize, usize); 3] = [(1, 1024), (1, 8192), (64, 1024)];
+const CASES: [(usize, usize); 4] = [(1, 1024), (1, 8192), (64, 1024), (64, 8192)];
 
 fn name(heads: usize, tokens: usize) -> String {
     format!("{heads}x{tokens}")
@@ -66,6 +65,26 @@ fn bench(c: &mut Criterion, attention: &Attention<f32>) {
     group.finish();
 }
 
+/// Which code runs the backward, from a small call.
+fn backward_path(attention: &Attention<f32>) -> String {
+    let shape = [1, 1, 1, D];
+    let x = inputs(D, 0.5);
+    let mut state = attention.new_state(1, 1).unwrap();
+    let (_, saved) = attention
+        .forward_for_training(
+            &mut state,
+            Mode::Causal,
+            TensorRef::query(&x, shape).unwrap(),
+            TensorRef::key(&x, shape).unwrap(),
+            TensorRef::value(&x, shape).unwrap(),
+        )
+        .unwrap();
+    attention
+        .backward(&saved, TensorRef::output_gradient(&x, shape).unwrap(), None)
+        .unwrap()
+        .path
+}
+
 fn main() {
     let config = KernelConfig::new(D, D, TERMS).unwrap();
     let attention = Attention::<f32>::new(config).unwrap();
@@ -76,8 +95,9 @@ fn main() {
     bench(&mut c, &attention);
     c.final_summary();
     println!(
-        "\nTraining step parts, d{D} P{TERMS}, f32, 1 thread; forward on {}",
-        attention.describe_path()
+        "\nTraining step parts, d{D} P{TERMS}, f32, 1 thread; forward on {}, backward on {}",
+        attention.describe_path(),
+        backward_path(&attention)
     );
     println!(
         "  {:>12}  {:>14} {:>14} {:>10} {:>18}",
