@@ -1,11 +1,7 @@
-//! The state sweeps and the feature adjoint of specialized kernels' backward, compiled for
-//! AVX2 + FMA or portably, chosen at run time like the forward's (`super::simd`).
-//!
-//! The sweeps are plain Rust over rows of a compile-time length (`ROW = d_v + 1`), written
-//! once in [`pass_a_body`] and [`pass_b_body`] and compiled inside a `#[target_feature]`
-//! function (where `mul_add` is one FMA instruction and the fixed-length row loops become
-//! vector code) and once portably (where products and sums stay separate operations, as
-//! `mul_add` would be a library call without FMA).
+//! The state sweeps and the feature adjoint of specialized kernels' backward, in AVX2 + FMA
+//! intrinsics (`compiled`, the module's only `unsafe`) or portable Rust ([`pass_a_body`],
+//! [`pass_b_body`], [`adjoint_runs_portable`]), chosen at run time like the forward's
+//! (`super::simd`). Rows have a compile-time length, `ROW = d_v + 1`.
 //!
 //! The passes keep their two states blocked: per block of 8 features, the `ROW` vectors of
 //! its columns (`S`'s `d_v`, then `Z`) one after the other (`m` rounded up to whole blocks,
@@ -20,10 +16,10 @@
 use super::features::{FeatureProgram, FirstScales, LANES, lane_sum};
 use super::simd::Isa;
 
-/// `a b + c`, as one FMA where the build has it (`FMA`), else a multiply and an add.
+/// `a b + c` as a multiply and an add (`mul_add` is a library call without FMA).
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+fn madd(a: f32, b: f32, c: f32) -> f32 {
+    a * b + c
 }
 
 /// Features per f32 partial sum of pass B's read before it is added into f64: the read sums
@@ -56,104 +52,71 @@ fn augmented<const ROW: usize>(v: &[f32]) -> [f32; ROW] {
     vp
 }
 
-/// Pass A on one token, over a blocked lane (word `(j, c)` at [`blocked`]: column `c < d_v` of
-/// `S`, then `Z`; `m8` features, a whole number of vectors, the padding features zero): with
-/// `UPDATE` (causal, or absorbing a key), `S[j] += phi_k[j] [v, 1]`; with `READ`,
-/// `r[j] = [S[j], Z[j]] · d`.
-#[inline(always)]
-fn pass_a_body<const ROW: usize, const UPDATE: bool, const READ: bool, const FMA: bool>(
-    cols: &mut [f32],
-    phi_k: &[f32],
-    v: &[f32],
-    d: &[f32; ROW],
-    r: &mut [f32],
-) {
-    let m8 = cols.len() / ROW;
-    let vp = augmented::<ROW>(if UPDATE { v } else { &[] });
-    if READ {
-        r[..m8].fill(0.0);
-    }
-    for jb in 0..m8 / LANES {
-        let a = if UPDATE {
-            vector(phi_k, jb)
-        } else {
-            [0.0; LANES]
-        };
-        let mut o = [0.0f32; LANES];
-        for c in 0..ROW {
-            let x = vector_mut(cols, jb * ROW + c);
-            if UPDATE {
-                for i in 0..LANES {
-                    x[i] = madd::<FMA>(a[i], vp[c], x[i]);
-                }
-            }
-            if READ {
-                for i in 0..LANES {
-                    o[i] = madd::<FMA>(x[i], d[c], o[i]);
-                }
-            }
-        }
-        if READ {
-            *vector_mut(r, jb) = o;
-        }
-    }
+/// What one sweep over a blocked lane (word `(j, c)` at [`blocked`]: column `c < d_v` of the
+/// state's `S`, then `Z`; `m8` features, a whole number of vectors, the padding features zero)
+/// does to each feature `j`, each part present when its flag is set:
+/// - `UPDATE`: `x[j][c] += a[j] coef[c]`;
+/// - `READ`: `r[j] = x[j] · weights`;
+/// - `COLUMNS`: `acc[c] += sum_j b[j] x[j][c]` (f32 partial sums of [`FLUSH`] features, each
+///   added in f64).
+///
+/// Pass A is an update by `(phi_k, [v, 1])` and a read by `dO'`; pass B an update by
+/// `(W ∘ Phi(q), dO')`, a read by `[v, 1]` and the column sums by `Phi(k)`.
+struct Sweep<'a, const ROW: usize> {
+    a: &'a [f32],
+    coef: [f32; ROW],
+    weights: [f32; ROW],
+    r: &'a mut [f32],
+    b: &'a [f32],
+    acc: &'a mut [f64; ROW],
 }
 
-/// Pass B on one token, over a blocked lane as in [`pass_a_body`]: with `UPDATE`,
-/// `H[j] += fq[j] d` (the weighted query's features); with `READ`,
-/// `acc[..d_v] += sum_j phi_k[j] H_S[j]` (f32 partial sums of [`FLUSH`] features, each added
-/// in f64) and `r[j] = [H_S[j], H_Z[j]] · [v, 1]`.
+/// The portable sweep.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn pass_b_body<const ROW: usize, const UPDATE: bool, const READ: bool, const FMA: bool>(
+fn sweep_body<const ROW: usize, const UPDATE: bool, const READ: bool, const COLUMNS: bool>(
     cols: &mut [f32],
-    fq: &[f32],
-    d: &[f32; ROW],
-    phi_k: &[f32],
-    v: &[f32],
-    acc: &mut [f64; ROW],
-    r: &mut [f32],
+    s: Sweep<'_, ROW>,
 ) {
     let m8 = cols.len() / ROW;
-    let vp = augmented::<ROW>(if READ { v } else { &[] });
-    if READ {
-        r[..m8].fill(0.0);
-    }
     let mut part = [[0.0f32; LANES]; ROW];
     for jb in 0..m8 / LANES {
-        let a = if UPDATE { vector(fq, jb) } else { [0.0; LANES] };
-        let b = if READ {
-            vector(phi_k, jb)
+        let a = if UPDATE {
+            vector(s.a, jb)
+        } else {
+            [0.0; LANES]
+        };
+        let b = if COLUMNS {
+            vector(s.b, jb)
         } else {
             [0.0; LANES]
         };
         let mut o = [0.0f32; LANES];
-        for c in 0..ROW {
+        for (c, part) in part.iter_mut().enumerate() {
             let x = vector_mut(cols, jb * ROW + c);
-            if UPDATE {
-                for i in 0..LANES {
-                    x[i] = madd::<FMA>(a[i], d[c], x[i]);
+            for i in 0..LANES {
+                if UPDATE {
+                    x[i] = madd(a[i], s.coef[c], x[i]);
                 }
-            }
-            if READ {
-                for i in 0..LANES {
-                    part[c][i] = madd::<FMA>(b[i], x[i], part[c][i]);
-                    o[i] = madd::<FMA>(x[i], vp[c], o[i]);
+                if READ {
+                    o[i] = madd(x[i], s.weights[c], o[i]);
+                }
+                if COLUMNS {
+                    part[i] = madd(b[i], x[i], part[i]);
                 }
             }
         }
         if READ {
-            *vector_mut(r, jb) = o;
-            if ((jb + 1) * LANES).is_multiple_of(FLUSH) {
-                for (a, p) in acc.iter_mut().zip(part.iter_mut()) {
-                    *a += f64::from(lane_sum(*p));
-                    *p = [0.0; LANES];
-                }
+            *vector_mut(s.r, jb) = o;
+        }
+        if COLUMNS && ((jb + 1) * LANES).is_multiple_of(FLUSH) {
+            for (a, p) in s.acc.iter_mut().zip(part.iter_mut()) {
+                *a += f64::from(lane_sum(*p));
+                *p = [0.0; LANES];
             }
         }
     }
-    if READ {
-        for (a, p) in acc.iter_mut().zip(part) {
+    if COLUMNS {
+        for (a, p) in s.acc.iter_mut().zip(part) {
             *a += f64::from(lane_sum(p));
         }
     }
@@ -240,28 +203,16 @@ mod compiled {
     use super::*;
 
     #[inline(never)]
-    pub(super) fn pass_a_portable<const ROW: usize, const UPDATE: bool, const READ: bool>(
-        lane: &mut [f32],
-        phi_k: &[f32],
-        v: &[f32],
-        d: &[f32; ROW],
-        r: &mut [f32],
+    pub(super) fn sweep_portable<
+        const ROW: usize,
+        const UPDATE: bool,
+        const READ: bool,
+        const COLUMNS: bool,
+    >(
+        cols: &mut [f32],
+        s: Sweep<'_, ROW>,
     ) {
-        pass_a_body::<ROW, UPDATE, READ, false>(lane, phi_k, v, d, r);
-    }
-
-    #[inline(never)]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn pass_b_portable<const ROW: usize, const UPDATE: bool, const READ: bool>(
-        h: &mut [f32],
-        fq: &[f32],
-        d: &[f32; ROW],
-        phi_k: &[f32],
-        v: &[f32],
-        acc: &mut [f64; ROW],
-        r: &mut [f32],
-    ) {
-        pass_b_body::<ROW, UPDATE, READ, false>(h, fq, d, phi_k, v, acc, r);
+        sweep_body::<ROW, UPDATE, READ, COLUMNS>(cols, s);
     }
 
     /// The sum of a vector's words: two halves, then pairs.
@@ -278,151 +229,83 @@ mod compiled {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
     }
 
-    /// Pass A in AVX2 intrinsics, two feature vectors at a time: `r` and `phi_k` stay in
-    /// registers while the columns go by, in four independent sums (one per vector and
-    /// column parity; one sum per vector was a chain of `ROW` dependent FMAs). Auto-vectorised,
-    /// the same loops spilled pointers and shuffled (`docs/backends/cpu.md`).
+    /// The sweep in AVX2 intrinsics, two feature vectors at a time: the features' vectors
+    /// and the read stay in registers while the columns go by, the read in two sums per vector
+    /// by column parity (one sum was a chain of `ROW` dependent FMAs), each column's sum in a
+    /// vector on the stack. Auto-vectorised, the same loops spilled pointers and shuffled
+    /// (`docs/backends/cpu.md`).
     ///
     /// # Safety
-    /// The CPU must support avx2 and fma; `cols.len() == ROW * m8`, `m8` a multiple of 8,
-    /// `phi_k` (with `UPDATE`) and `r` (with `READ`) `m8` words (checked by `pass_a`).
+    /// The CPU must support avx2 and fma; `cols.len() == ROW * m8`, `m8` a multiple of 8, and
+    /// `s.a` (with `UPDATE`), `s.r` (with `READ`) and `s.b` (with `COLUMNS`) `m8` words
+    /// (checked by `sweep`).
     #[cfg(target_arch = "x86_64")]
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn pass_a_avx2<const ROW: usize, const UPDATE: bool, const READ: bool>(
+    pub(super) unsafe fn sweep_avx2<
+        const ROW: usize,
+        const UPDATE: bool,
+        const READ: bool,
+        const COLUMNS: bool,
+    >(
         cols: &mut [f32],
-        phi_k: &[f32],
-        v: &[f32],
-        d: &[f32; ROW],
-        r: &mut [f32],
+        s: Sweep<'_, ROW>,
     ) {
         use std::arch::x86_64::*;
-        let m8 = cols.len() / ROW;
-        let vectors = m8 / LANES;
-        let vp = augmented::<ROW>(if UPDATE { v } else { &[] });
-        // SAFETY: vector `jb` of column `c` is words `(jb ROW + c) 8..+8` of `cols`, inside
-        // it for `c < ROW`, `jb < m8 / 8`; `phi_k` and `r` are read and written at `8 jb..+8`,
-        // inside their `m8` words; `vp` and `d` are indexed below `ROW`.
-        unsafe {
-            let base = cols.as_mut_ptr();
-            let zero = _mm256_setzero_ps();
-            // `$n` feature vectors from `$jb`.
-            macro_rules! step {
-                ($jb:expr, $n:literal) => {{
-                    let mut a = [zero; $n];
-                    let mut acc = [[zero; 2]; $n];
-                    for (i, a) in a.iter_mut().enumerate() {
-                        if UPDATE {
-                            *a = _mm256_loadu_ps(phi_k.as_ptr().add(($jb + i) * LANES));
-                        }
-                    }
-                    let mut p = base.add($jb * ROW * LANES);
-                    for c in 0..ROW {
-                        let (vc, dc) = (_mm256_set1_ps(vp[c]), _mm256_set1_ps(d[c]));
-                        for i in 0..$n {
-                            let q = p.add(i * ROW * LANES);
-                            let mut x = _mm256_loadu_ps(q);
-                            if UPDATE {
-                                x = _mm256_fmadd_ps(a[i], vc, x);
-                                _mm256_storeu_ps(q, x);
-                            }
-                            if READ {
-                                acc[i][c % 2] = _mm256_fmadd_ps(x, dc, acc[i][c % 2]);
-                            }
-                        }
-                        p = p.add(LANES);
-                    }
-                    if READ {
-                        for (i, [even, odd]) in acc.into_iter().enumerate() {
-                            let o = r.as_mut_ptr().add(($jb + i) * LANES);
-                            _mm256_storeu_ps(o, _mm256_add_ps(even, odd));
-                        }
-                    }
-                }};
-            }
-            let mut jb = 0;
-            while jb + 2 <= vectors {
-                step!(jb, 2);
-                jb += 2;
-            }
-            if jb < vectors {
-                step!(jb, 1);
-            }
-        }
-    }
-
-    /// Pass B in AVX2 intrinsics, two feature vectors at a time: `r`, `fq` and `phi_k` stay
-    /// in registers (`r` in two sums per vector, by column parity), each column's partial
-    /// read sum in a vector on the stack.
-    ///
-    /// # Safety
-    /// The CPU must support avx2 and fma; `cols.len() == ROW * m8`, `m8` a multiple of 8,
-    /// `fq` (with `UPDATE`), `phi_k` and `r` (with `READ`) `m8` words (checked by `pass_b`).
-    #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn pass_b_avx2<const ROW: usize, const UPDATE: bool, const READ: bool>(
-        cols: &mut [f32],
-        fq: &[f32],
-        d: &[f32; ROW],
-        phi_k: &[f32],
-        v: &[f32],
-        acc: &mut [f64; ROW],
-        r: &mut [f32],
-    ) {
-        use std::arch::x86_64::*;
-        let m8 = cols.len() / ROW;
-        let vectors = m8 / LANES;
-        let vp = augmented::<ROW>(if READ { v } else { &[] });
-        // SAFETY: as in `pass_a_avx2`: vector `jb` of column `c` lies inside `cols`, the
-        // feature buffers and `r` are accessed at `8 jb..+8` inside their `m8` words, and
-        // `vp`, `d`, `part` and `acc` are indexed below `ROW`.
+        let vectors = cols.len() / ROW / LANES;
+        // SAFETY: vector `jb` of column `c` is words `(jb ROW + c) 8..+8` of `cols`, inside it
+        // for `c < ROW`, `jb < m8 / 8`; `s.a`, `s.b` and `s.r` are accessed at `8 jb..+8`,
+        // inside their `m8` words; `coef`, `weights`, `part` and `acc` are indexed below `ROW`.
         unsafe {
             let base = cols.as_mut_ptr();
             let zero = _mm256_setzero_ps();
             let mut part = [zero; ROW];
             let mut since_flush = 0usize;
+            // `$n` feature vectors from `$jb`.
             macro_rules! step {
                 ($jb:expr, $n:literal) => {{
                     let (mut a, mut b) = ([zero; $n], [zero; $n]);
                     for i in 0..$n {
                         let o = ($jb + i) * LANES;
                         if UPDATE {
-                            a[i] = _mm256_loadu_ps(fq.as_ptr().add(o));
+                            a[i] = _mm256_loadu_ps(s.a.as_ptr().add(o));
                         }
-                        if READ {
-                            b[i] = _mm256_loadu_ps(phi_k.as_ptr().add(o));
+                        if COLUMNS {
+                            b[i] = _mm256_loadu_ps(s.b.as_ptr().add(o));
                         }
                     }
-                    let mut rr = [[zero; 2]; $n];
+                    let mut read = [[zero; 2]; $n];
                     let mut p = base.add($jb * ROW * LANES);
                     for c in 0..ROW {
-                        let (dc, vc) = (_mm256_set1_ps(d[c]), _mm256_set1_ps(vp[c]));
+                        let (uc, wc) = (_mm256_set1_ps(s.coef[c]), _mm256_set1_ps(s.weights[c]));
                         let mut pc = part[c];
                         for i in 0..$n {
                             let q = p.add(i * ROW * LANES);
                             let mut x = _mm256_loadu_ps(q);
                             if UPDATE {
-                                x = _mm256_fmadd_ps(a[i], dc, x);
+                                x = _mm256_fmadd_ps(a[i], uc, x);
                                 _mm256_storeu_ps(q, x);
                             }
                             if READ {
+                                read[i][c % 2] = _mm256_fmadd_ps(x, wc, read[i][c % 2]);
+                            }
+                            if COLUMNS {
                                 pc = _mm256_fmadd_ps(b[i], x, pc);
-                                rr[i][c % 2] = _mm256_fmadd_ps(x, vc, rr[i][c % 2]);
                             }
                         }
                         part[c] = pc;
                         p = p.add(LANES);
                     }
                     if READ {
-                        for (i, [even, odd]) in rr.into_iter().enumerate() {
-                            let o = r.as_mut_ptr().add(($jb + i) * LANES);
+                        for (i, [even, odd]) in read.into_iter().enumerate() {
+                            let o = s.r.as_mut_ptr().add(($jb + i) * LANES);
                             _mm256_storeu_ps(o, _mm256_add_ps(even, odd));
                         }
+                    }
+                    if COLUMNS {
                         since_flush += $n * LANES;
                         if since_flush >= FLUSH {
-                            for (a, p) in acc.iter_mut().zip(part.iter_mut()) {
+                            for (a, p) in s.acc.iter_mut().zip(part.iter_mut()) {
                                 *a += f64::from(hsum(*p));
                                 *p = zero;
                             }
@@ -442,8 +325,8 @@ mod compiled {
             if jb < vectors {
                 step!(jb, 1);
             }
-            if READ {
-                for (a, p) in acc.iter_mut().zip(part) {
+            if COLUMNS {
+                for (a, p) in s.acc.iter_mut().zip(part) {
                     *a += f64::from(hsum(p));
                 }
             }
@@ -525,70 +408,76 @@ fn avx2(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && isa.is_supported()
 }
 
-/// The lengths a pass reads: the lane `ROW x m8`, every vector it reads `m8` words.
-fn check<const ROW: usize>(cols: usize, buffers: &[&[f32]], v: Option<&[f32]>) {
+/// Runs `s` over `cols` on `isa`, after checking the lengths the vector form relies on: the
+/// lane `ROW x m8` with `m8` a whole number of vectors, every feature buffer it reads `m8`
+/// words.
+fn sweep<const ROW: usize, const UPDATE: bool, const READ: bool, const COLUMNS: bool>(
+    isa: Isa,
+    cols: &mut [f32],
+    s: Sweep<'_, ROW>,
+) {
     // The callers are the kernel drivers, which size everything from the kernel's constants;
     // a mismatch is a bug in this crate.
-    let m8 = cols / ROW;
+    let m8 = cols.len() / ROW;
     assert!(
-        cols == m8 * ROW && m8.is_multiple_of(LANES),
+        cols.len() == m8 * ROW && m8.is_multiple_of(LANES),
         "a lane of whole vectors"
     );
-    assert!(buffers.iter().all(|b| b.len() == m8), "buffers of m8 words");
-    assert!(v.is_none_or(|v| v.len() == ROW - 1), "a value of d_v words");
+    assert!(!UPDATE || s.a.len() == m8, "update features of m8 words");
+    assert!(!READ || s.r.len() == m8, "a read of m8 words");
+    assert!(!COLUMNS || s.b.len() == m8, "column features of m8 words");
+    #[cfg(target_arch = "x86_64")]
+    if avx2(isa) {
+        // SAFETY: avx2 and fma were detected by `avx2`; the lengths were checked above.
+        unsafe { compiled::sweep_avx2::<ROW, UPDATE, READ, COLUMNS>(cols, s) };
+        return;
+    }
+    let _ = isa;
+    compiled::sweep_portable::<ROW, UPDATE, READ, COLUMNS>(cols, s);
 }
 
-/// Pass A of one token (see [`pass_a_body`]): `phi_k` and `v` are read only with `UPDATE`,
-/// `d` and `r` only with `READ`.
+/// Pass A of one token over a blocked lane: with `UPDATE` (causal, or absorbing a key),
+/// `S[j] += phi_k[j] [v, 1]`; with `READ`, `r[j] = [S[j], Z[j]] · d`. `phi_k` and `v` are read
+/// only with `UPDATE`, `d` and `r` only with `READ`.
 pub fn pass_a<const ROW: usize, const UPDATE: bool, const READ: bool>(
     isa: Isa,
     cols: &mut [f32],
-    phi_k: &[f32],
-    v: &[f32],
+    (phi_k, v): (&[f32], &[f32]),
     d: &[f32; ROW],
     r: &mut [f32],
 ) {
-    match (UPDATE, READ) {
-        (true, true) => check::<ROW>(cols.len(), &[phi_k, r], Some(v)),
-        (true, false) => check::<ROW>(cols.len(), &[phi_k], Some(v)),
-        (false, _) => check::<ROW>(cols.len(), &[r], None),
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the body is safe Rust.
-        unsafe { compiled::pass_a_avx2::<ROW, UPDATE, READ>(cols, phi_k, v, d, r) };
-        return;
-    }
-    let _ = isa;
-    compiled::pass_a_portable::<ROW, UPDATE, READ>(cols, phi_k, v, d, r);
+    let s = Sweep {
+        a: phi_k,
+        coef: augmented::<ROW>(if UPDATE { v } else { &[] }),
+        weights: *d,
+        r,
+        b: &[],
+        acc: &mut [0.0; ROW],
+    };
+    sweep::<ROW, UPDATE, READ, false>(isa, cols, s);
 }
 
-/// Pass B of one token (see [`pass_b_body`]): `fq` is read only with `UPDATE`, `phi_k`, `v`,
+/// Pass B of one token over a blocked lane: with `UPDATE`, `H[j] += fq[j] d` (the weighted
+/// query's features); with `READ`, `acc[..d_v] += sum_j phi_k[j] H_S[j]` and
+/// `r[j] = [H_S[j], H_Z[j]] · [v, 1]`. `fq` and `d` are read only with `UPDATE`, `phi_k`, `v`,
 /// `acc` and `r` only with `READ`.
-#[allow(clippy::too_many_arguments)]
 pub fn pass_b<const ROW: usize, const UPDATE: bool, const READ: bool>(
     isa: Isa,
     cols: &mut [f32],
-    fq: &[f32],
-    d: &[f32; ROW],
-    phi_k: &[f32],
-    v: &[f32],
+    (fq, d): (&[f32], &[f32; ROW]),
+    (phi_k, v): (&[f32], &[f32]),
     acc: &mut [f64; ROW],
     r: &mut [f32],
 ) {
-    match (UPDATE, READ) {
-        (true, true) => check::<ROW>(cols.len(), &[fq, phi_k, r], Some(v)),
-        (true, false) => check::<ROW>(cols.len(), &[fq], None),
-        (false, _) => check::<ROW>(cols.len(), &[phi_k, r], Some(v)),
-    }
-    #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the body is safe Rust.
-        unsafe { compiled::pass_b_avx2::<ROW, UPDATE, READ>(cols, fq, d, phi_k, v, acc, r) };
-        return;
-    }
-    let _ = isa;
-    compiled::pass_b_portable::<ROW, UPDATE, READ>(cols, fq, d, phi_k, v, acc, r);
+    let s = Sweep {
+        a: fq,
+        coef: *d,
+        weights: augmented::<ROW>(if READ { v } else { &[] }),
+        r,
+        b: phi_k,
+        acc,
+    };
+    sweep::<ROW, UPDATE, READ, READ>(isa, cols, s);
 }
 
 /// The adjoint runs of a kernel's feature program, checked once against the buffer sizes the
@@ -687,7 +576,7 @@ mod tests {
             // Pass A, causal.
             to_blocked::<ROW>(&s0, &mut cols);
             let mut r = vec![0.0; m8];
-            pass_a::<ROW, true, true>(isa, &mut cols, &phi, &v, &d, &mut r);
+            pass_a::<ROW, true, true>(isa, &mut cols, (&phi, &v), &d, &mut r);
             from_blocked::<ROW>(&cols, &mut back);
             for j in 0..m {
                 let mut want = 0.0;
@@ -702,7 +591,7 @@ mod tests {
             // Pass B, causal.
             to_blocked::<ROW>(&s0, &mut cols);
             let (mut r, mut acc) = (vec![0.0; m8], [0.5f64; ROW]);
-            pass_b::<ROW, true, true>(isa, &mut cols, &fq, &d, &phi, &v, &mut acc, &mut r);
+            pass_b::<ROW, true, true>(isa, &mut cols, (&fq, &d), (&phi, &v), &mut acc, &mut r);
             from_blocked::<ROW>(&cols, &mut back);
             let mut want_acc = vec![0.5; dv];
             for j in 0..m {

@@ -220,7 +220,7 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         for s in 0..nk {
             keys(s, phi_k);
             let vs = value::<ROW>(v, s);
-            pass_a::<ROW, true, false>(isa, s_blocked, &phi_k[..m8], vs, &no_cotangent, &mut []);
+            pass_a::<ROW, true, false>(isa, s_blocked, (&phi_k[..m8], vs), &no_cotangent, &mut []);
         }
     }
     for t in 0..nq {
@@ -228,9 +228,9 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         if causal {
             keys(t, phi_k);
             let vt = value::<ROW>(v, t);
-            pass_a::<ROW, true, true>(isa, s_blocked, &phi_k[..m8], vt, cotangent(t), r);
+            pass_a::<ROW, true, true>(isa, s_blocked, (&phi_k[..m8], vt), cotangent(t), r);
         } else {
-            pass_a::<ROW, false, true>(isa, s_blocked, &[], &[], cotangent(t), r);
+            pass_a::<ROW, false, true>(isa, s_blocked, (&[], &[]), cotangent(t), r);
         }
         queries(t, phi_q);
         let dq = &mut dq[t * DK..(t + 1) * DK];
@@ -246,7 +246,7 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         for t in 0..nq {
             queries(t, phi_q);
             let (fq, d) = (&phi_q[..m8], cotangent(t));
-            pass_b::<ROW, true, false>(isa, h_blocked, fq, d, &[], &[], &mut unused, &mut []);
+            pass_b::<ROW, true, false>(isa, h_blocked, (fq, d), (&[], &[]), &mut unused, &mut []);
         }
     }
     for s in (0..nk).rev() {
@@ -256,9 +256,9 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         if causal {
             queries(s, phi_q);
             let (fq, d) = (&phi_q[..m8], cotangent(s));
-            pass_b::<ROW, true, true>(isa, h_blocked, fq, d, pk, vs, &mut acc, r);
+            pass_b::<ROW, true, true>(isa, h_blocked, (fq, d), (pk, vs), &mut acc, r);
         } else {
-            pass_b::<ROW, false, true>(isa, h_blocked, &[], &no_cotangent, pk, vs, &mut acc, r);
+            pass_b::<ROW, false, true>(isa, h_blocked, (&[], &no_cotangent), (pk, vs), &mut acc, r);
         }
         for (o, a) in dval[s * dv..(s + 1) * dv].iter_mut().zip(acc) {
             *o = a as f32;
