@@ -569,3 +569,124 @@ fn bad_gradients_and_foreign_records_are_typed_errors() {
         "a failed forward must leave the state as it was"
     );
 }
+
+/// The registry's generated backwards at the sizes users run (d16 P4: 816 features, several
+/// partial-sum flushes; d8 P3: 45 features, a partial last vector; d32 P2: runs of 32
+/// coordinates, four vectors each) on every ISA, against the f64 reference backward on the same
+/// f32-representable inputs (itself checked against complex steps above), causal and
+/// non-causal, after a context and with a final-state seed.
+#[test]
+fn registry_backwards_match_the_f64_reference_at_scale() {
+    let mut rng = rng("gradients_scale");
+    for (dk, dv, terms) in [(16, 16, 4), (8, 8, 3), (32, 32, 2)] {
+        for mode in [Mode::Causal, Mode::NonCausal] {
+            let causal = mode == Mode::Causal;
+            let (n_q, n_k, context) = (40, 40, 8);
+            let p = problem(&mut rng, (1, 2), (n_q, n_k), (dk, dv, terms), 1.0, causal)
+                .rounded_to_f32();
+            let config = p.config();
+            let per_lane = config.state_words_per_head();
+            let dy = normal(&mut rng, p.lanes() * n_q * dv, 1.0);
+            let d_final = normal(&mut rng, p.lanes() * per_lane, 0.1);
+            let reference = Attention::<f64>::with_backend(
+                config,
+                BackendRequest::Kind(BackendKind::CpuGeneric),
+            )
+            .unwrap();
+            let want = gradients_after_context(&reference, &p, mode, context, (&dy, &d_final));
+            assert_eq!(want.path, "cpu reference (f64)");
+            for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+                let kernel = Attention::<f32>::new(config)
+                    .unwrap()
+                    .with_isa(isa)
+                    .unwrap();
+                assert!(
+                    kernel.kernel().is_some(),
+                    "d{dk} P{terms} is in the registry"
+                );
+                let got = gradients_after_context(&kernel, &p, mode, context, (&dy, &d_final));
+                assert_eq!(got.path, kernel.describe_path());
+                let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                for (what, got, want) in [
+                    ("dq", widen(&got.dq.data), &want.dq.data),
+                    ("dk", widen(&got.dk.data), &want.dk.data),
+                    ("dv", widen(&got.dv.data), &want.dv.data),
+                    (
+                        "d_initial_state",
+                        widen(&got.d_initial_state.data),
+                        &want.d_initial_state.data,
+                    ),
+                ] {
+                    let err = rel(&got, want);
+                    if std::env::var_os("SATA_SHOW_ERR").is_some() {
+                        eprintln!("{isa} d{dk} P{terms} {mode:?} {what}: {err:e}");
+                    }
+                    assert!(err < 1e-4, "{isa} d{dk} P{terms} {mode:?} {what}: {err:e}");
+                }
+            }
+        }
+    }
+}
+
+/// Absorbs the first `context` keys of `p`, runs a training forward over the rest (causal: the
+/// queries after the context; non-causal: every query) and its backward with `dy` and the
+/// final-state gradient given, all in `T`.
+fn gradients_after_context<T: Element>(
+    attention: &Attention<T>,
+    p: &Problem,
+    mode: Mode,
+    context: usize,
+    (dy, d_final): (&[f64], &[f64]),
+) -> sata::Gradients<T> {
+    let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
+    let (lanes, dk, dv) = (p.lanes(), p.d_k, p.d_v);
+    let causal = mode == Mode::Causal;
+    let q = if causal {
+        part(&p.q, lanes, p.n_q, dk, context..p.n_q)
+    } else {
+        p.q.clone()
+    };
+    let nq = q.len() / lanes / dk;
+    let nk = p.n_k - context;
+    let (kc, vc) = (
+        cast(&part(&p.k, lanes, p.n_k, dk, 0..context)),
+        cast(&part(&p.v, lanes, p.n_k, dv, 0..context)),
+    );
+    let (q, k, v) = (
+        cast(&q),
+        cast(&part(&p.k, lanes, p.n_k, dk, context..p.n_k)),
+        cast(&part(&p.v, lanes, p.n_k, dv, context..p.n_k)),
+    );
+    let shape = |n, d| [p.batch, p.heads, n, d];
+    let mut state = attention.new_state(p.batch, p.heads).unwrap();
+    attention
+        .absorb(
+            &mut state,
+            TensorRef::key(&kc, shape(context, dk)).unwrap(),
+            TensorRef::value(&vc, shape(context, dv)).unwrap(),
+        )
+        .unwrap();
+    let (_, saved) = attention
+        .forward_for_training(
+            &mut state,
+            mode,
+            TensorRef::query(&q, shape(nq, dk)).unwrap(),
+            TensorRef::key(&k, shape(nk, dk)).unwrap(),
+            TensorRef::value(&v, shape(nk, dv)).unwrap(),
+        )
+        .unwrap();
+    let dy = cast(&dy[..lanes * nq * dv]);
+    let d_final = StateGradient {
+        config: p.config(),
+        batch: p.batch,
+        heads: p.heads,
+        data: cast(d_final),
+    };
+    attention
+        .backward(
+            &saved,
+            TensorRef::output_gradient(&dy, shape(nq, dv)).unwrap(),
+            Some(&d_final),
+        )
+        .unwrap()
+}
