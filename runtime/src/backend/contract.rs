@@ -6,7 +6,7 @@
 //! computes. The CPU implements it directly (`crate::cpu::CpuBackend`), the device backends
 //! through one copy of the state each way (`crate::device`).
 
-use crate::cpu::backward::LaneBackward;
+use super::lane_backward::LaneBackward;
 use crate::cpu::kernel::KernelDescriptor;
 use crate::cpu::simd::Isa;
 use crate::element::Element;

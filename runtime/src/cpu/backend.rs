@@ -2,11 +2,11 @@
 //! [`LaneKernel`]: the generic program (any configuration, f32 or f64) or a specialized kernel
 //! (`super::specialized`, f32).
 
-use super::backward::LaneBackward;
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
 use crate::backend::HostBackend;
+use crate::backend::LaneBackward;
 use crate::element::Element;
 use crate::error::SataError;
 use crate::state::State;

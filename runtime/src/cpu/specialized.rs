@@ -2,12 +2,12 @@
 //! chosen at run time.
 
 use super::backend::LaneKernel;
-use super::backward::{LaneBackward, LaneGradients, LaneInputs};
 use super::driver::backward_scratch_words;
 use super::features::scratch_words;
 use super::kernel::{BackwardLane, KernelDescriptor, SpecializedKernel};
 use super::scratch::KernelScratch;
 use super::simd::Isa;
+use crate::backend::{LaneBackward, LaneGradients, LaneInputs};
 use crate::stats::Answer;
 
 /// A specialized kernel and the instruction set it runs with.
