@@ -229,48 +229,21 @@ fn check<T: Element>(
     let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
     let widen = |x: &[T]| x.iter().map(|v| v.widen()).collect::<Vec<f64>>();
     let (lanes, dk, dv) = (p.lanes(), p.d_k, p.d_v);
-    let (nq, nk) = (p.n_q, p.n_k - context);
     let causal = mode == Mode::Causal;
-    // Inputs as T; the reference sees exactly these numbers.
-    let q = cast(&if causal {
-        part(&p.q, lanes, p.n_q, dk, context..p.n_q)
-    } else {
-        p.q.clone()
-    });
-    let nq = if causal { nq - context } else { nq };
-    let k_all = cast(&p.k);
-    let v_all = cast(&p.v);
-    let (kc, vc) = (
-        cast(&part(&widen(&k_all), lanes, p.n_k, dk, 0..context)),
-        cast(&part(&widen(&v_all), lanes, p.n_k, dv, 0..context)),
-    );
-    let (k, v) = (
-        cast(&part(&widen(&k_all), lanes, p.n_k, dk, context..p.n_k)),
-        cast(&part(&widen(&v_all), lanes, p.n_k, dv, context..p.n_k)),
-    );
+    let forward = forward_after_context(attention, p, mode, context);
+    let TrainingForward {
+        q,
+        k,
+        v,
+        nq,
+        nk,
+        s0,
+        ref saved,
+        ..
+    } = forward;
+    assert_eq!(forward.attended.stats.bad_denominators, 0);
+    assert_eq!(forward.state.tokens(), (context + nk) as u64);
     let shape = |n, d| [p.batch, p.heads, n, d];
-    let mut state = attention.new_state(p.batch, p.heads).unwrap();
-    if context > 0 {
-        attention
-            .absorb(
-                &mut state,
-                TensorRef::key(&kc, shape(context, dk)).unwrap(),
-                TensorRef::value(&vc, shape(context, dv)).unwrap(),
-            )
-            .unwrap();
-    }
-    let s0 = widen(&state.as_slice());
-    let (y, saved) = attention
-        .forward_for_training(
-            &mut state,
-            mode,
-            TensorRef::query(&q, shape(nq, dk)).unwrap(),
-            TensorRef::key(&k, shape(nk, dk)).unwrap(),
-            TensorRef::value(&v, shape(nk, dv)).unwrap(),
-        )
-        .unwrap();
-    assert_eq!(y.stats.bad_denominators, 0);
-    assert_eq!(state.tokens(), (context + nk) as u64);
     let mut rng = rng("gradients_dy");
     let dy = cast(&normal(&mut rng, lanes * nq * dv, 1.0));
     let per_lane = p.config().state_words_per_head();
@@ -282,7 +255,7 @@ fn check<T: Element>(
     });
     let g = attention
         .backward(
-            &saved,
+            saved,
             TensorRef::output_gradient(&dy, shape(nq, dv)).unwrap(),
             d_final.as_ref(),
         )
@@ -628,9 +601,8 @@ fn registry_backwards_match_the_f64_reference_at_scale() {
     }
 }
 
-/// Absorbs the first `context` keys of `p`, runs a training forward over the rest (causal: the
-/// queries after the context; non-causal: every query) and its backward with `dy` and the
-/// final-state gradient given, all in `T`.
+/// [`forward_after_context`], then its backward with `dy` and the final-state gradient given,
+/// all in `T`.
 fn gradients_after_context<T: Element>(
     attention: &Attention<T>,
     p: &Problem,
@@ -639,42 +611,9 @@ fn gradients_after_context<T: Element>(
     (dy, d_final): (&[f64], &[f64]),
 ) -> sata::Gradients<T> {
     let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
-    let (lanes, dk, dv) = (p.lanes(), p.d_k, p.d_v);
-    let causal = mode == Mode::Causal;
-    let q = if causal {
-        part(&p.q, lanes, p.n_q, dk, context..p.n_q)
-    } else {
-        p.q.clone()
-    };
-    let nq = q.len() / lanes / dk;
-    let nk = p.n_k - context;
-    let (kc, vc) = (
-        cast(&part(&p.k, lanes, p.n_k, dk, 0..context)),
-        cast(&part(&p.v, lanes, p.n_k, dv, 0..context)),
-    );
-    let (q, k, v) = (
-        cast(&q),
-        cast(&part(&p.k, lanes, p.n_k, dk, context..p.n_k)),
-        cast(&part(&p.v, lanes, p.n_k, dv, context..p.n_k)),
-    );
+    let (lanes, dv) = (p.lanes(), p.d_v);
+    let TrainingForward { nq, saved, .. } = forward_after_context(attention, p, mode, context);
     let shape = |n, d| [p.batch, p.heads, n, d];
-    let mut state = attention.new_state(p.batch, p.heads).unwrap();
-    attention
-        .absorb(
-            &mut state,
-            TensorRef::key(&kc, shape(context, dk)).unwrap(),
-            TensorRef::value(&vc, shape(context, dv)).unwrap(),
-        )
-        .unwrap();
-    let (_, saved) = attention
-        .forward_for_training(
-            &mut state,
-            mode,
-            TensorRef::query(&q, shape(nq, dk)).unwrap(),
-            TensorRef::key(&k, shape(nk, dk)).unwrap(),
-            TensorRef::value(&v, shape(nk, dv)).unwrap(),
-        )
-        .unwrap();
     let dy = cast(&dy[..lanes * nq * dv]);
     let d_final = StateGradient {
         config: p.config(),
@@ -689,4 +628,77 @@ fn gradients_after_context<T: Element>(
             Some(&d_final),
         )
         .unwrap()
+}
+
+/// A training forward after a context, and what it ran on.
+struct TrainingForward<T> {
+    /// The call's inputs as `T` (the references see exactly these numbers).
+    q: Vec<T>,
+    k: Vec<T>,
+    v: Vec<T>,
+    nq: usize,
+    nk: usize,
+    /// The state before the call, widened.
+    s0: Vec<f64>,
+    state: State<T>,
+    attended: sata::Attended<T>,
+    saved: sata::Saved<T>,
+}
+
+/// Absorbs the first `context` keys of `p` into a fresh state, then runs a training forward
+/// over the rest: causal over the queries after the context, or non-causal with every query.
+fn forward_after_context<T: Element>(
+    attention: &Attention<T>,
+    p: &Problem,
+    mode: Mode,
+    context: usize,
+) -> TrainingForward<T> {
+    let cast = |x: &[f64]| x.iter().map(|&v| T::from_f64(v)).collect::<Vec<T>>();
+    let (lanes, dk, dv) = (p.lanes(), p.d_k, p.d_v);
+    let q = match mode {
+        Mode::Causal => part(&p.q, lanes, p.n_q, dk, context..p.n_q),
+        Mode::NonCausal => p.q.clone(),
+    };
+    let (nq, nk) = (q.len() / lanes / dk, p.n_k - context);
+    let (kc, vc) = (
+        cast(&part(&p.k, lanes, p.n_k, dk, 0..context)),
+        cast(&part(&p.v, lanes, p.n_k, dv, 0..context)),
+    );
+    let (q, k, v) = (
+        cast(&q),
+        cast(&part(&p.k, lanes, p.n_k, dk, context..p.n_k)),
+        cast(&part(&p.v, lanes, p.n_k, dv, context..p.n_k)),
+    );
+    let shape = |n, d| [p.batch, p.heads, n, d];
+    let mut state = attention.new_state(p.batch, p.heads).unwrap();
+    if context > 0 {
+        attention
+            .absorb(
+                &mut state,
+                TensorRef::key(&kc, shape(context, dk)).unwrap(),
+                TensorRef::value(&vc, shape(context, dv)).unwrap(),
+            )
+            .unwrap();
+    }
+    let s0 = state.as_slice().iter().map(|x| x.widen()).collect();
+    let (attended, saved) = attention
+        .forward_for_training(
+            &mut state,
+            mode,
+            TensorRef::query(&q, shape(nq, dk)).unwrap(),
+            TensorRef::key(&k, shape(nk, dk)).unwrap(),
+            TensorRef::value(&v, shape(nk, dv)).unwrap(),
+        )
+        .unwrap();
+    TrainingForward {
+        q,
+        k,
+        v,
+        nq,
+        nk,
+        s0,
+        state,
+        attended,
+        saved,
+    }
 }
