@@ -5,8 +5,7 @@
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
-use crate::backend::HostBackend;
-use crate::backend::LaneBackward;
+use crate::backend::{HostBackend, LaneBackward};
 use crate::element::Element;
 use crate::error::SataError;
 use crate::state::State;
