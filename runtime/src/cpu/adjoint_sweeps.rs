@@ -1,7 +1,8 @@
 //! The state sweeps and the feature adjoint of specialized kernels' backward, in AVX2 + FMA
-//! intrinsics (`compiled`, the module's only `unsafe`) or portable Rust ([`pass_a_body`],
-//! [`pass_b_body`], [`adjoint_runs_portable`]), chosen at run time like the forward's
-//! (`super::simd`). Rows have a compile-time length, `ROW = d_v + 1`.
+//! intrinsics (`compiled`) or portable Rust ([`sweep_body`], [`adjoint_runs_portable`]),
+//! chosen at run time like the forward's (`super::simd`); the safe wrappers ([`pass_a`],
+//! [`pass_b`], [`feature_adjoint`]) check what the intrinsics rely on. Rows have a
+//! compile-time length, `ROW = d_v + 1`.
 //!
 //! The passes keep their two states blocked: per block of 8 features, the `ROW` vectors of
 //! its columns (`S`'s `d_v`, then `Z`) one after the other (`m` rounded up to whole blocks,
