@@ -1,6 +1,6 @@
 //! `sata attend`: read Q, K, V from `.npy`, attend, write Y (and optionally the state).
 
-use crate::{Attention, BackendRequest, DenominatorPolicy, Element, TensorRef};
+use crate::{BackendRequest, DenominatorPolicy, Element, TensorRef};
 
 use super::args::{AttendArgs, BadDenominator};
 use super::inputs::{Arrays, load_state, read_same_dtype, same_leading, split};
@@ -49,13 +49,8 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         BadDenominator::Zero => DenominatorPolicy::Zero,
         BadDenominator::Error => DenominatorPolicy::Error,
     };
-    let attention = Attention::<T>::with_backend(config, request)
-        .map_err(|e| e.to_string())?
-        .with_denominator_policy(policy);
-    let selection = attention.selection();
-    if let (BackendRequest::Kind(_), Some(why)) = (request, &selection.fallback) {
-        eprintln!("sata: note: {why}");
-    }
+    let attention =
+        super::inputs::open_attention::<T>(config, request)?.with_denominator_policy(policy);
 
     let (b, h) = (layout.batch, layout.heads);
     let err = |e: crate::SataError| e.to_string();

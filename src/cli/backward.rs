@@ -1,7 +1,7 @@
 //! `sata backward`: the gradients of `L = sum(Y * DY)` for the forward `sata attend` computes
 //! on the same Q, K, V (and state), written as `.npy` in the inputs' dtype.
 
-use crate::{Attention, BackendRequest, Element, Mode, TensorRef};
+use crate::{BackendRequest, Element, Mode, TensorRef};
 
 use super::args::BackwardArgs;
 use super::inputs::{Arrays, load_state, read_same_dtype, same_leading, split};
@@ -41,10 +41,7 @@ fn backward<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         &[("k", &k_layout), ("v", &v_layout), ("dy", &dy_layout)],
     )?;
     let config = super::inputs::config(d_k, d_v, args.terms, args.scale)?;
-    let attention = Attention::<T>::with_backend(config, request).map_err(|e| e.to_string())?;
-    if let (BackendRequest::Kind(_), Some(why)) = (request, &attention.selection().fallback) {
-        eprintln!("sata: note: {why}");
-    }
+    let attention = super::inputs::open_attention::<T>(config, request)?;
     let (b, h) = (layout.batch, layout.heads);
     let err = |e: crate::SataError| e.to_string();
     let q = TensorRef::query(q, [b, h, n_q, d_k]).map_err(err)?;

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::checkpoint::read_header;
-use crate::{Element, KernelConfig, State};
+use crate::{Attention, BackendRequest, Element, KernelConfig, State};
 
 use super::npy::{self, Array};
 
@@ -129,4 +129,17 @@ pub fn load_state<T: Element>(path: &Path, config: &KernelConfig) -> Result<Stat
         ));
     }
     State::from_bytes(&bytes).map_err(|e| format!("--state-in {shown}: {e}"))
+}
+
+/// The attention `request` names for `config`, saying on stderr when an explicitly requested
+/// backend fell back to another.
+pub fn open_attention<T: Element>(
+    config: KernelConfig,
+    request: BackendRequest,
+) -> Result<Attention<T>, String> {
+    let attention = Attention::<T>::with_backend(config, request).map_err(|e| e.to_string())?;
+    if let (BackendRequest::Kind(_), Some(why)) = (request, &attention.selection().fallback) {
+        eprintln!("sata: note: {why}");
+    }
+    Ok(attention)
 }
