@@ -25,9 +25,15 @@ fn compile_and_check(plan: &KernelPlan, options: &CudaOptions, archs: &[u32]) ->
         assert_eq!(&module.cubin[..4], b"\x7fELF", "{} sm_{arch}", plan.name);
         assert_eq!(
             module.resources.len(),
-            layout.kernels.len(),
+            layout.symbols().count(),
             "{}",
             module.log
+        );
+        assert_eq!(
+            layout.backward.len(),
+            if options.compensated { 0 } else { 2 },
+            "{}",
+            plan.name
         );
         problems.extend(check_resources(&layout, &module));
         for r in &module.resources {

@@ -16,6 +16,10 @@
 //! - **State layout.** Lanes of a state start every [`lane_stride`] words (the lane's words
 //!   rounded up to whole cache lines, as the host `State` keeps them), so a host state and a
 //!   device state are copied to each other in one piece.
+//! - **Backward.** Two passes, [`Pass::Queries`] (`dq`, rebuilding the state each query read)
+//!   and [`Pass::Keys`] (`dk`, `dv` and the state's gradient, backward in time), each run in
+//!   [`Phase`]s, over the buffers of [`BackwardBuffer::ALL`]; what they compute is in
+//!   `docs/design.md` ("Gradients"). The GPU targets emit them in their plain modules.
 
 use serde::Serialize;
 
@@ -146,9 +150,157 @@ pub fn lane_stride(lane_words: usize) -> usize {
     lane_words.next_multiple_of(LANE_ALIGN_BYTES / 4)
 }
 
+/// One pass of the backward, an entry of its own in the GPU targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pass {
+    /// Pass A, forward in time: rebuilds the state from the initial one in
+    /// [`BackwardBuffer::State`] and writes `dq` (`[lane][query][d_k]`).
+    Queries,
+    /// Pass B, backward in time: accumulates the state's gradient in [`BackwardBuffer::State`]
+    /// (seeded with the final state's gradient, left holding the initial state's) and writes
+    /// `[dk | dv]` per key (`[lane][key][d_k + d_v]`).
+    Keys,
+}
+
+impl Pass {
+    pub const ALL: [Pass; 2] = [Self::Queries, Self::Keys];
+
+    /// The entry's name in every target.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queries => "backward_queries",
+            Self::Keys => "backward_keys",
+        }
+    }
+
+    /// The exported symbol of this pass in module `module` (CUDA): `sata_<module>_<name>`.
+    pub fn symbol(self, module: &str) -> String {
+        format!("sata_{module}_{}", self.name())
+    }
+
+    /// Words per token of [`BackwardBuffer::Gradients`].
+    pub fn gradient_row(self, d_k: usize, d_v: usize) -> usize {
+        match self {
+            Self::Queries => d_k,
+            Self::Keys => d_k + d_v,
+        }
+    }
+}
+
+impl std::fmt::Display for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a launch of a backward pass does with each token it is given (every launch takes one
+/// phase; the runtime chains them).
+///
+/// | | [`Pass::Queries`] | [`Pass::Keys`] (tokens last to first) |
+/// |---|---|---|
+/// | `Add` | add the key to the state (non-causal: all keys first) | add the query's cotangent (non-causal: all queries first) |
+/// | `Step` | add the key, then write the query's `dq` (causal) | add the query's cotangent, then write the key's `dk`, `dv` (causal) |
+/// | `Read` | write the query's `dq` | write the key's `dk`, `dv` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Add = 0,
+    Step = 1,
+    Read = 2,
+}
+
+impl Phase {
+    /// The phases of one pass: a causal pass steps through its tokens; a non-causal one adds
+    /// every token of the other side first, then reads.
+    pub fn of(causal: bool) -> &'static [Phase] {
+        if causal {
+            &[Self::Step]
+        } else {
+            &[Self::Add, Self::Read]
+        }
+    }
+
+    /// Whether the phase's tokens are those of the side that adds (keys in pass A, queries in
+    /// pass B) rather than those that read; `Step` has one token count for both.
+    pub fn adds_only(self) -> bool {
+        self == Self::Add
+    }
+}
+
+/// One buffer every backward entry takes, in CUDA parameter order (WGSL binds them where
+/// `wgsl::backward_binding` says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackwardBuffer {
+    /// `[lane][token][d_k]`.
+    Queries,
+    /// `[lane][token][d_k]`.
+    Keys,
+    /// `[lane][token][d_v]`.
+    Values,
+    /// `[lane][query][d_v + 1]`: `dO'_t = [dy_t / D_t, -(y_t · dy_t) / D_t]`, zeros for a
+    /// query the forward answered with zeros.
+    Cotangents,
+    /// Lanes every [`lane_stride`]`(state_words)` words, plain layout (`S`, then `Z`): the
+    /// initial state (pass A, which overwrites it) or the state's gradient (pass B).
+    State,
+    /// [`Pass::gradient_row`] words per token.
+    Gradients,
+    /// [`backward_scratch_words`] per lane, any contents.
+    Scratch,
+}
+
+impl BackwardBuffer {
+    pub const ALL: [BackwardBuffer; 7] = [
+        Self::Queries,
+        Self::Keys,
+        Self::Values,
+        Self::Cotangents,
+        Self::State,
+        Self::Gradients,
+        Self::Scratch,
+    ];
+
+    /// The parameter's name in the generated CUDA sources.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Queries => "q",
+            Self::Keys => "k",
+            Self::Values => "v",
+            Self::Cotangents => "dout",
+            Self::State => "state",
+            Self::Gradients => "grad",
+            Self::Scratch => "scratch",
+        }
+    }
+
+    pub fn writable(self) -> bool {
+        matches!(self, Self::State | Self::Gradients | Self::Scratch)
+    }
+}
+
+/// Words of per-lane scratch a backward entry uses: `Phi(k)`, `Phi(q)`, the features'
+/// gradients and the query weights (CUDA builds them by the recurrence; WGSL reads its
+/// tables), `m` each.
+pub fn backward_scratch_words(features: usize) -> usize {
+    4 * features
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backward_passes_and_phases() {
+        assert_eq!(Pass::Keys.symbol("d4_v4_p2"), "sata_d4_v4_p2_backward_keys");
+        assert_eq!(Pass::Queries.gradient_row(3, 5), 3);
+        assert_eq!(Pass::Keys.gradient_row(3, 5), 8);
+        assert_eq!(Phase::of(true), &[Phase::Step]);
+        assert_eq!(Phase::of(false), &[Phase::Add, Phase::Read]);
+        let names: Vec<_> = BackwardBuffer::ALL.iter().map(|b| b.name()).collect();
+        assert_eq!(names, ["q", "k", "v", "dout", "state", "grad", "scratch"]);
+    }
 
     #[test]
     fn entries_and_buffers_have_stable_names_and_order() {

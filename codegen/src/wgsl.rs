@@ -1,5 +1,7 @@
 //! The WGSL target: one compute-shader module per kernel with the entry points `prefill`,
-//! `absorb` and `query` ([`ENTRIES`]), executed by the runtime's `wgpu` backend.
+//! `absorb` and `query` ([`ENTRIES`]) and, in the plain (not compensated) module, the backward
+//! passes `backward_queries` and `backward_keys` ([`Pass`]), executed by the runtime's `wgpu`
+//! backend.
 //!
 //! Besides the contract's buffers ([`crate::contract::Buffer`], bindings `0..5`), a WGSL
 //! kernel binds a per-lane feature scratch, one table the runtime uploads once per pipeline
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::contract::{Buffer, Entry, lane_stride};
+use crate::contract::{BackwardBuffer, Buffer, Entry, Pass, backward_scratch_words, lane_stride};
 use crate::gpu::{GpuGeometry, gpu_unroll};
 use crate::plan::{FeatureRun, KernelPlan, Unroll};
 use crate::render::{RenderError, Target, render_template};
@@ -22,6 +24,9 @@ const KERNEL: &str = include_str!("../templates/wgsl/kernel.wgsl.tera");
 
 /// The entry points every WGSL kernel defines, in this order.
 pub const ENTRIES: [Entry; 3] = [Entry::Prefill, Entry::Absorb, Entry::Query];
+
+/// The backward entry points of a plain module ([`has_backward`]), after [`ENTRIES`].
+pub const BACKWARD: [Pass; 2] = Pass::ALL;
 
 /// The WGSL entry point that runs `entry`: a decode step is a prefill of one token.
 pub fn entry_serving(entry: Entry) -> Entry {
@@ -69,7 +74,9 @@ const fn contract(buffer: Buffer, name: &'static str) -> Binding {
     }
 }
 
-/// Binding of the per-lane feature scratch (`2 m` words per lane: `Phi(k)`, then `Phi(q)`).
+/// Binding of the per-lane feature scratch: for the forward entries [`feature_words_per_lane`]
+/// (`Phi(k)`, then `Phi(q)`), for the backward ones the runtime's [`BackwardBuffer::Scratch`]
+/// (the same, then the features' gradients).
 pub const FEATURES: Binding = Binding {
     name: "feats",
     binding: 5,
@@ -88,8 +95,17 @@ pub const PARAMS: Binding = Binding {
     kind: BindingKind::Uniform,
 };
 
+/// Binding of the backward's cotangents ([`BackwardBuffer::Cotangents`]); the forward entries
+/// do not read it.
+pub const COTANGENTS: Binding = Binding {
+    name: "dout",
+    binding: 8,
+    kind: BindingKind::ReadOnly,
+};
+
 /// Every binding of a WGSL kernel: the contract's buffers in order, then the target's own.
-pub const BINDINGS: [Binding; 8] = [
+/// Eight storage buffers, WebGPU's default `maxStorageBuffersPerShaderStage`.
+pub const BINDINGS: [Binding; 9] = [
     contract(Buffer::Queries, "q_in"),
     contract(Buffer::Keys, "k_in"),
     contract(Buffer::Values, "v_in"),
@@ -98,9 +114,31 @@ pub const BINDINGS: [Binding; 8] = [
     FEATURES,
     TABLES,
     PARAMS,
+    COTANGENTS,
 ];
 
-/// Words of one lane's feature scratch ([`FEATURES`]).
+/// Where a backward entry binds each of its buffers: the forward's bindings, with the
+/// gradients in the output's and the cotangents in [`COTANGENTS`].
+pub fn backward_binding(buffer: BackwardBuffer) -> Binding {
+    let forward = |b: Buffer| BINDINGS[b.index()];
+    match buffer {
+        BackwardBuffer::Queries => forward(Buffer::Queries),
+        BackwardBuffer::Keys => forward(Buffer::Keys),
+        BackwardBuffer::Values => forward(Buffer::Values),
+        BackwardBuffer::State => forward(Buffer::State),
+        BackwardBuffer::Gradients => forward(Buffer::Output),
+        BackwardBuffer::Cotangents => COTANGENTS,
+        BackwardBuffer::Scratch => FEATURES,
+    }
+}
+
+/// Whether a module of `options` carries the backward entries (plain modules do: the
+/// backward's states are plain whatever the forward's accumulation).
+pub fn has_backward(options: &WgslOptions) -> bool {
+    !options.compensated
+}
+
+/// Words of one lane's feature scratch ([`FEATURES`]) for the forward entries.
 pub fn feature_words_per_lane(plan: &KernelPlan) -> usize {
     2 * plan.features
 }
@@ -108,9 +146,17 @@ pub fn feature_words_per_lane(plan: &KernelPlan) -> usize {
 /// The launch parameters of one dispatch, in the order of the shader's `Params` struct:
 /// `tokens` of this dispatch, `lanes`, lanes per row of the dispatch grid, a zero the
 /// compensated kernels xor into sums (see `opaque` in the template), the first token of this
-/// dispatch and the tokens per lane of the buffers (`stride`), then padding.
-pub fn params(tokens: u32, lanes: u32, lanes_per_row: u32, first: u32, stride: u32) -> [u32; 8] {
-    [tokens, lanes, lanes_per_row, 0, first, stride, 0, 0]
+/// dispatch, the tokens per lane of the buffers (`stride`), the backward's phase (0 for the
+/// forward entries; `crate::contract::Phase as u32`), then padding.
+pub fn params(
+    tokens: u32,
+    lanes: u32,
+    lanes_per_row: u32,
+    first: u32,
+    stride: u32,
+    phase: u32,
+) -> [u32; 8] {
+    [tokens, lanes, lanes_per_row, 0, first, stride, phase, 0]
 }
 
 /// Options of the WGSL renderer.
@@ -144,10 +190,30 @@ pub fn loop_iterations_per_token(plan: &KernelPlan) -> usize {
     1 + features + g.cols_per_invocation + sweep + z + reduce
 }
 
+/// An upper bound on the loop iterations one invocation of a backward entry runs per token
+/// (pass B in its step phase, the busiest: features, the row sweep over `d_v` columns, the
+/// column read of `dv`, the adjoint's runs and its per-coordinate sum over every run).
+pub fn backward_loop_iterations_per_token(plan: &KernelPlan) -> usize {
+    let g = GpuGeometry::of(plan);
+    let per_run = plan.d_k.div_ceil(g.workgroup);
+    let features = 2 * (1 + per_run * (plan.runs() + 1));
+    let rows = plan.features.div_ceil(g.workgroup) * (2 * plan.d_v + 2);
+    let read = plan.features.div_ceil(g.rows) * (1 + g.cols_per_invocation);
+    let adjoint = plan.runs().div_ceil(g.workgroup) * (plan.d_k + 1) + per_run * plan.runs();
+    1 + features + rows + read + g.cols_per_invocation * (g.rows + 1) + adjoint
+}
+
 /// Tokens per dispatch: long calls are split so that no dispatch comes near
 /// [`LLVMPIPE_LOOP_LIMIT`] (half of it, for margin); at least 1.
 pub fn tokens_per_dispatch(plan: &KernelPlan) -> usize {
     (LLVMPIPE_LOOP_LIMIT / 2 / loop_iterations_per_token(plan)).max(1)
+}
+
+/// [`tokens_per_dispatch`] for the backward entries. The largest registry kernels (d16 P6)
+/// get one token per dispatch at above half the limit by this bound (about 40,000 iterations
+/// of 65,535), which still holds.
+pub fn backward_tokens_per_dispatch(plan: &KernelPlan) -> usize {
+    (LLVMPIPE_LOOP_LIMIT / 2 / backward_loop_iterations_per_token(plan)).max(1)
 }
 
 /// The [`TABLES`] buffer of a kernel: `m` query weights as f32 bits, then
@@ -177,6 +243,12 @@ struct PhiVariant {
     label: &'static str,
     k: bool,
     q: bool,
+}
+
+#[derive(Serialize)]
+struct AdjointVariant {
+    name: &'static str,
+    input: &'static str,
 }
 
 #[derive(Serialize)]
@@ -255,6 +327,16 @@ fn context(plan: &KernelPlan, options: &WgslOptions) -> tera::Context {
         },
     ];
     let entry_points = ENTRIES.map(entry_point);
+    let adjoint_variants = [
+        AdjointVariant {
+            name: "q",
+            input: "q_in",
+        },
+        AdjointVariant {
+            name: "k",
+            input: "k_in",
+        },
+    ];
     let bindings: BTreeMap<&str, u32> = BINDINGS.iter().map(|b| (b.name, b.binding)).collect();
     let lane_words = plan.state_words * if options.compensated { 2 } else { 1 };
     let mut ctx = tera::Context::new();
@@ -267,6 +349,11 @@ fn context(plan: &KernelPlan, options: &WgslOptions) -> tera::Context {
     ctx.insert("orders", &orders);
     ctx.insert("phi_variants", &phi_variants);
     ctx.insert("entry_points", &entry_points);
+    ctx.insert("backward", &has_backward(options));
+    ctx.insert("backward_stride", &lane_stride(plan.state_words));
+    ctx.insert("adjoint_runs", &run_begin);
+    ctx.insert("backward_scratch", &backward_scratch_words(plan.features));
+    ctx.insert("adjoint_variants", &adjoint_variants);
     ctx.insert("binding", &bindings);
     ctx.insert(
         "unroll_description",
@@ -303,6 +390,22 @@ mod tests {
             assert_eq!(b.kind == BindingKind::ReadWrite, buffer.writable());
         }
         assert_eq!(entry_serving(Entry::Decode), Entry::Prefill);
+        for buffer in BackwardBuffer::ALL {
+            let b = backward_binding(buffer);
+            assert_eq!(
+                b.kind == BindingKind::ReadWrite,
+                buffer.writable(),
+                "{buffer:?}"
+            );
+        }
+        let mut bound: Vec<u32> = BackwardBuffer::ALL
+            .iter()
+            .map(|&b| backward_binding(b).binding)
+            .collect();
+        bound.sort();
+        bound.dedup();
+        assert_eq!(bound.len(), BackwardBuffer::ALL.len());
+        assert_eq!(Pass::ALL.len(), 2);
         assert!(ENTRIES.iter().all(|&e| entry_serving(e) == e));
     }
 }

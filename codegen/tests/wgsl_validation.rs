@@ -4,7 +4,7 @@
 //! no device needed.
 
 use sata_codegen::gpu::GpuGeometry;
-use sata_codegen::wgsl::{self, ENTRIES, WgslOptions};
+use sata_codegen::wgsl::{self, BACKWARD, ENTRIES, WgslOptions};
 use sata_codegen::{KernelConfig, KernelPlan, Unroll, registry};
 
 fn validate(plan: &KernelPlan) {
@@ -37,7 +37,10 @@ fn validate_with(plan: &KernelPlan, options: &WgslOptions) {
         .iter()
         .map(|e| e.name.as_str())
         .collect();
-    let names: Vec<&str> = ENTRIES.iter().map(|e| e.name()).collect();
+    let mut names: Vec<&str> = ENTRIES.iter().map(|e| e.name()).collect();
+    if wgsl::has_backward(options) {
+        names.extend(BACKWARD.iter().map(|p| p.name()));
+    }
     assert_eq!(entry_points, names, "{}", plan.name);
     let workgroup = GpuGeometry::of(plan).workgroup as u32;
     for e in &module.entry_points {
@@ -108,6 +111,17 @@ fn long_calls_are_split_below_llvmpipes_loop_limit() {
         assert!(
             chunk * per_token <= wgsl::LLVMPIPE_LOOP_LIMIT / 2,
             "{}",
+            plan.name
+        );
+        let per_token = wgsl::backward_loop_iterations_per_token(&plan);
+        let chunk = wgsl::backward_tokens_per_dispatch(&plan);
+        assert!(chunk >= 1, "{}", plan.name);
+        // The largest (d16 P6: 20,349 features) take one token per dispatch, still well
+        // within the limit by an upper bound.
+        assert!(
+            chunk * per_token <= wgsl::LLVMPIPE_LOOP_LIMIT / 2
+                || (chunk == 1 && per_token <= wgsl::LLVMPIPE_LOOP_LIMIT * 3 / 4),
+            "{} backward: {per_token} iterations per token",
             plan.name
         );
     }

@@ -14,7 +14,7 @@
 use serde::Serialize;
 
 use super::options::CudaOptions;
-use crate::contract::{Entry, lane_stride};
+use crate::contract::{Entry, Pass, lane_stride};
 use crate::gpu::{GpuGeometry, gpu_unroll};
 use crate::plan::{KernelPlan, Unroll};
 
@@ -45,6 +45,22 @@ pub struct CudaKernel {
     pub min_blocks: usize,
     /// Shared-memory arrays the kernel declares (which depends on what it reads and writes).
     pub arrays: SharedArrays,
+}
+
+/// One backward kernel of a plain module ([`Pass`]) and its launch: grid `(lanes, 1, 1)`, one
+/// block of [`CudaLayout::block`] threads per lane, the tokens one at a time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CudaBackwardKernel {
+    pub pass: Pass,
+    /// The `extern "C"` symbol, `sata_<plan name>_<pass>`.
+    pub symbol: String,
+    /// Bytes of static shared memory: pass B's row-group partial sums of `dv` where a block
+    /// has several row groups.
+    pub shared_bytes: usize,
+    /// Registers per thread the kernel is compiled against (`__launch_bounds__`).
+    pub register_budget: usize,
+    /// The `minBlocksPerMultiprocessor` of `__launch_bounds__` that sets the budget.
+    pub min_blocks: usize,
 }
 
 /// Which shared arrays a kernel declares, each `chunk` tokens deep.
@@ -150,6 +166,12 @@ pub struct CudaLayout {
     /// Bytes of `__constant__` run tables.
     pub constant_bytes: usize,
     pub kernels: Vec<CudaKernel>,
+    /// The backward passes, in the order of [`Pass::ALL`] (plain modules only: the
+    /// backward's states are plain whatever the forward's accumulation).
+    pub backward: Vec<CudaBackwardKernel>,
+    /// `[begin, end)` in `runs` of each order `2..P`, which the backward's feature maps and
+    /// adjoints walk one order at a time.
+    pub backward_orders: Vec<(usize, usize)>,
     pub traffic: CudaTraffic,
 }
 
@@ -206,9 +228,23 @@ impl CudaLayout {
             }
         }
         let parent_runs = parent_orders.last().map_or(0, |&(_, end)| end);
+        // Orders 2.. begin after order 1's single run.
+        let mut backward_orders = Vec::new();
+        let mut begin = 1;
+        for order in plan.orders.iter().skip(2) {
+            backward_orders.push((begin, begin + order.runs.len()));
+            begin += order.runs.len();
+        }
+        let backward = !compensated;
         // RUN_PARENT (u32), RUN_FIRST (u16), RUN_MULT (u8) for every run; RUN_DEST (u32) for
-        // the parent runs, which are built in parallel and need their destination up front.
-        let constant_bytes = runs.len() * 7 + parent_runs * 4;
+        // the parent runs, which are built in parallel and need their destination up front;
+        // with the backward, ADJ_DEST (u32) for every run, whose adjoints run in parallel.
+        let adjoint_dest = if backward && !backward_orders.is_empty() {
+            runs.len() * 4
+        } else {
+            0
+        };
+        let constant_bytes = runs.len() * 7 + parent_runs * 4 + adjoint_dest;
         if constant_bytes > CUDA_MAX_CONSTANT {
             return Err(CudaLimitError::ConstantMemory {
                 kernel: plan.name.clone(),
@@ -256,6 +292,24 @@ impl CudaLayout {
                 }
             })
             .collect();
+        // One token at a time, few registers: the budget of decode.
+        let min_blocks = (CUDA_REGISTERS_PER_SM / (g.workgroup * 64)).max(1);
+        let backward_kernels = Pass::ALL
+            .iter()
+            .filter(|_| backward)
+            .map(|&pass| CudaBackwardKernel {
+                pass,
+                symbol: pass.symbol(&name),
+                shared_bytes: if pass == Pass::Keys && g.rows > 1 {
+                    4 * g.workgroup
+                } else {
+                    0
+                },
+                register_budget: (CUDA_REGISTERS_PER_SM / (g.workgroup * min_blocks)).min(255) / 8
+                    * 8,
+                min_blocks,
+            })
+            .collect();
         let m = plan.features as u64;
         let state_bytes = 4 * plan.state_words as u64;
         let token_bytes = 4 * (2 * plan.d_k + 2 * plan.d_v + 1) as u64;
@@ -278,6 +332,8 @@ impl CudaLayout {
             parent_orders,
             constant_bytes,
             kernels,
+            backward: backward_kernels,
+            backward_orders,
             traffic: CudaTraffic {
                 decode_bytes: 2 * state_bytes + token_bytes,
                 decode_flops: plan.decode_flops + intra_flops as u64 - m,
@@ -291,6 +347,17 @@ impl CudaLayout {
 
     pub fn kernel(&self, entry: Entry) -> &CudaKernel {
         &self.kernels[entry as usize]
+    }
+
+    /// Every kernel's symbol: the forward entries', then the backward passes'.
+    pub fn symbols(&self) -> impl Iterator<Item = &str> {
+        let forward = self.kernels.iter().map(|k| k.symbol.as_str());
+        forward.chain(self.backward.iter().map(|k| k.symbol.as_str()))
+    }
+
+    /// The backward kernel of `pass`, if the module has one (plain modules).
+    pub fn backward_kernel(&self, pass: Pass) -> Option<&CudaBackwardKernel> {
+        self.backward.iter().find(|k| k.pass == pass)
     }
 
     /// Largest useful split of one lane over blocks: every block gets at least four runs.

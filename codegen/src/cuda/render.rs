@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::layout::CudaLayout;
 use super::options::CudaOptions;
-use crate::contract::{Buffer, Entry};
+use crate::contract::{BackwardBuffer, Buffer, Entry, backward_scratch_words, lane_stride};
 use crate::plan::{KernelPlan, Unroll};
 use crate::render::{RenderError, Target, render_template};
 
@@ -70,7 +70,31 @@ pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, Render
             "unsigned int tokens".to_string(),
         ])
         .collect();
+    // The backward kernels' parameters: their buffers in order, then the counts.
+    let backward_parameters: Vec<String> = BackwardBuffer::ALL
+        .iter()
+        .map(|b| {
+            let ty = if b.writable() {
+                "float*"
+            } else {
+                "const float*"
+            };
+            format!("{ty} __restrict__ {}", b.name())
+        })
+        .chain(
+            [
+                "unsigned int lanes",
+                "unsigned int tokens",
+                "unsigned int phase",
+            ]
+            .map(String::from),
+        )
+        .collect();
     let mut ctx = tera::Context::new();
+    ctx.insert("backward_parameters", &backward_parameters.join(",\n    "));
+    ctx.insert("backward_stride", &lane_stride(plan.state_words));
+    ctx.insert("backward_scratch", &backward_scratch_words(plan.features));
+    ctx.insert("adjoint_dest", &joined(layout.runs.iter().map(|r| r.dest)));
     ctx.insert("plan", plan);
     ctx.insert("layout", &layout);
     ctx.insert("full", &full);

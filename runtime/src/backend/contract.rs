@@ -6,7 +6,7 @@
 //! computes. The CPU implements it directly (`crate::cpu::CpuBackend`), the device backends
 //! through one copy of the state each way (`crate::device`).
 
-use super::lane_backward::LaneBackward;
+use super::lane_backward::{BatchBackward, LaneBackward};
 use crate::cpu::kernel::KernelDescriptor;
 use crate::cpu::simd::Isa;
 use crate::element::Element;
@@ -34,6 +34,12 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
     /// What computes the backward of one lane, if the backend has its own; the reference
     /// passes run otherwise.
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
+        None
+    }
+
+    /// What computes the backward of every lane at once, if the backend has it (it is then
+    /// preferred to [`HostBackend::lane_backward`]).
+    fn batch_backward(&self) -> Option<&dyn BatchBackward<T>> {
         None
     }
 

@@ -1,9 +1,12 @@
-//! What a backend offers to compute the backward of one (batch, head) lane
-//! ([`HostBackend::lane_backward`](super::HostBackend::lane_backward)), and the lane's inputs
-//! and gradients. The checks and the lane loop around it are `crate::cpu::backward`.
+//! What a backend offers to compute the backward: of one (batch, head) lane at a time
+//! ([`HostBackend::lane_backward`](super::HostBackend::lane_backward)), or of every lane in one
+//! go ([`HostBackend::batch_backward`](super::HostBackend::batch_backward), the device
+//! backends); and the inputs and gradients either takes. The checks and the lane loop around
+//! them are `crate::cpu::backward`.
 
 /// One lane's inputs of the backward: `[tokens, dim]` blocks of the forward's inputs, each
-/// query's augmented cotangent, and the lane's states.
+/// query's augmented cotangent, and the lane's states. For a [`BatchBackward`], the same for
+/// every lane, back to back (states `state_words_per_head` words per lane).
 pub(crate) struct LaneInputs<'a, T> {
     pub q: &'a [T],
     pub k: &'a [T],
@@ -32,4 +35,19 @@ pub(crate) trait LaneBackward<T>: Sync {
     fn describe(&self) -> String;
     /// The gradients of one lane; causal needs as many queries as keys.
     fn lane(&self, causal: bool, x: &LaneInputs<'_, T>, g: LaneGradients<'_, T>);
+}
+
+/// What computes the backward of every lane at once (one upload and a few launches on a
+/// device, rather than a round trip per lane).
+pub(crate) trait BatchBackward<T>: Sync {
+    /// One line for the statistics, e.g. `wgpu (backward of kernel d16_v16_p4, llvmpipe ...)`.
+    fn describe(&self) -> String;
+    /// The gradients of `lanes` lanes, each as [`LaneBackward::lane`] computes one.
+    fn batch(
+        &self,
+        causal: bool,
+        lanes: usize,
+        x: &LaneInputs<'_, T>,
+        g: LaneGradients<'_, T>,
+    ) -> Result<(), crate::error::SataError>;
 }

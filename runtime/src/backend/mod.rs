@@ -9,7 +9,7 @@ mod select;
 
 pub(crate) use contract::HostBackend;
 pub use kind::{BackendKind, BackendRequest, BackendUnavailable, Selection, UnknownBackend};
-pub(crate) use lane_backward::{LaneBackward, LaneGradients, LaneInputs};
+pub(crate) use lane_backward::{BatchBackward, LaneBackward, LaneGradients, LaneInputs};
 pub(crate) use open::{of_f32, open};
 pub(crate) use select::resolve;
 pub use select::select;

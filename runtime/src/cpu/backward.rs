@@ -210,53 +210,78 @@ pub(crate) fn run<T: Element>(
     d_final: Option<&StateGradient<T>>,
 ) -> Result<Gradients<T>, SataError> {
     check(config, saved, &dy, d_final)?;
-    let reference;
-    let lanes: &dyn LaneBackward<T> = match backend.lane_backward() {
-        Some(own) => own,
-        None => {
-            reference = Backward::new(config);
-            &reference
-        }
-    };
     let qs = saved.q.shape;
     let (dk, dv, per_lane) = (config.d_k(), config.d_v(), config.state_words_per_head());
     let causal = saved.mode == Mode::Causal;
     let (nq, nk) = (qs.tokens, saved.k.shape.tokens);
+    let lanes = qs.batch * qs.heads;
+    let span = |lane: usize, n: usize, dim: usize| lane * n * dim..(lane + 1) * n * dim;
+    let mut dout = vec![T::zero(); lanes * nq * (dv + 1)];
+    // A compensated lane's sums come first; its compensation does not change the value.
+    let mut initial = Vec::with_capacity(lanes * per_lane);
+    let mut zeroed = 0;
+    for (lane, state) in saved.initial.lanes().enumerate() {
+        zeroed += cotangents(
+            dv,
+            &saved.y[span(lane, nq, dv)],
+            &dy.data()[span(lane, nq, dv)],
+            &saved.dens[lane * nq..(lane + 1) * nq],
+            &mut dout[span(lane, nq, dv + 1)],
+        );
+        initial.extend_from_slice(&state[..per_lane]);
+    }
+    let all = LaneInputs {
+        q: &saved.q.data,
+        k: &saved.k.data,
+        v: &saved.v.data,
+        dout: &dout,
+        initial: &initial,
+        d_final: d_final.map(|d| &d.data[..]),
+    };
     let mut dq = vec![T::zero(); saved.q.data.len()];
     let mut dk_ = vec![T::zero(); saved.k.data.len()];
     let mut dv_ = vec![T::zero(); saved.v.data.len()];
     let mut d_initial = StateGradient::zeros(*config, qs.batch, qs.heads);
-    let mut dout = vec![T::zero(); nq * (dv + 1)];
-    let mut zeroed = 0;
-    for (lane, state) in saved.initial.lanes().enumerate() {
-        let span = |n: usize, dim: usize| lane * n * dim..(lane + 1) * n * dim;
-        zeroed += cotangents(
-            dv,
-            &saved.y[span(nq, dv)],
-            &dy.data()[span(nq, dv)],
-            &saved.dens[lane * nq..(lane + 1) * nq],
-            &mut dout,
-        );
-        let inputs = LaneInputs {
-            q: &saved.q.data[span(nq, dk)],
-            k: &saved.k.data[span(nk, dk)],
-            v: &saved.v.data[span(nk, dv)],
-            dout: &dout,
-            // A compensated lane's sums come first; its compensation does not change the value.
-            initial: &state[..per_lane],
-            d_final: d_final.map(|d| &d.data[lane * per_lane..(lane + 1) * per_lane]),
+    let path = if let Some(batch) = backend.batch_backward() {
+        let gradients = LaneGradients {
+            dq: &mut dq,
+            dk: &mut dk_,
+            dv: &mut dv_,
+            d_initial: &mut d_initial.data,
         };
-        lanes.lane(
-            causal,
-            &inputs,
-            LaneGradients {
-                dq: &mut dq[span(nq, dk)],
-                dk: &mut dk_[span(nk, dk)],
-                dv: &mut dv_[span(nk, dv)],
-                d_initial: &mut d_initial.data[span(1, per_lane)],
-            },
-        );
-    }
+        batch.batch(causal, lanes, &all, gradients)?;
+        batch.describe()
+    } else {
+        let reference;
+        let one: &dyn LaneBackward<T> = match backend.lane_backward() {
+            Some(own) => own,
+            None => {
+                reference = Backward::new(config);
+                &reference
+            }
+        };
+        for lane in 0..lanes {
+            let inputs = LaneInputs {
+                q: &all.q[span(lane, nq, dk)],
+                k: &all.k[span(lane, nk, dk)],
+                v: &all.v[span(lane, nk, dv)],
+                dout: &all.dout[span(lane, nq, dv + 1)],
+                initial: &all.initial[span(lane, 1, per_lane)],
+                d_final: all.d_final.map(|d| &d[span(lane, 1, per_lane)]),
+            };
+            one.lane(
+                causal,
+                &inputs,
+                LaneGradients {
+                    dq: &mut dq[span(lane, nq, dk)],
+                    dk: &mut dk_[span(lane, nk, dk)],
+                    dv: &mut dv_[span(lane, nk, dv)],
+                    d_initial: &mut d_initial.data[span(lane, 1, per_lane)],
+                },
+            );
+        }
+        one.describe()
+    };
     let tensor = |data, shape: Shape| Tensor { data, shape };
     Ok(Gradients {
         dq: tensor(dq, qs),
@@ -264,7 +289,7 @@ pub(crate) fn run<T: Element>(
         dv: tensor(dv_, saved.v.shape),
         d_initial_state: d_initial,
         zeroed_queries: zeroed,
-        path: lanes.describe(),
+        path,
     })
 }
 

@@ -12,7 +12,7 @@ use super::host::{self, HostModule, ThreadOrder};
 use super::launch::{Arguments, dims, split_for};
 use super::nvrtc::cuda_error;
 use crate::backend::BackendKind;
-use crate::device::{Device, DeviceAttention, Launch, Sealed, StateAccess};
+use crate::device::{BackwardLaunch, Device, DeviceAttention, Launch, Sealed, StateAccess};
 use crate::error::SataError;
 use crate::state::Accumulation;
 
@@ -209,6 +209,7 @@ impl Device for Cuda {
             lanes,
             tokens,
         } = launch;
+        let symbol = layout.kernel(entry).symbol.as_str();
         match (&self.exec, &kernels.module) {
             (Exec::Gpu(d), Module::Gpu(module)) => {
                 let address = |m: &CudaMemory| match m {
@@ -222,12 +223,12 @@ impl Device for Cuda {
                     address(state.memory())?,
                     address(out)?,
                 ];
-                let mut args = Arguments::new(addresses, lanes, tokens)?;
+                let mut args = Arguments::forward(addresses, lanes, tokens)?;
                 // SAFETY: `Launch` is built only by the device driver, with every buffer sized
                 // for `entry` at these lanes and tokens (see `crate::device::Launch`); all of
                 // them outlive the launch, whose results are read back (which synchronises)
                 // or waited for before they are dropped.
-                unsafe { d.launch(module, entry, dims, &mut args) }
+                unsafe { d.launch(module, symbol, dims, &mut args) }
             }
             (Exec::Host(order), Module::Host(module)) => {
                 let address = |m: &CudaMemory| match m {
@@ -252,11 +253,90 @@ impl Device for Cuda {
                     state_address,
                     out_address,
                 ];
-                let mut args = Arguments::new(addresses, lanes, tokens)?;
+                let mut args = Arguments::forward(addresses, lanes, tokens)?;
                 // SAFETY: as for the GPU, in host memory; the launch runs to completion before
                 // it returns. Only entries that update receive the state from an exclusive
                 // borrow, and only they write it.
-                unsafe { module.launch(entry, dims, &mut args, *order) }
+                unsafe { module.launch(symbol, dims, &mut args, *order) }
+            }
+            _ => Err(mixed()),
+        }
+    }
+
+    fn launch_backward(
+        &self,
+        kernels: &CudaKernels,
+        launch: BackwardLaunch<'_, CudaMemory>,
+    ) -> Result<(), SataError> {
+        let layout = &kernels.layout;
+        let symbol = layout
+            .backward_kernel(launch.pass)
+            .map(|k| k.symbol.as_str())
+            .ok_or_else(|| cuda_error(format!("{}: no {} kernel", layout.name, launch.pass)))?;
+        let dims = dims(layout, launch.lanes, 1)?;
+        let BackwardLaunch {
+            phase,
+            q,
+            k,
+            v,
+            dout,
+            state,
+            grad,
+            scratch,
+            lanes,
+            tokens,
+            ..
+        } = launch;
+        let counts = [
+            (lanes, "lanes"),
+            (tokens, "tokens"),
+            (phase as usize, "phase"),
+        ];
+        match (&self.exec, &kernels.module) {
+            (Exec::Gpu(d), Module::Gpu(module)) => {
+                let address = |m: &CudaMemory| match m {
+                    CudaMemory::Gpu(s) => Ok(d.address(s)),
+                    CudaMemory::Host(_) => Err(mixed()),
+                };
+                // In the order of `BackwardBuffer::ALL`.
+                let addresses = vec![
+                    address(q)?,
+                    address(k)?,
+                    address(v)?,
+                    address(dout)?,
+                    address(state)?,
+                    address(grad)?,
+                    address(scratch)?,
+                ];
+                let mut args = Arguments::new(addresses, &counts)?;
+                // SAFETY: `BackwardLaunch` is built only by the device backward, with every
+                // buffer sized for the pass and phase at these lanes and tokens (see
+                // `crate::device::BackwardLaunch`); all outlive the launch, whose results are
+                // read back (which synchronises) before they are dropped.
+                unsafe { d.launch(module, symbol, dims, &mut args) }
+            }
+            (Exec::Host(order), Module::Host(module)) => {
+                let read = |m: &CudaMemory| match m {
+                    CudaMemory::Host(words) => Ok(words.as_ptr() as u64),
+                    CudaMemory::Gpu(_) => Err(mixed()),
+                };
+                let write = |m: &mut CudaMemory| match m {
+                    CudaMemory::Host(words) => Ok(words.as_mut_ptr() as u64),
+                    CudaMemory::Gpu(_) => Err(mixed()),
+                };
+                let addresses = vec![
+                    read(q)?,
+                    read(k)?,
+                    read(v)?,
+                    read(dout)?,
+                    write(state)?,
+                    write(grad)?,
+                    write(scratch)?,
+                ];
+                let mut args = Arguments::new(addresses, &counts)?;
+                // SAFETY: as for the GPU, in host memory; the launch runs to completion before
+                // it returns, and the buffers it writes come from exclusive borrows.
+                unsafe { module.launch(symbol, dims, &mut args, *order) }
             }
             _ => Err(mixed()),
         }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr};
 use cudarc::nvrtc::Ptx;
+use sata_codegen::KernelPlan;
 use sata_codegen::cuda::{CudaLayout, CudaOptions};
-use sata_codegen::{Entry, KernelPlan};
 
 use super::ffi;
 use super::launch::{Arguments, LaunchDims};
@@ -34,7 +34,8 @@ pub(crate) struct GpuDevice {
 }
 
 pub(crate) struct GpuModule {
-    functions: Vec<(Entry, CudaFunction)>,
+    /// Every kernel of the module, by symbol.
+    functions: Vec<(String, CudaFunction)>,
     _module: Arc<CudaModule>,
 }
 
@@ -108,13 +109,12 @@ impl GpuDevice {
             .load_module(Ptx::from_binary(compiled.cubin))
             .map_err(driver_error("loading the CUBIN"))?;
         let functions = layout
-            .kernels
-            .iter()
-            .map(|k| {
+            .symbols()
+            .map(|symbol| {
                 let f = module
-                    .load_function(&k.symbol)
+                    .load_function(symbol)
                     .map_err(driver_error("finding a kernel"))?;
-                Ok((k.entry, f))
+                Ok((symbol.to_string(), f))
             })
             .collect::<Result<_, SataError>>()?;
         let m = Arc::new(GpuModule {
@@ -195,7 +195,7 @@ impl GpuDevice {
         ptr
     }
 
-    /// Launches `entry` on the device's stream.
+    /// Launches the kernel `symbol` on the device's stream.
     ///
     /// # Safety
     ///
@@ -204,23 +204,23 @@ impl GpuDevice {
     pub unsafe fn launch(
         &self,
         module: &GpuModule,
-        entry: Entry,
+        symbol: &str,
         dims: LaunchDims,
         args: &mut Arguments,
     ) -> Result<(), SataError> {
         let function = module
             .functions
             .iter()
-            .find(|(e, _)| *e == entry)
+            .find(|(s, _)| s == symbol)
             .map(|(_, f)| f.cu_function())
-            .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
+            .ok_or_else(|| cuda_error(format!("no kernel {symbol}")))?;
         // The raw launch uses the calling thread's current context; callers may be on any
         // thread.
         self.ctx
             .bind_to_thread()
             .map_err(driver_error("binding the context"))?;
         let mut params = args.params();
-        // SAFETY: the function is this entry's kernel from this plan's module, whose parameters
+        // SAFETY: the function is this symbol's kernel from this plan's module, whose parameters
         // are `Arguments`' values; buffer sizes are the caller's guarantee.
         unsafe {
             ffi::device_launch(

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use sata_codegen::KernelPlan;
 use sata_codegen::cuda::{self, CudaLayout, CudaOptions};
-use sata_codegen::{Entry, KernelPlan};
 
 use std::ffi::c_void;
 
@@ -137,7 +137,6 @@ impl HostLibrary {
 /// The host library of one configuration's kernels.
 pub(crate) struct HostModule {
     library: HostLibrary,
-    symbols: Vec<(Entry, String)>,
 }
 
 impl HostModule {
@@ -145,17 +144,12 @@ impl HostModule {
     pub fn load(plan: &KernelPlan, layout: &CudaLayout) -> Result<Self, SataError> {
         let options = CudaOptions::compensated(layout.compensated);
         let source = cuda::render(plan, &options).map_err(cuda_error)?;
-        let symbols: Vec<(Entry, String)> = layout
-            .kernels
-            .iter()
-            .map(|k| (k.entry, k.symbol.clone()))
-            .collect();
-        let names: Vec<&str> = symbols.iter().map(|(_, s)| s.as_str()).collect();
+        let names: Vec<&str> = layout.symbols().collect();
         let library = HostLibrary::build(&layout.name, &source, &names)?;
-        Ok(Self { library, symbols })
+        Ok(Self { library })
     }
 
-    /// Runs `entry` with `args` over `dims`, threads visited in `order`.
+    /// Runs the kernel `symbol` with `args` over `dims`, threads visited in `order`.
     ///
     /// # Safety
     ///
@@ -163,19 +157,13 @@ impl HostModule {
     /// reads and writes at `dims` (the caller sizes them from the same plan).
     pub unsafe fn launch(
         &self,
-        entry: Entry,
+        symbol: &str,
         dims: LaunchDims,
         args: &mut Arguments,
         order: ThreadOrder,
     ) -> Result<(), SataError> {
-        let symbol = self
-            .symbols
-            .iter()
-            .find(|(e, _)| *e == entry)
-            .map(|(_, s)| s.as_str())
-            .ok_or_else(|| cuda_error(format!("no {} kernel", entry.name())))?;
         let mut params = args.params();
-        // SAFETY: the kernel is this entry's, from this plan's source, whose parameters are
+        // SAFETY: the kernel is this symbol's, from this plan's source, whose parameters are
         // `Arguments`' values; buffer sizes are the caller's guarantee.
         unsafe { self.library.launch(symbol, dims, &mut params, order) }
     }

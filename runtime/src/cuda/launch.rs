@@ -38,32 +38,41 @@ pub fn dims(layout: &CudaLayout, lanes: usize, split: usize) -> Result<LaunchDim
     })
 }
 
-/// The values of one launch's parameters in the kernels' order: the device (or host) address
-/// of every buffer of the contract ([`Buffer::ALL`]), then `lanes` and `tokens`;
-/// [`Arguments::params`] points at them.
+/// The values of one launch's parameters in the kernel's order: the device (or host) address
+/// of every buffer (the forward's [`Buffer::ALL`], or the backward's
+/// `sata_codegen::contract::BackwardBuffer::ALL`), then its `u32` counts (`lanes`, `tokens`,
+/// and the backward's phase); [`Arguments::params`] points at them.
 pub struct Arguments {
-    addresses: [u64; Buffer::ALL.len()],
-    counts: [u32; 2],
+    addresses: Vec<u64>,
+    counts: Vec<u32>,
 }
 
 impl Arguments {
-    /// `addresses` in the order of [`Buffer::ALL`]; an unused input may be any valid address.
-    pub fn new(
+    /// `addresses` in the kernel's buffer order (an unused input may be any valid address),
+    /// then `counts` (`(value, what it counts)`), each of which must fit a `u32`.
+    pub fn new(addresses: Vec<u64>, counts: &[(usize, &str)]) -> Result<Self, SataError> {
+        let counts = counts
+            .iter()
+            .map(|&(n, what)| {
+                u32::try_from(n)
+                    .map_err(|_| cuda_error(format!("{n} {what} exceed a kernel's u32")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self { addresses, counts })
+    }
+
+    /// The forward entries' arguments: [`Buffer::ALL`]'s addresses, `lanes` and `tokens`.
+    pub fn forward(
         addresses: [u64; Buffer::ALL.len()],
         lanes: usize,
         tokens: usize,
     ) -> Result<Self, SataError> {
-        let count = |n: usize, what: &str| {
-            u32::try_from(n).map_err(|_| cuda_error(format!("{n} {what} exceed a kernel's u32")))
-        };
-        Ok(Self {
-            addresses,
-            counts: [count(lanes, "lanes")?, count(tokens, "tokens")?],
-        })
+        Self::new(addresses.to_vec(), &[(lanes, "lanes"), (tokens, "tokens")])
     }
 
     /// `cuLaunchKernel`'s `kernelParams`: one pointer per parameter, to its value. Valid while
-    /// `self` is neither moved nor dropped.
+    /// `self` is neither moved nor dropped (the values live on the heap, so a move of `self`
+    /// keeps them in place, but a drop does not).
     pub fn params(&mut self) -> Vec<*mut c_void> {
         let addresses = self
             .addresses

@@ -159,28 +159,36 @@ pub fn check_resources(layout: &CudaLayout, module: &CompiledModule) -> Vec<Stri
         .map(|r| (r.symbol.as_str(), r))
         .collect();
     let mut problems = Vec::new();
-    for kernel in &layout.kernels {
-        let Some(r) = reported.get(kernel.symbol.as_str()) else {
-            problems.push(format!("{}: missing from the ptxas report", kernel.symbol));
+    let forward = layout
+        .kernels
+        .iter()
+        .map(|k| (&k.symbol, k.register_budget, k.shared_bytes));
+    let backward = layout
+        .backward
+        .iter()
+        .map(|k| (&k.symbol, k.register_budget, k.shared_bytes));
+    for (symbol, register_budget, shared_bytes) in forward.chain(backward) {
+        let Some(r) = reported.get(symbol.as_str()) else {
+            problems.push(format!("{symbol}: missing from the ptxas report"));
             continue;
         };
         let sm = module.arch;
         if r.spill_stores != 0 || r.spill_loads != 0 || r.stack_bytes != 0 {
             problems.push(format!(
                 "{} sm_{sm}: {} bytes spill stores, {} spill loads, {} stack frame",
-                kernel.symbol, r.spill_stores, r.spill_loads, r.stack_bytes
+                symbol, r.spill_stores, r.spill_loads, r.stack_bytes
             ));
         }
-        if r.registers as usize > kernel.register_budget {
+        if r.registers as usize > register_budget {
             problems.push(format!(
                 "{} sm_{sm}: {} registers, over the budget of {}",
-                kernel.symbol, r.registers, kernel.register_budget
+                symbol, r.registers, register_budget
             ));
         }
-        if r.shared_bytes as usize != kernel.shared_bytes {
+        if r.shared_bytes as usize != shared_bytes {
             problems.push(format!(
                 "{} sm_{sm}: {} bytes of shared memory, the plan says {}",
-                kernel.symbol, r.shared_bytes, kernel.shared_bytes
+                symbol, r.shared_bytes, shared_bytes
             ));
         }
     }

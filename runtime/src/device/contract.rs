@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use sata_codegen::contract::{Pass, Phase};
 use sata_codegen::{Entry, KernelPlan};
 
 use crate::backend::BackendKind;
@@ -62,6 +63,13 @@ pub trait Device: Clone + Send + Sync + 'static + Sealed {
         kernels: &Self::Kernels,
         launch: Launch<'_, Self::Memory>,
     ) -> Result<(), SataError>;
+    /// Launches one phase of one backward pass of `kernels` (the plain kernels: the
+    /// backward's states are plain) over the buffers of `launch`.
+    fn launch_backward(
+        &self,
+        kernels: &Self::Kernels,
+        launch: BackwardLaunch<'_, Self::Memory>,
+    ) -> Result<(), SataError>;
     /// Waits for everything launched so far.
     fn synchronize(&self) -> Result<(), SataError>;
     /// Fails unless states made on `other` can be used here (CUDA: the same executor).
@@ -101,6 +109,27 @@ pub struct Launch<'a, M> {
     pub(crate) v: &'a M,
     pub(crate) state: StateAccess<'a, M>,
     pub(crate) out: &'a mut M,
+    pub(crate) lanes: usize,
+    pub(crate) tokens: usize,
+}
+
+/// The buffers and counts of one launch of a backward pass in one phase, in the order of
+/// `sata_codegen::contract::BackwardBuffer::ALL`. Built only by this crate
+/// (`super::backward`), with every buffer sized for the launch: `lanes * tokens` rows of the
+/// inputs the phase reads, the state's `lanes` lanes every `lane_stride(state_words)` words,
+/// `lanes * tokens` rows of `pass.gradient_row(d_k, d_v)` words of gradients for a phase
+/// that reads, and `lanes` lanes of `backward_scratch_words(m)` words of scratch. `tokens` counts the rows per lane of the buffers the phase visits (keys when
+/// pass A adds, queries when pass B adds, both, equal, when a causal pass steps).
+pub struct BackwardLaunch<'a, M> {
+    pub(crate) pass: Pass,
+    pub(crate) phase: Phase,
+    pub(crate) q: &'a M,
+    pub(crate) k: &'a M,
+    pub(crate) v: &'a M,
+    pub(crate) dout: &'a M,
+    pub(crate) state: &'a mut M,
+    pub(crate) grad: &'a mut M,
+    pub(crate) scratch: &'a mut M,
     pub(crate) lanes: usize,
     pub(crate) tokens: usize,
 }

@@ -4,7 +4,7 @@
 
 use super::contract::{Device, StateAccess};
 use super::kernels::{DeviceKernels, Inputs};
-use crate::backend::HostBackend;
+use crate::backend::{BatchBackward, HostBackend};
 use crate::error::SataError;
 use crate::state::State;
 use crate::stats::CallStats;
@@ -31,6 +31,10 @@ impl<D: Device> DeviceKernels<D> {
 impl<D: Device> HostBackend<f32> for DeviceKernels<D> {
     fn describe_path(&self) -> String {
         DeviceKernels::describe_path(self)
+    }
+
+    fn batch_backward(&self) -> Option<&dyn BatchBackward<f32>> {
+        Some(self)
     }
 
     fn prefill(

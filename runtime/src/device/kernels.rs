@@ -78,8 +78,7 @@ impl<D: Device> DeviceKernels<D> {
         })
     }
 
-    /// The plain kernels.
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    /// The plain kernels (which carry the backward entries).
     pub fn plain(&self) -> &D::Kernels {
         &self.plain
     }

@@ -4,6 +4,7 @@
 //! behind the backend contract for host states.
 
 mod attention;
+mod backward;
 mod contract;
 mod host;
 mod kernels;
@@ -11,5 +12,5 @@ mod state;
 
 pub use attention::DeviceAttention;
 pub(crate) use contract::Sealed;
-pub use contract::{Device, Launch, StateAccess};
+pub use contract::{BackwardLaunch, Device, Launch, StateAccess};
 pub use state::DeviceState;

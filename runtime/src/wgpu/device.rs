@@ -10,7 +10,7 @@ use sata_codegen::{KernelConfig, KernelPlan};
 use super::context::{AdapterSummary, GpuContext, USAGE, context};
 use super::kernel::WgslKernel;
 use crate::backend::BackendKind;
-use crate::device::{Device, DeviceAttention, Launch, Sealed};
+use crate::device::{BackwardLaunch, Device, DeviceAttention, Launch, Sealed};
 use crate::error::SataError;
 use crate::state::Accumulation;
 
@@ -129,6 +129,14 @@ impl Device for Wgpu {
         launch: Launch<'_, wgpu::Buffer>,
     ) -> Result<(), SataError> {
         kernels.launch(&self.ctx, launch)
+    }
+
+    fn launch_backward(
+        &self,
+        kernels: &WgslKernel,
+        launch: BackwardLaunch<'_, wgpu::Buffer>,
+    ) -> Result<(), SataError> {
+        kernels.launch_backward(&self.ctx, launch)
     }
 
     fn synchronize(&self) -> Result<(), SataError> {
