@@ -688,15 +688,25 @@ fn compensated_states_are_saved_as_such_and_continue() {
 /// `sata backward` against the closed form of the gradients (computed here, not by the
 /// library): `dq_t = (1/c) sum_{s<=t} T_{P-1}(x_ts) g_ts k_s`,
 /// `dk_s = (1/c) sum_{t>=s} T_{P-1}(x_ts) g_ts q_t`, `dv_s = sum_{t>=s} kappa_ts dy_t / D_t`,
-/// with `g_ts = dO'_t · [v_s, 1]`: on float64 files through the reference backward, and on
-/// float32 files of a registry configuration through its kernel's generated backward.
+/// with `g_ts = dO'_t · [v_s, 1]`: on float64 files through the reference backward, on
+/// float32 files of a registry configuration through its kernel's generated backward, and on
+/// the devices through their backward kernels (wgpu where an adapter exists, CUDA's host
+/// execution).
 #[test]
 fn backward_writes_the_gradients_of_the_causal_forward() {
-    backward_against_the_closed_form((3, 2, 4), false);
-    backward_against_the_closed_form((4, 4, 3), true);
+    backward_against_the_closed_form((3, 2, 4), false, None);
+    backward_against_the_closed_form((4, 4, 3), true, None);
+    if common::wgpu_available() {
+        backward_against_the_closed_form((3, 2, 4), true, Some("wgpu"));
+    }
+    backward_against_the_closed_form((3, 5, 3), true, Some("cuda-host"));
 }
 
-fn backward_against_the_closed_form((dk, dv, terms): (usize, usize, usize), float32: bool) {
+fn backward_against_the_closed_form(
+    (dk, dv, terms): (usize, usize, usize),
+    float32: bool,
+    backend: Option<&str>,
+) {
     let mut p = problem(
         &mut rng("cli_backward"),
         (1, 2),
@@ -734,14 +744,21 @@ fn backward_against_the_closed_form((dk, dv, terms): (usize, usize, usize), floa
         args.extend([format!("--{name}"), files.arg(&format!("{name}.npy"))]);
     }
     args.extend(["--terms".into(), terms.to_string(), "--stats".into()]);
+    if let Some(backend) = backend {
+        args.extend(["--backend".into(), backend.into()]);
+    }
     let out = run(&args);
     assert_ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0 queries with no gradient"), "{stderr}");
-    let backward_path = if float32 {
-        format!("backward on cpu (kernel d{dk}_v{dv}_p{terms}")
-    } else {
-        "backward on cpu reference (f64)".to_string()
+    let kernel = format!("kernel d{dk}_v{dv}_p{terms}");
+    let backward_path = match backend {
+        Some(device) => format!(
+            "backward on {} (backward of {kernel}",
+            device.trim_end_matches("-host")
+        ),
+        None if float32 => format!("backward on cpu ({kernel}"),
+        None => "backward on cpu reference (f64)".to_string(),
     };
     assert!(stderr.contains(&backward_path), "{stderr}");
     let taylor = |x: f64, n: usize| {

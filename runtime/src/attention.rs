@@ -357,10 +357,10 @@ impl<T: Element> Attention<T> {
     /// its queries, keys, values and starting state; with `d_final_state`, of
     /// `L + sum(S_final * d_final_state)`, the state after the forward being an output too.
     ///
-    /// Computed by the two passes of `docs/design.md` ("Gradients"): by the specialized
-    /// kernel's generated backward where the forward ran one, else by the reference passes in
-    /// f64 on the CPU (whichever backend ran the forward; [`Gradients::path`] says which). The
-    /// result has the forward's element type.
+    /// Computed by the two passes of `docs/design.md` ("Gradients") on the backend that ran
+    /// the forward: the specialized kernel's generated backward, the device's backward
+    /// kernels (wgpu, CUDA, cuda-host), or on the generic path the reference passes in f64
+    /// ([`Gradients::path`] says which). The result has the forward's element type.
     pub fn backward(
         &self,
         saved: &Saved<T>,

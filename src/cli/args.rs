@@ -145,9 +145,10 @@ pub struct BackwardArgs {
     /// Scale c (default sqrt(d_k)).
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     pub scale: Option<f64>,
-    /// The backend of the forward: auto, cpu, cpu-generic, wgpu, cuda, cuda-host. The
-    /// backward runs on the CPU: the specialized kernel's own where the forward ran one,
-    /// float64 reference passes otherwise (--stats says which).
+    /// The backend of the forward and the backward: auto, cpu, cpu-generic, wgpu, cuda,
+    /// cuda-host. On the CPU the specialized kernel's generated backward runs where the
+    /// forward ran one, float64 reference passes otherwise; the devices run their own backward
+    /// kernels (--stats says which).
     #[arg(long, default_value = "auto", value_name = "BACKEND")]
     pub backend: String,
     /// The state the forward starts from (a checkpoint of earlier keys).
