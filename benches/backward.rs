@@ -1,15 +1,17 @@
 //! The backward against the forward on the same inputs, in one run: a causal
 //! `forward_for_training` (the forward of training) and `backward` (the two passes), both on
 //! the CPU backend's specialized kernel, d_k = d_v = 16, P = 4, f32, one thread. Prints
-//! backward / forward and the backward's GFLOP/s against the FLOP model (177 kFLOP per token
-//! per head at d16 P4, `docs/design.md`).
+//! backward / forward from criterion's means and, because the machines this runs on are
+//! noisy, the median of paired samples (one forward, then one backward, repeated), and the
+//! backward's GFLOP/s against the FLOP model (177 kFLOP per token per head at d16 P4,
+//! `docs/design.md`).
 //!
 //! `cargo bench --bench backward`.
 
 mod common;
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{inputs, mean_seconds, output_dir};
 use criterion::{BenchmarkId, Criterion, Throughput};
@@ -24,7 +26,11 @@ fn name(heads: usize, tokens: usize) -> String {
     format!("{heads}x{tokens}")
 }
 
-fn bench(c: &mut Criterion, attention: &Attention<f32>) {
+/// Median backward / forward of paired samples per case, and the number of pairs.
+type Paired = Vec<(f64, usize)>;
+
+fn bench(c: &mut Criterion, attention: &Attention<f32>) -> Paired {
+    let mut paired = Vec::new();
     let mut group = c.benchmark_group("training");
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(3));
@@ -61,8 +67,22 @@ fn bench(c: &mut Criterion, attention: &Attention<f32>) {
                 black_box(attention.backward(&saved, dy, None).unwrap())
             })
         });
+        // Pairs for at least 4 s and at least 5 of them.
+        let (start, mut ratios) = (Instant::now(), Vec::new());
+        while ratios.len() < 5 || start.elapsed() < Duration::from_secs(4) {
+            let t = Instant::now();
+            let (_, saved) = black_box(forward());
+            let f = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let dy = TensorRef::output_gradient(&dy, shape).unwrap();
+            black_box(attention.backward(&saved, dy, None).unwrap());
+            ratios.push(t.elapsed().as_secs_f64() / f);
+        }
+        ratios.sort_by(f64::total_cmp);
+        paired.push((ratios[ratios.len() / 2], ratios.len()));
     }
     group.finish();
+    paired
 }
 
 /// Which code runs the backward, from a small call.
@@ -92,7 +112,7 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&dir)
         .configure_from_args();
-    bench(&mut c, &attention);
+    let paired = bench(&mut c, &attention);
     c.final_summary();
     println!(
         "\nTraining step parts, d{D} P{TERMS}, f32, 1 thread; forward on {}, backward on {}",
@@ -100,10 +120,15 @@ fn main() {
         backward_path(&attention)
     );
     println!(
-        "  {:>12}  {:>14} {:>14} {:>10} {:>18}",
-        "heads x n", "forward/token", "backward/token", "ratio", "backward GFLOP/s"
+        "  {:>12}  {:>14} {:>14} {:>10} {:>18} {:>22}",
+        "heads x n",
+        "forward/token",
+        "backward/token",
+        "ratio",
+        "backward GFLOP/s",
+        "paired ratio (pairs)"
     );
-    for (heads, n) in CASES {
+    for ((heads, n), (ratio, pairs)) in CASES.into_iter().zip(paired) {
         let id = name(heads, n);
         let (Some(f), Some(b)) = (
             mean_seconds(&dir, "training", "forward", &id),
@@ -113,11 +138,12 @@ fn main() {
         };
         let tokens = (heads * n) as f64;
         println!(
-            "  {id:>12}  {:>11.3} us {:>11.3} us {:>9.1}x {:>18.2}",
+            "  {id:>12}  {:>11.3} us {:>11.3} us {:>9.2}x {:>18.2} {:>16.2}x ({pairs})",
             f / tokens * 1e6,
             b / tokens * 1e6,
             b / f,
-            177_000.0 * tokens / b * 1e-9
+            177_000.0 * tokens / b * 1e-9,
+            ratio
         );
     }
 }

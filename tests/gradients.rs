@@ -541,15 +541,16 @@ fn bad_gradients_and_foreign_records_are_typed_errors() {
     );
 }
 
-/// The registry's generated backwards at the sizes users run (d16 P4: 816 features, several
-/// partial-sum flushes; d8 P3: 45 features, a partial last vector; d32 P2: runs of 32
-/// coordinates, four vectors each) on every ISA, against the f64 reference backward on the same
-/// f32-representable inputs (itself checked against complex steps above), causal and
-/// non-causal, after a context and with a final-state seed.
+/// The registry's generated backwards at the sizes users run (d16 P4: 969 features; d8 P3: 45;
+/// d32 P2: runs of 32 coordinates) on every ISA, over more tokens than one chunk of the
+/// chunked backward holds, against the f64 reference backward on the same f32-representable
+/// inputs (itself checked against complex steps above), causal and non-causal, after a
+/// context and with a final-state seed.
 #[test]
 fn registry_backwards_match_the_f64_reference_at_scale() {
     for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
-        at_scale_against_the_reference(isa.name(), |config| {
+        // 150 tokens: two whole chunks of the CPU backward and a partial one.
+        at_scale_against_the_reference(isa.name(), 150, |config| {
             let kernel = Attention::<f32>::new(config)
                 .unwrap()
                 .with_isa(isa)
@@ -560,20 +561,26 @@ fn registry_backwards_match_the_f64_reference_at_scale() {
     }
 }
 
-/// The same sizes on every backend: on the devices, d16 P4 at 40 tokens takes several
-/// dispatches per pass on wgpu (llvmpipe's loop cap) and three blocks' worth of rows on CUDA.
+/// The same sizes on every backend, at 40 tokens (one partial chunk on the CPU): on wgpu,
+/// d16 P4 takes several dispatches per pass (llvmpipe's loop cap).
 fn registry_sizes_on_the_backend_against_the_reference(backend: Backend) {
-    at_scale_against_the_reference(&format!("{backend:?}"), |config| backend.attention(config));
+    at_scale_against_the_reference(&format!("{backend:?}"), 40, |config| {
+        backend.attention(config)
+    });
 }
 
-/// Gradients of f32 attentions made by `attention` for the registry's d16 P4 (816 features,
-/// several partial-sum flushes), d8 P3 (a partial last vector) and d32 P2 (four-vector runs),
-/// causal and non-causal after a context with a final-state seed, against the f64 reference.
-fn at_scale_against_the_reference(label: &str, attention: impl Fn(KernelConfig) -> Attention<f32>) {
+/// Gradients of f32 attentions made by `attention` for the registry's d16 P4, d8 P3 and d32
+/// P2 at `tokens` tokens, causal and non-causal after a context with a final-state seed,
+/// against the f64 reference.
+fn at_scale_against_the_reference(
+    label: &str,
+    tokens: usize,
+    attention: impl Fn(KernelConfig) -> Attention<f32>,
+) {
     let mut rng = rng("gradients_scale");
     for (dk, dv, terms) in [(16, 16, 4), (8, 8, 3), (32, 32, 2)] {
         for mode in [Mode::Causal, Mode::NonCausal] {
-            let (n_q, n_k, context) = (40, 40, 8);
+            let (n_q, n_k, context) = (tokens, tokens, 8);
             let p = problem(
                 &mut rng,
                 (1, 2),

@@ -3,9 +3,8 @@
 //! `sata::kernel::driver` (from user crates) or `crate::kernel::driver` (the runtime's own
 //! registry); they are not an API of their own.
 
-use super::adjoint_sweeps::{
-    AdjointRuns, feature_adjoint, from_blocked, padded_features, pass_a, pass_b, to_blocked,
-};
+use super::chunk_features::{self, Lanes};
+use super::chunked_backward::{CHUNK, Intra, View, gemm};
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::generic::{split_lane, update_compensated};
 use super::simd::{self, Isa};
@@ -164,16 +163,25 @@ pub struct BackwardLane<'a> {
     pub dv: &'a mut [f32],
 }
 
-/// Words of scratch a specialized kernel's backward needs: two feature buffers, one for their
-/// gradients, and the two blocked states of the passes.
-pub const fn backward_scratch_words(features: usize, row: usize) -> usize {
-    3 * (features + PAD) + 2 * row * padded_features(features)
+/// Words of scratch a specialized kernel's backward needs: the chunk's key features,
+/// weighted query features and feature gradients (feature-major, `m x CHUNK` each), the
+/// state (`S` or `H`) as `m` rows of `[S | Z]`, the chunk's augmented values, its two
+/// `CHUNK x CHUNK` weight matrices, its `d_k` and `d_v` gradient rows, and its coordinates
+/// and their gradients (feature-major, `d_k x CHUNK` each).
+pub const fn backward_scratch_words(features: usize, d_k: usize, row: usize) -> usize {
+    3 * features * CHUNK
+        + features * row
+        + CHUNK * row
+        + 2 * CHUNK * CHUNK
+        + CHUNK * (d_k + row)
+        + 2 * d_k * CHUNK
 }
 
-/// Driver of `SpecializedKernel::backward` for generated code: pass A forward in time (the
-/// state each query read, then `dq`), pass B backward in time (`H`, the weighted queries
-/// that saw each key, then `dv` and `dk`), `docs/design.md` ("Gradients"). Causal needs as
-/// many queries as keys.
+/// Driver of `SpecializedKernel::backward` for generated code: the two passes of
+/// `docs/design.md` ("Gradients") in chunked form (`super::chunked_backward`), pass A forward
+/// in time (the state each query read, then `dq`), pass B backward in time (`H`, the weighted
+/// queries that saw each key, then `dv` and `dk`), the feature maps and their adjoints over
+/// a whole chunk at once (`super::chunk_features`). Causal needs as many queries as keys.
 #[inline]
 pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: usize, F>(
     isa: Isa,
@@ -184,10 +192,18 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
     F: FeatureProgram<XP, MP>,
 {
     let m = MP - PAD;
-    let (dv, m8) = (ROW - 1, padded_features(m));
-    let (buffers, states) = scratch.split_at_mut(3 * MP);
-    let (phi_k, phi_q, u) = split_scratch3::<MP>(buffers);
-    let (s_blocked, h_blocked) = states[..2 * ROW * m8].split_at_mut(ROW * m8);
+    let dv = ROW - 1;
+    let (fk, rest) = scratch.split_at_mut(m * CHUNK);
+    let (fq, rest) = rest.split_at_mut(m * CHUNK);
+    let (u, rest) = rest.split_at_mut(m * CHUNK);
+    let (rows, rest) = rest.split_at_mut(m * ROW);
+    let (values, rest) = rest.split_at_mut(CHUNK * ROW);
+    let (kappa, rest) = rest.split_at_mut(CHUNK * CHUNK);
+    let (weighted, rest) = rest.split_at_mut(CHUNK * CHUNK);
+    let (grad_k, rest) = rest.split_at_mut(CHUNK * DK);
+    let (grad_v, rest) = rest.split_at_mut(CHUNK * ROW);
+    let (xt, rest) = rest.split_at_mut(DK * CHUNK);
+    let dxt = lanes(&mut rest[..DK * CHUNK]);
     let BackwardLane {
         q,
         k,
@@ -200,85 +216,202 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         dv: dval,
     } = lane;
     let (nq, nk) = (q.len() / DK, k.len() / DK);
-    let cotangent = |t: usize| -> &[f32; ROW] { token::<ROW>(dout, t) };
-    // The maps leave words past `m` undefined; the passes read whole vectors of features.
-    let keys = |s: usize, f: &mut [f32; MP]| {
-        key_features::<DK, XP, MP, F>(isa, k, s, f);
-        f[m..m8].fill(0.0);
+    let intra = Intra {
+        d_k: DK,
+        row: ROW,
+        terms: F::TERMS,
+        inv_scale: F::INV_SCALE,
     };
-    let queries = |t: usize, f: &mut [f32; MP]| {
-        query_features::<DK, XP, MP, F>(isa, q, t, f);
-        f[m..m8].fill(0.0);
+    let runs = F::ADJOINT_RUNS;
+    // Coordinates of tokens `t0..t0 + n` of `x`, times `scale`, feature-major into `xt`.
+    let coordinates = |xt: &mut [f32], x: &[f32], t0: usize, n: usize, scale: f32| {
+        let xt = lanes(xt);
+        for (i, row) in xt.iter_mut().enumerate() {
+            for (t, w) in row.iter_mut().enumerate() {
+                *w = if t < n {
+                    x[(t0 + t) * DK + i] * scale
+                } else {
+                    0.0
+                };
+            }
+        }
     };
-    let no_cotangent = [0.0; ROW];
-    let runs = AdjointRuns::<DK, XP, MP>::of::<F>();
-    // The adjoint reads whole vectors of `u`, past `m` for the last runs: keep them finite.
-    u[m..].fill(0.0);
+    // The key features (`query`: the weighted query features) of tokens `t0..t0 + n`.
+    let features = |f: &mut [f32], xt: &mut [f32], t0: usize, n: usize, query: bool| {
+        let (x, scale, first) = match query {
+            true => (q, F::INV_SCALE, &QUERY_FIRST),
+            false => (k, 1.0, &KEY_FIRST),
+        };
+        coordinates(xt, x, t0, n, scale);
+        chunk_features::map(isa, runs, lanes(xt), first, n, lanes(f));
+    };
+    // `dx_t = J^T u_t` of the chunk's tokens into `out` (`n x d_k`), `u` consumed; `f` and
+    // `xt` as `features` left them.
+    let adjoint = |u: &mut [f32],
+                   f: &[f32],
+                   xt: &[f32],
+                   dxt: &mut [Lanes],
+                   out: &mut [f32],
+                   n: usize,
+                   query: bool| {
+        let (first, scale) = match query {
+            true => (&QUERY_FIRST, F::INV_SCALE),
+            false => (&KEY_FIRST, 1.0),
+        };
+        let x = xt.as_chunks::<CHUNK>().0;
+        chunk_features::adjoint(
+            isa,
+            runs,
+            (x, first),
+            f.as_chunks::<CHUNK>().0,
+            lanes(u),
+            dxt,
+        );
+        for (t, o) in out.chunks_exact_mut(DK).take(n).enumerate() {
+            for (i, o) in o.iter_mut().enumerate() {
+                *o = dxt[i][t] * scale;
+            }
+        }
+    };
+    // `[v_s, 1]` of keys `t0..t0 + n`.
+    let augment = |values: &mut [f32], t0: usize, n: usize| {
+        for (i, row) in values.chunks_exact_mut(ROW).take(n).enumerate() {
+            row[..dv].copy_from_slice(value::<ROW>(v, t0 + i));
+            row[dv] = 1.0;
+        }
+    };
+    let chunks = |n: usize| (0..n).step_by(CHUNK).map(move |t0| (t0, CHUNK.min(n - t0)));
     // Pass A.
-    to_blocked::<ROW>(&state[..m * ROW], s_blocked);
+    planar_to_rows(&state[..m * ROW], rows, dv);
+    let add_keys = |rows: &mut [f32], fk: &mut [f32], xt: &mut [f32], values: &mut [f32], t0, n| {
+        features(fk, xt, t0, n, false);
+        augment(values, t0, n);
+        gemm(
+            (m, n, ROW),
+            View::rows(fk, CHUNK),
+            View::rows(values, ROW),
+            1.0,
+            rows,
+            ROW,
+        );
+    };
     if !causal {
-        for s in 0..nk {
-            keys(s, phi_k);
-            let vs = value::<ROW>(v, s);
-            pass_a::<ROW, true, false>(isa, s_blocked, (&phi_k[..m8], vs), &no_cotangent, &mut []);
+        for (t0, n) in chunks(nk) {
+            add_keys(rows, fk, xt, values, t0, n);
         }
     }
-    for t in 0..nq {
-        let r = &mut u[..m8];
+    for (t0, n) in chunks(nq) {
+        let d = &dout[t0 * ROW..(t0 + n) * ROW];
+        // The feature gradients from the state before the chunk; columns past `n` are unused
+        // but stay finite.
+        if n < CHUNK {
+            u.fill(0.0);
+        }
+        gemm(
+            (m, ROW, n),
+            View::rows(rows, ROW),
+            View::transposed(d, ROW),
+            0.0,
+            u,
+            CHUNK,
+        );
+        features(fq, xt, t0, n, true);
+        let dq = &mut dq[t0 * DK..(t0 + n) * DK];
+        adjoint(u, fq, xt, dxt, dq, n, true);
         if causal {
-            keys(t, phi_k);
-            let vt = value::<ROW>(v, t);
-            pass_a::<ROW, true, true>(isa, s_blocked, (&phi_k[..m8], vt), cotangent(t), r);
-        } else {
-            pass_a::<ROW, false, true>(isa, s_blocked, (&[], &[]), cotangent(t), r);
+            augment(values, t0, n);
+            let qk = (&q[t0 * DK..(t0 + n) * DK], &k[t0 * DK..(t0 + n) * DK]);
+            intra.weights(n, qk, (d, values), kappa, weighted);
+            gemm(
+                (n, n, DK),
+                View::rows(weighted, n),
+                View::rows(qk.1, DK),
+                1.0,
+                dq,
+                DK,
+            );
+            add_keys(rows, fk, xt, values, t0, n);
         }
-        queries(t, phi_q);
-        let dq = &mut dq[t * DK..(t + 1) * DK];
-        dq.fill(0.0);
-        let qt = token::<DK>(q, t);
-        let x = (qt, F::INV_SCALE, &QUERY_FIRST);
-        feature_adjoint(isa, &runs, x, (phi_q, u), dq);
     }
-    // Pass B.
-    to_blocked::<ROW>(&grad_state[..m * ROW], h_blocked);
-    let mut unused = [0.0f64; ROW];
+    // Pass B, chunks last to first.
+    planar_to_rows(&grad_state[..m * ROW], rows, dv);
+    let add_queries = |rows: &mut [f32], fq: &mut [f32], xt: &mut [f32], t0: usize, n: usize| {
+        features(fq, xt, t0, n, true);
+        let d = &dout[t0 * ROW..(t0 + n) * ROW];
+        gemm(
+            (m, n, ROW),
+            View::rows(fq, CHUNK),
+            View::rows(d, ROW),
+            1.0,
+            rows,
+            ROW,
+        );
+    };
     if !causal {
-        for t in 0..nq {
-            queries(t, phi_q);
-            let (fq, d) = (&phi_q[..m8], cotangent(t));
-            pass_b::<ROW, true, false>(isa, h_blocked, (fq, d), (&[], &[]), &mut unused, &mut []);
+        for (t0, n) in chunks(nq) {
+            add_queries(rows, fq, xt, t0, n);
         }
     }
-    for s in (0..nk).rev() {
-        keys(s, phi_k);
-        let mut acc = [0.0f64; ROW];
-        let (vs, pk, r) = (value::<ROW>(v, s), &phi_k[..m8], &mut u[..m8]);
+    let key_chunks: Vec<_> = chunks(nk).collect();
+    for &(t0, n) in key_chunks.iter().rev() {
+        features(fk, xt, t0, n, false);
+        augment(values, t0, n);
+        // dv over the state after the chunk, into `grad_v` (rows of ROW words, the last unused).
+        let fk_t = View::transposed(fk, CHUNK);
+        gemm((n, m, dv), fk_t, View::rows(rows, ROW), 0.0, grad_v, ROW);
+        if n < CHUNK {
+            u.fill(0.0);
+        }
+        gemm(
+            (m, ROW, n),
+            View::rows(rows, ROW),
+            View::transposed(values, ROW),
+            0.0,
+            u,
+            CHUNK,
+        );
+        adjoint(u, fk, xt, dxt, grad_k, n, false);
         if causal {
-            queries(s, phi_q);
-            let (fq, d) = (&phi_q[..m8], cotangent(s));
-            pass_b::<ROW, true, true>(isa, h_blocked, (fq, d), (pk, vs), &mut acc, r);
-        } else {
-            pass_b::<ROW, false, true>(isa, h_blocked, (&[], &no_cotangent), (pk, vs), &mut acc, r);
+            let d = &dout[t0 * ROW..(t0 + n) * ROW];
+            let qk = (&q[t0 * DK..(t0 + n) * DK], &k[t0 * DK..(t0 + n) * DK]);
+            intra.weights(n, qk, (d, values), kappa, weighted);
+            let (a1, a0) = (View::transposed(weighted, n), View::transposed(kappa, n));
+            gemm((n, n, DK), a1, View::rows(qk.0, DK), 1.0, grad_k, DK);
+            gemm((n, n, dv), a0, View::rows(d, ROW), 1.0, grad_v, ROW);
+            add_queries(rows, fq, xt, t0, n);
         }
-        for (o, a) in dval[s * dv..(s + 1) * dv].iter_mut().zip(acc) {
-            *o = a as f32;
+        dk[t0 * DK..(t0 + n) * DK].copy_from_slice(&grad_k[..n * DK]);
+        for (s, out) in dval[t0 * dv..(t0 + n) * dv]
+            .chunks_exact_mut(dv)
+            .enumerate()
+        {
+            out.copy_from_slice(&grad_v[s * ROW..s * ROW + dv]);
         }
-        let dk = &mut dk[s * DK..(s + 1) * DK];
-        dk.fill(0.0);
-        let ks = token::<DK>(k, s);
-        feature_adjoint(isa, &runs, (ks, 1.0, &KEY_FIRST), (phi_k, u), dk);
     }
-    from_blocked::<ROW>(h_blocked, &mut grad_state[..m * ROW]);
+    rows_to_planar(rows, &mut grad_state[..m * ROW], dv);
 }
 
-fn split_scratch3<const MP: usize>(
-    scratch: &mut [f32],
-) -> (&mut [f32; MP], &mut [f32; MP], &mut [f32; MP]) {
-    let (a, rest) = scratch[..3 * MP].split_at_mut(MP);
-    let (b, c) = rest.split_at_mut(MP);
-    (words(a), words(b), words(c))
+/// Rows of [`CHUNK`] words.
+fn lanes(x: &mut [f32]) -> &mut [Lanes] {
+    x.as_chunks_mut::<CHUNK>().0
 }
 
-fn words<const MP: usize>(x: &mut [f32]) -> &mut [f32; MP] {
-    x.try_into().expect("MP words")
+/// A planar lane (`S`, `m x d_v`, then `Z`) as `m` rows of `[S | Z]`.
+fn planar_to_rows(planar: &[f32], rows: &mut [f32], dv: usize) {
+    let m = planar.len() / (dv + 1);
+    let (s, z) = planar.split_at(m * dv);
+    for ((row, s), &z) in rows.chunks_exact_mut(dv + 1).zip(s.chunks_exact(dv)).zip(z) {
+        row[..dv].copy_from_slice(s);
+        row[dv] = z;
+    }
+}
+
+/// The inverse of [`planar_to_rows`].
+fn rows_to_planar(rows: &[f32], planar: &mut [f32], dv: usize) {
+    let m = planar.len() / (dv + 1);
+    let (s, z) = planar.split_at_mut(m * dv);
+    for ((row, s), z) in rows.chunks_exact(dv + 1).zip(s.chunks_exact_mut(dv)).zip(z) {
+        s.copy_from_slice(&row[..dv]);
+        *z = row[dv];
+    }
 }

@@ -47,13 +47,15 @@ const fn reciprocals() -> FirstScales {
 pub trait FeatureProgram<const XP: usize, const MP: usize> {
     /// `1 / c`, applied to query coordinates before the map.
     const INV_SCALE: f32;
+    /// `P`, the Taylor terms (the backward's chunk-internal polynomials).
+    const TERMS: usize;
     /// `f[..m] = Phi(x)`, each run's first child scaled by `first[mult]`: with [`KEY_FIRST`]
     /// and `x` as given, the key features; with [`QUERY_FIRST`] and `x / c`, the weighted
     /// query features. Words of `f` past `m` are left undefined.
     fn map(x: &[f32; XP], f: &mut [f32; MP], first: &FirstScales);
 
     /// The runs of `map` as `(parent, first, dest, len, mult)`, in the order its adjoint
-    /// walks them (`sata_codegen::KernelPlan::adjoint_runs`; run by `super::adjoint_sweeps`).
+    /// walks them (`sata_codegen::KernelPlan::adjoint_runs`; run by `super::chunk_features`).
     const ADJOINT_RUNS: &'static [(u32, u32, u32, u32, u8)];
 }
 
@@ -115,18 +117,4 @@ pub fn run_from_table<const XP: usize, const MP: usize>(
         }
         scale = [base; LANES];
     }
-}
-
-/// The sum of one vector's words, pairwise.
-#[inline(always)]
-pub(crate) fn lane_sum(p: [f32; LANES]) -> f32 {
-    let mut w = p;
-    let mut half = LANES / 2;
-    while half > 0 {
-        for i in 0..half {
-            w[i] += w[i + half];
-        }
-        half /= 2;
-    }
-    w[0]
 }

@@ -2,10 +2,11 @@
 //! kernels generated for one ([`kernel`], their drivers, SIMD sweeps and scratch), both run by
 //! one lane loop ([`backend`]); and the cache-line aligned storage states live in.
 
-mod adjoint_sweeps;
 pub(crate) mod aligned;
 mod backend;
 pub(crate) mod backward;
+mod chunk_features;
+mod chunked_backward;
 pub mod driver;
 pub(crate) mod features;
 pub(crate) mod generic;

@@ -1,9 +1,10 @@
 //! The state sweeps of specialized kernels, in explicit SIMD with run-time CPU detection, and
 //! the dispatch of their generated feature maps to AVX2 or portable code.
 //!
-//! This module and `super::adjoint_sweeps` (the backward's) hold the workspace's SIMD
-//! intrinsics; the only other `unsafe` is the CUDA backend's FFI (`cuda/ffi.rs` and the two
-//! launch functions). A sweep walks the `m` features
+//! This module holds the workspace's SIMD intrinsics; the other `unsafe` is the AVX2
+//! compilations of the backward's chunk maps (`super::chunk_features`), the one call into
+//! `matrixmultiply` (`super::chunked_backward::gemm`) and the CUDA backend's FFI
+//! (`cuda/ffi.rs` and the launch functions). A sweep walks the `m` features
 //! of one lane's state (`S`, `m x d_v`, then `Z`, `m` words; see [`crate::State`]) and, per
 //! feature `j`, updates `S[j] += phi_k[j] v` and `Z[j] += phi_k[j]` and/or accumulates
 //! `phi_q[j] [S[j], Z[j]]` into `acc`. `ROW = d_v + 1` is a compile-time constant of the

@@ -108,7 +108,7 @@ impl LaneBackward<f32> for Specialized {
             None => g.d_initial.fill(0.0),
         }
         let d = self.kernel.descriptor();
-        let mut scratch = KernelScratch::take(backward_scratch_words(d.features, d.d_v + 1));
+        let mut scratch = KernelScratch::take(backward_scratch_words(d.features, d.d_k, d.d_v + 1));
         self.kernel.backward(
             self.isa,
             &mut scratch,

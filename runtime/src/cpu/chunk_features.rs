@@ -1,0 +1,279 @@
+//! The feature map and its adjoint over the tokens of one backward chunk at once, feature-major:
+//! row `j` holds feature `j` of every token of the chunk ([`CHUNK`] words, tokens past the
+//! chunk's end zero). Every step of the prefix recurrence and of its adjoint is then one
+//! elementwise multiply-add across the chunk's tokens, whole vectors with no horizontal sums;
+//! one token at a time, the adjoint's per-run dot products cost a horizontal sum per run and
+//! ran at a fifth of the map's speed (`benches/results/backward-2026-12-01.md`).
+//!
+//! The runs are a kernel's `FeatureProgram::ADJOINT_RUNS`, `(parent, first coordinate, first
+//! destination, length, multiplicity)`: orders top down, so walked backwards they are a valid
+//! order for the map too.
+
+use super::chunked_backward::CHUNK;
+use super::features::FirstScales;
+use super::simd::Isa;
+
+/// One run of the feature program.
+pub type Run = (u32, u32, u32, u32, u8);
+
+/// One feature (or coordinate) of every token of a chunk.
+pub type Lanes = [f32; CHUNK];
+
+/// Checks once per call what the bodies index by: every run's parent before its children,
+/// its coordinates inside `d_k` and its features inside `m`. A failure is a bug in the
+/// generator or this crate.
+fn check(runs: &[Run], d_k: usize, m: usize) {
+    for &(parent, first, dest, len, _) in runs {
+        let (parent, first, dest, len) =
+            (parent as usize, first as usize, dest as usize, len as usize);
+        assert!(
+            parent < dest && first + len <= d_k && dest + len <= m,
+            "a run outside the feature program"
+        );
+    }
+}
+
+/// `f = Phi(x)` for every token of a chunk: `x` is `d_k` rows (zero past the chunk's
+/// `valid` tokens, which then get zero features), `f` is `m` rows, each run's first child
+/// scaled by `first[mult]`.
+#[inline(always)]
+fn map_body(runs: &[Run], x: &[Lanes], first: &FirstScales, valid: usize, f: &mut [Lanes]) {
+    f[0] = [0.0; CHUNK];
+    f[0][..valid].fill(1.0);
+    for &(parent, c0, dest, len, mult) in runs.iter().rev() {
+        let (lo, hi) = f.split_at_mut(dest as usize);
+        let p = &lo[parent as usize];
+        for (i, out) in hi[..len as usize].iter_mut().enumerate() {
+            let s = if i == 0 { first[mult as usize] } else { 1.0 };
+            let xi = &x[c0 as usize + i];
+            for t in 0..CHUNK {
+                out[t] = p[t] * xi[t] * s;
+            }
+        }
+    }
+}
+
+/// `dx = J_Phi(x)^T u` for every token of a chunk, `f = Phi(x)` from [`map_body`] with the
+/// same `x` and `first`; `u` (`m` rows) is consumed: parents accumulate their children's.
+#[inline(always)]
+fn adjoint_body(
+    runs: &[Run],
+    (x, first): (&[Lanes], &FirstScales),
+    f: &[Lanes],
+    u: &mut [Lanes],
+    dx: &mut [Lanes],
+) {
+    dx.fill([0.0; CHUNK]);
+    for &(parent, c0, dest, len, mult) in runs {
+        let (lo, hi) = u.split_at_mut(dest as usize);
+        let up = &mut lo[parent as usize];
+        let fp = &f[parent as usize];
+        for (i, g) in hi[..len as usize].iter().enumerate() {
+            let s = if i == 0 { first[mult as usize] } else { 1.0 };
+            let c = c0 as usize + i;
+            let xi = &x[c];
+            let d = &mut dx[c];
+            for t in 0..CHUNK {
+                let gi = g[t] * s;
+                up[t] += gi * xi[t];
+                d[t] += gi * fp[t];
+            }
+        }
+    }
+}
+
+/// The portable and AVX2 compilations of the bodies, out of line so each is compiled twice
+/// and no more. The AVX2 ones are the same loops with 8-wide vectors and FMA.
+mod compiled {
+    use super::*;
+
+    #[inline(never)]
+    pub(super) fn map_portable(
+        runs: &[Run],
+        x: &[Lanes],
+        first: &FirstScales,
+        valid: usize,
+        f: &mut [Lanes],
+    ) {
+        map_body(runs, x, first, valid, f);
+    }
+
+    #[inline(never)]
+    pub(super) fn adjoint_portable(
+        runs: &[Run],
+        xf: (&[Lanes], &FirstScales),
+        f: &[Lanes],
+        u: &mut [Lanes],
+        dx: &mut [Lanes],
+    ) {
+        adjoint_body(runs, xf, f, u, dx);
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn map_avx2(
+        runs: &[Run],
+        x: &[Lanes],
+        first: &FirstScales,
+        valid: usize,
+        f: &mut [Lanes],
+    ) {
+        map_body(runs, x, first, valid, f);
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn adjoint_avx2(
+        runs: &[Run],
+        xf: (&[Lanes], &FirstScales),
+        f: &[Lanes],
+        u: &mut [Lanes],
+        dx: &mut [Lanes],
+    ) {
+        adjoint_body(runs, xf, f, u, dx);
+    }
+}
+
+fn avx2(isa: Isa) -> bool {
+    cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && isa.is_supported()
+}
+
+/// [`map_body`] on `isa`, after checking the runs against `x` and `f`.
+pub fn map(
+    isa: Isa,
+    runs: &[Run],
+    x: &[Lanes],
+    first: &FirstScales,
+    valid: usize,
+    f: &mut [Lanes],
+) {
+    check(runs, x.len(), f.len());
+    #[cfg(target_arch = "x86_64")]
+    if avx2(isa) {
+        // SAFETY: avx2 and fma were detected by `avx2`; the bodies index only what `check`
+        // kept in range (and slices check the rest).
+        unsafe { compiled::map_avx2(runs, x, first, valid, f) };
+        return;
+    }
+    let _ = isa;
+    compiled::map_portable(runs, x, first, valid, f);
+}
+
+/// [`adjoint_body`] on `isa`, after checking the runs against `x` and `f`.
+pub fn adjoint(
+    isa: Isa,
+    runs: &[Run],
+    (x, first): (&[Lanes], &FirstScales),
+    f: &[Lanes],
+    u: &mut [Lanes],
+    dx: &mut [Lanes],
+) {
+    check(runs, x.len(), f.len().min(u.len()));
+    #[cfg(target_arch = "x86_64")]
+    if avx2(isa) {
+        // SAFETY: as for `map`.
+        unsafe { compiled::adjoint_avx2(runs, (x, first), f, u, dx) };
+        return;
+    }
+    let _ = isa;
+    compiled::adjoint_portable(runs, (x, first), f, u, dx);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::features::{KEY_FIRST, QUERY_FIRST};
+    use sata_codegen::{Basis, KernelConfig, KernelPlan};
+
+    /// The map gives the basis' monomials (weighted by the query scales: `alpha_p C_p`), and
+    /// the adjoint matches central differences of `sum_j u_j f_j`, in f64 loops here.
+    #[test]
+    fn map_and_adjoint_against_monomials_and_differences() {
+        let config = KernelConfig::new(3, 2, 4).unwrap();
+        let plan = KernelPlan::new(&config);
+        let basis = Basis::new(&config);
+        let runs: Vec<Run> = plan
+            .adjoint_runs()
+            .iter()
+            .map(|r| {
+                (
+                    r.parent as u32,
+                    r.first as u32,
+                    r.dest as u32,
+                    r.len as u32,
+                    r.mult as u8,
+                )
+            })
+            .collect();
+        let (m, dk, valid) = (plan.features, 3, 5);
+        let coord = |i: usize, t: usize| {
+            if t < valid {
+                0.3 + 0.1 * i as f32 - 0.07 * t as f32
+            } else {
+                0.0
+            }
+        };
+        let x: Vec<Lanes> = (0..dk)
+            .map(|i| std::array::from_fn(|t| coord(i, t)))
+            .collect();
+        let u0: Vec<Lanes> = (0..m)
+            .map(|j| std::array::from_fn(|t| ((j * 7 + t) % 5) as f32 - 2.0))
+            .collect();
+        for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
+            for (first, weighted) in [(&KEY_FIRST, false), (&QUERY_FIRST, true)] {
+                let mut f = vec![[0.0; CHUNK]; m];
+                map(isa, &runs, &x, first, valid, &mut f);
+                for t in 0..CHUNK {
+                    for j in 0..m {
+                        let xs: Vec<f64> = (0..dk).map(|i| f64::from(coord(i, t))).collect();
+                        let mono: f64 = basis.monomial(j).iter().map(|&i| xs[i]).product();
+                        let w = if weighted {
+                            basis.weights()[j] * plan.scale.powi(basis.monomial(j).len() as i32)
+                        } else {
+                            1.0
+                        };
+                        let want = if t < valid { mono * w } else { 0.0 };
+                        assert!((f64::from(f[j][t]) - want).abs() < 1e-6, "{isa} t{t} j{j}");
+                    }
+                }
+                let mut u = u0.clone();
+                let mut dx = vec![[0.0; CHUNK]; dk];
+                adjoint(isa, &runs, (&x, first), &f, &mut u, &mut dx);
+                for t in 0..valid {
+                    for i in 0..dk {
+                        let loss = |h: f64| {
+                            let xs: Vec<f64> = (0..dk)
+                                .map(|c| f64::from(coord(c, t)) + if c == i { h } else { 0.0 })
+                                .collect();
+                            (0..m)
+                                .map(|j| {
+                                    let mono: f64 =
+                                        basis.monomial(j).iter().map(|&c| xs[c]).product();
+                                    let w = if weighted {
+                                        basis.weights()[j]
+                                            * plan.scale.powi(basis.monomial(j).len() as i32)
+                                    } else {
+                                        1.0
+                                    };
+                                    f64::from(u0[j][t]) * mono * w
+                                })
+                                .sum::<f64>()
+                        };
+                        let want = (loss(1e-5) - loss(-1e-5)) / 2e-5;
+                        let got = f64::from(dx[i][t]);
+                        assert!(
+                            (got - want).abs() < 1e-4 * want.abs().max(1.0),
+                            "{isa} t{t} i{i}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
