@@ -10,6 +10,7 @@ use crate::cpu::CpuBackend;
 use crate::cpu::kernel::{KernelDescriptor, SpecializedKernel};
 use crate::cpu::simd::Isa;
 use crate::cpu::specialized::Specialized;
+use crate::cpu::threads::Threads;
 use crate::element::{DType, Element};
 use crate::error::SataError;
 use crate::output::Attended;
@@ -136,7 +137,7 @@ impl<T: Element> Attention<T> {
             policy: DenominatorPolicy::default(),
             backend: of_f32(
                 BackendKind::Cpu,
-                Box::new(CpuBackend(Specialized::new(kernel))),
+                Box::new(CpuBackend::new(Specialized::new(kernel))),
             )?,
         })
     }
@@ -152,6 +153,17 @@ impl<T: Element> Attention<T> {
             .into());
         }
         self.backend.set_isa(isa);
+        Ok(self)
+    }
+
+    /// Runs the CPU backends' lanes (batch x head) on a pool of `threads` threads of this
+    /// attention's own, created here once; without it they run on rayon's global pool
+    /// (`RAYON_NUM_THREADS`, else one thread per core). Calls too small to gain stay on the
+    /// calling thread. Results are bit-identical for any thread count: each lane is one work
+    /// item computed by the same code, and statistics merge in lane order. Device backends
+    /// ignore it.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, SataError> {
+        self.backend.set_threads(Threads::pool(threads)?);
         Ok(self)
     }
 

@@ -29,6 +29,8 @@ impl std::fmt::Display for QueryIndex {
 /// Everything that can go wrong in the runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum SataError {
+    #[error("cannot run on the requested threads: {reason}")]
+    InvalidThreads { reason: String },
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
 

@@ -81,6 +81,20 @@ impl CallStats {
         }
     }
 
+    /// Adds the statistics of a later part of the call (the next lanes): `first_bad` stays the
+    /// earlier part's where it has one.
+    pub(crate) fn merge(&mut self, later: CallStats) {
+        self.queries += later.queries;
+        self.bad_denominators += later.bad_denominators;
+        self.first_bad = self.first_bad.or(later.first_bad);
+        self.min_denominator = self.min_denominator.min(later.min_denominator);
+        self.tiny_denominators += later.tiny_denominators;
+        self.logit_bound = match (self.logit_bound, later.logit_bound) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
     /// Records the answer to query `token` of `lane` (of a state with `heads` heads), which
     /// saw `keys` keys.
     pub(crate) fn record_answer(

@@ -104,6 +104,10 @@ pub struct AttendArgs {
     /// cpu-generic, wgpu, cuda.
     #[arg(long, default_value = "auto", value_name = "BACKEND")]
     pub backend: String,
+    /// CPU threads the lanes (batch x head) run on, a pool made for this call. Default: the
+    /// `RAYON_NUM_THREADS` environment variable, else one per core. Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Continue from a state saved by --state-out (the keys of earlier calls).
     #[arg(long, value_name = "FILE")]
     pub state_in: Option<PathBuf>,
@@ -151,6 +155,10 @@ pub struct BackwardArgs {
     /// kernels (--stats says which).
     #[arg(long, default_value = "auto", value_name = "BACKEND")]
     pub backend: String,
+    /// CPU threads the lanes (batch x head) run on, a pool made for this call. Default: the
+    /// `RAYON_NUM_THREADS` environment variable, else one per core. Results do not depend on it.
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// The state the forward starts from (a checkpoint of earlier keys).
     #[arg(long, value_name = "FILE")]
     pub state_in: Option<PathBuf>,

@@ -49,8 +49,8 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         BadDenominator::Zero => DenominatorPolicy::Zero,
         BadDenominator::Error => DenominatorPolicy::Error,
     };
-    let attention =
-        super::inputs::open_attention::<T>(config, request)?.with_denominator_policy(policy);
+    let attention = super::inputs::open_attention::<T>(config, request, args.threads)?
+        .with_denominator_policy(policy);
 
     let (b, h) = (layout.batch, layout.heads);
     let err = |e: crate::SataError| e.to_string();

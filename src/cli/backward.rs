@@ -41,7 +41,7 @@ fn backward<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         &[("k", &k_layout), ("v", &v_layout), ("dy", &dy_layout)],
     )?;
     let config = super::inputs::config(d_k, d_v, args.terms, args.scale)?;
-    let attention = super::inputs::open_attention::<T>(config, request)?;
+    let attention = super::inputs::open_attention::<T>(config, request, args.threads)?;
     let (b, h) = (layout.batch, layout.heads);
     let err = |e: crate::SataError| e.to_string();
     let q = TensorRef::query(q, [b, h, n_q, d_k]).map_err(err)?;

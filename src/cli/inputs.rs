@@ -136,8 +136,14 @@ pub fn load_state<T: Element>(path: &Path, config: &KernelConfig) -> Result<Stat
 pub fn open_attention<T: Element>(
     config: KernelConfig,
     request: BackendRequest,
+    threads: Option<usize>,
 ) -> Result<Attention<T>, String> {
-    let attention = Attention::<T>::with_backend(config, request).map_err(|e| e.to_string())?;
+    let mut attention = Attention::<T>::with_backend(config, request).map_err(|e| e.to_string())?;
+    if let Some(n) = threads {
+        attention = attention
+            .with_threads(n)
+            .map_err(|e| format!("--threads: {e}"))?;
+    }
     if let (BackendRequest::Kind(_), Some(why)) = (request, &attention.selection().fallback) {
         eprintln!("sata: note: {why}");
     }

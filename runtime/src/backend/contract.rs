@@ -9,6 +9,7 @@
 use super::lane_backward::{BatchBackward, LaneBackward};
 use crate::cpu::kernel::KernelDescriptor;
 use crate::cpu::simd::Isa;
+use crate::cpu::threads::Threads;
 use crate::element::Element;
 use crate::error::SataError;
 use crate::state::State;
@@ -29,6 +30,16 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
     /// nothing to do elsewhere.
     fn set_isa(&mut self, isa: Isa) {
         let _ = isa;
+    }
+
+    /// Runs lanes on `threads` (the CPU backends; devices have their own parallelism).
+    fn set_threads(&mut self, threads: Threads) {
+        let _ = threads;
+    }
+
+    /// The threads lanes run on (and the backward's lanes, where they run one at a time).
+    fn threads(&self) -> Threads {
+        Threads::default()
     }
 
     /// What computes the backward of one lane, if the backend has its own; the reference

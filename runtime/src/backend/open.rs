@@ -23,10 +23,10 @@ pub(crate) fn open<T: Element>(
     let backend = selection.backend;
     match (backend, kernel) {
         (BackendKind::Cpu, Some(kernel)) => {
-            of_f32(backend, Box::new(CpuBackend(Specialized::new(kernel))))
+            of_f32(backend, Box::new(CpuBackend::new(Specialized::new(kernel))))
         }
         (BackendKind::Cpu | BackendKind::CpuGeneric, _) => {
-            Ok(Box::new(CpuBackend(GenericProgram::<T>::new(&config))))
+            Ok(Box::new(CpuBackend::new(GenericProgram::<T>::new(&config))))
         }
         (BackendKind::Wgpu, _) => of_f32(backend, device_backend(backend, config)?),
         (BackendKind::Cuda | BackendKind::CudaHost, _) => {

@@ -1,10 +1,12 @@
 //! The CPU as a backend: one loop over a state's lanes for every entry, running a
 //! [`LaneKernel`]: the generic program (any configuration, f32 or f64) or a specialized kernel
-//! (`super::specialized`, f32).
+//! (`super::specialized`, f32). Lanes run on the backend's [`Threads`], one work item each,
+//! their statistics merged in lane order.
 
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
+use super::threads::Threads;
 use crate::backend::{HostBackend, LaneBackward};
 use crate::element::Element;
 use crate::error::SataError;
@@ -49,24 +51,53 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
     );
 }
 
-/// The CPU backend running lane kernel `K`.
-pub(crate) struct CpuBackend<K>(pub K);
+/// The CPU backend running lane kernel `K` on `threads`.
+pub(crate) struct CpuBackend<K> {
+    pub kernel: K,
+    pub threads: Threads,
+}
+
+impl<K> CpuBackend<K> {
+    pub fn new(kernel: K) -> Self {
+        Self {
+            kernel,
+            threads: Threads::default(),
+        }
+    }
+}
+
+/// The statistics of every lane, merged in lane order.
+fn merged(lanes: Vec<CallStats>) -> CallStats {
+    let mut stats = CallStats::default();
+    for lane in lanes {
+        stats.merge(lane);
+    }
+    stats
+}
 
 impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
     fn describe_path(&self) -> String {
-        self.0.describe()
+        format!("{}, {}", self.kernel.describe(), self.threads)
     }
 
     fn kernel(&self) -> Option<&'static KernelDescriptor> {
-        self.0.descriptor()
+        self.kernel.descriptor()
     }
 
     fn set_isa(&mut self, isa: Isa) {
-        self.0.set_isa(isa);
+        self.kernel.set_isa(isa);
+    }
+
+    fn set_threads(&mut self, threads: Threads) {
+        self.threads = threads;
+    }
+
+    fn threads(&self) -> Threads {
+        self.threads.clone()
     }
 
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
-        self.0.lane_backward()
+        self.kernel.lane_backward()
     }
 
     fn prefill(
@@ -76,23 +107,29 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         out: &mut [T],
         dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
-        let mut stats = CallStats::default();
-        let mut scratch = self.0.scratch();
         let (heads, before) = (state.heads(), state.tokens());
         let n = q.shape().tokens;
         let block = n * state.config().d_v();
-        for (lane, lane_state) in state.lanes_mut().enumerate() {
-            let out = &mut out[lane * block..(lane + 1) * block];
-            let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
-            self.0
-                .prefill(&mut scratch, lane_state, qkv, out, &mut |t, a| {
-                    if let Some(d) = dens.get_mut(lane * n + t) {
-                        *d = a.denominator;
-                    }
-                    stats.record_answer((lane, heads), t, a, before + t as u64 + 1)
-                });
-        }
-        Ok(stats)
+        let words = state.words_per_lane();
+        let lanes: Vec<&mut [T]> = state.lanes_mut().collect();
+        let work = words * n * lanes.len();
+        let lanes = lane_items(lanes, out, block, dens, n);
+        let stats = self
+            .threads
+            .map(work, lanes, |lane, (lane_state, out, dens)| {
+                let mut stats = CallStats::default();
+                let mut scratch = self.kernel.scratch();
+                let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
+                self.kernel
+                    .prefill(&mut scratch, lane_state, qkv, out, &mut |t, a| {
+                        if let Some(d) = dens.get_mut(t) {
+                            *d = a.denominator;
+                        }
+                        stats.record_answer((lane, heads), t, a, before + t as u64 + 1)
+                    });
+                stats
+            });
+        Ok(merged(stats))
     }
 
     fn absorb(
@@ -100,11 +137,14 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         state: &mut State<T>,
         (k, v): (TensorRef<'_, T>, TensorRef<'_, T>),
     ) -> Result<(), SataError> {
-        let mut scratch = self.0.scratch();
-        for (lane, lane_state) in state.lanes_mut().enumerate() {
-            self.0
+        let n = k.shape().tokens;
+        let lanes: Vec<&mut [T]> = state.lanes_mut().collect();
+        let work = lanes.first().map_or(0, |l| l.len()) * n * lanes.len();
+        self.threads.map(work, lanes, |lane, lane_state| {
+            let mut scratch = self.kernel.scratch();
+            self.kernel
                 .absorb(&mut scratch, lane_state, k.lane(lane), v.lane(lane));
-        }
+        });
         Ok(())
     }
 
@@ -115,23 +155,49 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         out: &mut [T],
         dens: &mut [f64],
     ) -> Result<CallStats, SataError> {
-        let mut stats = CallStats::default();
-        let mut scratch = self.0.scratch();
         let (heads, keys) = (state.heads(), state.tokens());
         let n = q.shape().tokens;
         let block = n * state.config().d_v();
-        for (lane, lane_state) in state.lanes().enumerate() {
-            let out = &mut out[lane * block..(lane + 1) * block];
-            self.0
-                .query(&mut scratch, lane_state, q.lane(lane), out, &mut |t, a| {
-                    if let Some(d) = dens.get_mut(lane * n + t) {
-                        *d = a.denominator;
-                    }
-                    stats.record_answer((lane, heads), t, a, keys)
-                });
-        }
-        Ok(stats)
+        let lanes: Vec<&[T]> = state.lanes().collect();
+        let work = lanes.first().map_or(0, |l| l.len()) * n * lanes.len();
+        let lanes = lane_items(lanes, out, block, dens, n);
+        let stats = self
+            .threads
+            .map(work, lanes, |lane, (lane_state, out, dens)| {
+                let mut stats = CallStats::default();
+                let mut scratch = self.kernel.scratch();
+                self.kernel
+                    .query(&mut scratch, lane_state, q.lane(lane), out, &mut |t, a| {
+                        if let Some(d) = dens.get_mut(t) {
+                            *d = a.denominator;
+                        }
+                        stats.record_answer((lane, heads), t, a, keys)
+                    });
+                stats
+            });
+        Ok(merged(stats))
     }
+}
+
+/// Each lane's state, its `block` words of `out` and its `n` denominators (none when `dens`
+/// is empty: the call does not keep them).
+fn lane_items<'a, S, T>(
+    states: Vec<S>,
+    out: &'a mut [T],
+    block: usize,
+    dens: &'a mut [f64],
+    n: usize,
+) -> Vec<(S, &'a mut [T], &'a mut [f64])> {
+    let mut outs = out.chunks_mut(block.max(1));
+    let mut dens = dens.chunks_mut(n.max(1));
+    states
+        .into_iter()
+        .map(|s| {
+            let out = outs.next().unwrap_or_default();
+            let dens = dens.next().unwrap_or_default();
+            (s, out, dens)
+        })
+        .collect()
 }
 
 impl<T: Element> LaneKernel<T> for GenericProgram<T> {

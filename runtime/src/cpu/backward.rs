@@ -260,7 +260,21 @@ pub(crate) fn run<T: Element>(
                 &reference
             }
         };
-        for lane in 0..lanes {
+        // One work item per lane, on the backend's threads.
+        let items: Vec<LaneGradients<'_, T>> = split_lanes(&mut dq, lanes)
+            .into_iter()
+            .zip(split_lanes(&mut dk_, lanes))
+            .zip(split_lanes(&mut dv_, lanes))
+            .zip(split_lanes(&mut d_initial.data, lanes))
+            .map(|(((dq, dk), dv), d_initial)| LaneGradients {
+                dq,
+                dk,
+                dv,
+                d_initial,
+            })
+            .collect();
+        let work = per_lane * (nq + nk) * lanes;
+        backend.threads().map(work, items, |lane, g| {
             let inputs = LaneInputs {
                 q: &all.q[span(lane, nq, dk)],
                 k: &all.k[span(lane, nk, dk)],
@@ -269,18 +283,12 @@ pub(crate) fn run<T: Element>(
                 initial: &all.initial[span(lane, 1, per_lane)],
                 d_final: all.d_final.map(|d| &d[span(lane, 1, per_lane)]),
             };
-            one.lane(
-                causal,
-                &inputs,
-                LaneGradients {
-                    dq: &mut dq[span(lane, nq, dk)],
-                    dk: &mut dk_[span(lane, nk, dk)],
-                    dv: &mut dv_[span(lane, nk, dv)],
-                    d_initial: &mut d_initial.data[span(lane, 1, per_lane)],
-                },
-            );
+            one.lane(causal, &inputs, g);
+        });
+        match backend.lane_backward() {
+            Some(_) => backend.describe_path(),
+            None => one.describe(),
         }
-        one.describe()
     };
     let tensor = |data, shape: Shape| Tensor { data, shape };
     Ok(Gradients {
@@ -341,6 +349,19 @@ fn check<T: Element>(
         .check_finite()?;
     }
     Ok(())
+}
+
+/// `x` cut into `lanes` equal blocks (empty ones when `x` is).
+fn split_lanes<T>(x: &mut [T], lanes: usize) -> Vec<&mut [T]> {
+    let size = x.len() / lanes.max(1);
+    let mut rest = x;
+    (0..lanes)
+        .map(|_| {
+            let (lane, tail) = std::mem::take(&mut rest).split_at_mut(size);
+            rest = tail;
+            lane
+        })
+        .collect()
 }
 
 /// A lane's planar words (`S`, `m x d_v`, then `Z`, `m`) as `m` rows of `[S | Z]`.

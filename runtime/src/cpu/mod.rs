@@ -1,6 +1,6 @@
 //! The CPU backend: the generic program for any configuration ([`generic`]), the specialized
 //! kernels generated for one ([`kernel`], their drivers, SIMD sweeps and scratch), both run by
-//! one lane loop ([`backend`]); and the cache-line aligned storage states live in.
+//! one lane loop ([`backend`]) on the backend's threads ([`threads`]); and the cache-line aligned storage states live in.
 
 pub(crate) mod aligned;
 mod backend;
@@ -14,5 +14,6 @@ pub mod kernel;
 pub(crate) mod scratch;
 pub mod simd;
 pub(crate) mod specialized;
+pub(crate) mod threads;
 
 pub(crate) use backend::CpuBackend;
