@@ -829,3 +829,45 @@ fn backward_against_the_closed_form(
         assert_one_line_error(&run(&args), "output gradient");
     }
 }
+
+/// `--threads N` runs the CPU lanes on N threads (the path says so) with the same output as
+/// one thread; `--threads 0` is one error line.
+#[test]
+fn threads_flag_sets_the_pool_and_keeps_the_output() {
+    let files = Files::new();
+    let p = problem(
+        &mut rng("cli_threads"),
+        (1, 3),
+        (10, 10),
+        (4, 3, 3),
+        1.0,
+        true,
+    )
+    .rounded_to_f32();
+    files.write_problem_f32(&p, "");
+    let mut outputs = Vec::new();
+    for threads in [1, 2] {
+        let out_file = format!("y{threads}.npy");
+        let mut args = files.attend_args("", &out_file, 3);
+        args.extend(["--stats".into(), "--threads".into(), threads.to_string()]);
+        let out = run(&args);
+        assert_ok(&out);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let want = if threads == 1 {
+            "1 thread".to_string()
+        } else {
+            format!("{threads} threads")
+        };
+        assert!(stderr.contains(&want), "{stderr}");
+        files.assert_causal_output_matches(&out_file, &p);
+        outputs.push(read_npy(&files.path(&out_file)).1);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    let mut args = files.attend_args("", "y0.npy", 3);
+    args.extend(["--threads".into(), "0".into()]);
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--threads"), "{stderr}");
+}

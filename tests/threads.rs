@@ -80,8 +80,8 @@ fn run<T: Element>(attention: &Attention<T>, inputs: &Inputs) -> Vec<u64> {
 }
 
 fn identical_for_any_thread_count<T: Element>(request: BackendRequest, config: KernelConfig) {
-    // 2 x 8 lanes of 40 tokens: well above the threshold that keeps small calls on the
-    // calling thread.
+    // 2 x 8 lanes of 80 tokens at d16 P4: above the threshold that keeps small calls on the
+    // calling thread (`PARALLEL_MIN_WORK`).
     let one = Attention::<T>::with_backend(config, request)
         .unwrap()
         .with_threads(1)
@@ -91,7 +91,7 @@ fn identical_for_any_thread_count<T: Element>(request: BackendRequest, config: K
         "{}",
         one.describe_path()
     );
-    let x = inputs(8, 40, config.d_k().max(config.d_v()));
+    let x = inputs(8, 80, config.d_k().max(config.d_v()));
     let want = run(&one, &x);
     for threads in [2, 3, 5] {
         let many = Attention::<T>::with_backend(config, request)
@@ -116,8 +116,7 @@ fn specialized_kernels_are_bit_identical_for_any_thread_count() {
 
 #[test]
 fn the_generic_path_is_bit_identical_for_any_thread_count() {
-    // 165 features: 16 lanes of 40 tokens are above the parallel threshold.
-    let config = KernelConfig::new(8, 6, 4).unwrap();
+    let config = KernelConfig::new(16, 16, 4).unwrap();
     let request = BackendRequest::Kind(BackendKind::CpuGeneric);
     identical_for_any_thread_count::<f64>(request, config);
     identical_for_any_thread_count::<f32>(request, config);
@@ -140,7 +139,7 @@ fn one_attention_serves_several_threads() {
         .unwrap()
         .with_threads(2)
         .unwrap();
-    let x = inputs(2, 24, 16);
+    let x = inputs(8, 80, 16);
     let want = run(&attention, &x);
     std::thread::scope(|s| {
         let runs: Vec<_> = (0..3).map(|_| s.spawn(|| run(&attention, &x))).collect();

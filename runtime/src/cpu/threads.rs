@@ -11,7 +11,7 @@ use crate::error::SataError;
 
 /// Words of state times tokens below which a call stays on the calling thread: waking the
 /// pool costs more than it gains (`benches/results/threads-2026-12-01.md`).
-pub const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub const PARALLEL_MIN_WORK: usize = 1 << 24;
 
 /// [`PARALLEL_MIN_WORK`], or `SATA_PARALLEL_MIN_WORK` where set (read once; the threads bench
 /// sets it to find the crossover).
