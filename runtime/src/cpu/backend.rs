@@ -120,13 +120,11 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
                 let mut stats = CallStats::default();
                 let mut scratch = self.kernel.scratch();
                 let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
+                let keys = |t: usize| before + t as u64 + 1;
+                let mut answered = recorder(&mut stats, dens, (lane, heads), keys);
                 self.kernel
-                    .prefill(&mut scratch, lane_state, qkv, out, &mut |t, a| {
-                        if let Some(d) = dens.get_mut(t) {
-                            *d = a.denominator;
-                        }
-                        stats.record_answer((lane, heads), t, a, before + t as u64 + 1)
-                    });
+                    .prefill(&mut scratch, lane_state, qkv, out, &mut answered);
+                drop(answered);
                 stats
             });
         Ok(merged(stats))
@@ -166,16 +164,29 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
             .map(work, lanes, |lane, (lane_state, out, dens)| {
                 let mut stats = CallStats::default();
                 let mut scratch = self.kernel.scratch();
+                let mut answered = recorder(&mut stats, dens, (lane, heads), |_| keys);
                 self.kernel
-                    .query(&mut scratch, lane_state, q.lane(lane), out, &mut |t, a| {
-                        if let Some(d) = dens.get_mut(t) {
-                            *d = a.denominator;
-                        }
-                        stats.record_answer((lane, heads), t, a, keys)
-                    });
+                    .query(&mut scratch, lane_state, q.lane(lane), out, &mut answered);
+                drop(answered);
                 stats
             });
         Ok(merged(stats))
+    }
+}
+
+/// What a lane kernel calls per answered query: the denominator into `dens` (if kept) and
+/// the answer into `stats`, query `t` having seen `keys(t)` keys.
+fn recorder<'a>(
+    stats: &'a mut CallStats,
+    dens: &'a mut [f64],
+    lane: (usize, usize),
+    keys: impl Fn(usize) -> u64 + 'a,
+) -> impl FnMut(usize, Answer) + 'a {
+    move |t, a| {
+        if let Some(d) = dens.get_mut(t) {
+            *d = a.denominator;
+        }
+        stats.record_answer(lane, t, a, keys(t))
     }
 }
 

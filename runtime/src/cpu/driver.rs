@@ -281,6 +281,15 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         }
     };
     let chunks = |n: usize| (0..n).step_by(CHUNK).map(move |t0| (t0, CHUNK.min(n - t0)));
+    // `u[j][t] = rows[j] · side[t]` for the chunk's `n` tokens (`side`: `n x ROW`), feature
+    // major; columns past `n` are unused but stay finite.
+    let read_rows = |rows: &[f32], side: &[f32], n: usize, u: &mut [f32]| {
+        if n < CHUNK {
+            u.fill(0.0);
+        }
+        let (a, b) = (View::rows(rows, ROW), View::transposed(side, ROW));
+        gemm((m, ROW, n), a, b, 0.0, u, CHUNK);
+    };
     // Pass A.
     planar_to_rows(&state[..m * ROW], rows, dv);
     let add_keys = |rows: &mut [f32], fk: &mut [f32], xt: &mut [f32], values: &mut [f32], t0, n| {
@@ -302,19 +311,8 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
     }
     for (t0, n) in chunks(nq) {
         let d = &dout[t0 * ROW..(t0 + n) * ROW];
-        // The feature gradients from the state before the chunk; columns past `n` are unused
-        // but stay finite.
-        if n < CHUNK {
-            u.fill(0.0);
-        }
-        gemm(
-            (m, ROW, n),
-            View::rows(rows, ROW),
-            View::transposed(d, ROW),
-            0.0,
-            u,
-            CHUNK,
-        );
+        // The feature gradients from the state before the chunk.
+        read_rows(rows, d, n, u);
         features(fq, xt, t0, n, true);
         let dq = &mut dq[t0 * DK..(t0 + n) * DK];
         adjoint(u, fq, xt, dxt, dq, n, true);
@@ -359,17 +357,7 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         // dv over the state after the chunk, into `grad_v` (rows of ROW words, the last unused).
         let fk_t = View::transposed(fk, CHUNK);
         gemm((n, m, dv), fk_t, View::rows(rows, ROW), 0.0, grad_v, ROW);
-        if n < CHUNK {
-            u.fill(0.0);
-        }
-        gemm(
-            (m, ROW, n),
-            View::rows(rows, ROW),
-            View::transposed(values, ROW),
-            0.0,
-            u,
-            CHUNK,
-        );
+        read_rows(rows, values, n, u);
         adjoint(u, fk, xt, dxt, grad_k, n, false);
         if causal {
             let d = &dout[t0 * ROW..(t0 + n) * ROW];
