@@ -23,6 +23,8 @@
 //! # Ok::<(), sata::SataError>(())
 //! ```
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod cli;
 
 pub use sata_codegen as codegen;

@@ -8,7 +8,7 @@
 mod common;
 
 use common::backends::{Backend, every_backend};
-use common::{Problem, problem, reference, rel_err, rng};
+use common::{Problem, feature_condition, problem, reference, rel_err, rng};
 use rand::RngExt;
 use sata::{Attention, Element, KernelConfig, TensorRef};
 
@@ -52,12 +52,17 @@ fn attention<T: Element>(backend: Backend, config: KernelConfig) -> Attention<T>
     a
 }
 
-/// Tolerance on `||y - y_ref|| / ||y_ref||`.
-fn tolerance<T: Element>() -> f64 {
-    match T::DTYPE {
-        sata::DType::F32 => 1e-5,
-        sata::DType::F64 => 1e-10,
-    }
+/// Tolerance on `||y - y_ref|| / ||y_ref||`: 1e-5 in f32 (1e-10 in f64), or 8 times the
+/// first-order rounding bound of feature-space sums where that is larger. Kernels that read
+/// the state through features (every P >= 2 path) lose `u kappa` with `kappa` from
+/// [`feature_condition`]; at d16 P6 kappa reaches ~200, where 1e-5 would be a coin toss.
+/// Over 34 seeds x every backend the worst error measured was 2.6 u kappa (2026-12-02).
+fn tolerance<T: Element>(kappa: f64) -> f64 {
+    let (floor, unit): (f64, f64) = match T::DTYPE {
+        sata::DType::F32 => (1e-5, f32::EPSILON as f64 / 2.0),
+        sata::DType::F64 => (1e-10, f64::EPSILON / 2.0),
+    };
+    floor.max(8.0 * unit * kappa)
 }
 
 /// Inputs as `T`, and the problem with inputs rounded to `T` so the reference sees exactly the
@@ -79,24 +84,32 @@ fn widen<T: Element>(x: &[T]) -> Vec<f64> {
     x.iter().map(|v| v.widen()).collect()
 }
 
-fn check<T: Element>(what: &str, p: &Problem, got: &[T], want: &[f64]) {
+/// Checks outputs against the float64 reference of `p`.
+fn check<T: Element>(what: &str, p: &Problem, causal: bool, got: &[T]) {
+    check_against(what, p, causal, got, &reference(p, causal));
+}
+
+/// Checks outputs against `want` (the reference, or another path's outputs) with the
+/// tolerance of `p`'s conditioning.
+fn check_against<T: Element>(what: &str, p: &Problem, causal: bool, got: &[T], want: &[f64]) {
     let err = rel_err(&widen(got), want);
+    let kappa = feature_condition(p, causal);
+    let tol = tolerance::<T>(kappa);
     if std::env::var_os("SATA_SHOW_ERR").is_some() {
         eprintln!(
-            "{what} {} d_k={} P={}: relative error {err:e}",
+            "{what} {} d_k={} P={}: relative error {err:e}, kappa {kappa:.1}",
             T::DTYPE,
             p.d_k,
             p.terms
         );
     }
     assert!(
-        err <= tolerance::<T>(),
-        "{what} {}: d_k={} d_v={} P={} relative error {err:e} > {:e}",
+        err <= tol,
+        "{what} {}: d_k={} d_v={} P={} relative error {err:e} > {tol:e} (kappa {kappa:.1})",
         T::DTYPE,
         p.d_k,
         p.d_v,
         p.terms,
-        tolerance::<T>()
     );
 }
 
@@ -119,7 +132,7 @@ fn causal_prefill_in<T: Element>(path: Backend) {
         assert_eq!(y.stats.bad_denominators, 0);
         assert_eq!(y.stats.queries, 2 * 3 * 40);
         assert_eq!(state.tokens(), 40);
-        check("causal prefill", &p, &y.output.data, &reference(&p, true));
+        check("causal prefill", &p, true, &y.output.data);
         if let Backend::Cpu(_) | Backend::CudaHost(..) | Backend::CudaGpu = path {
             // Generated kernels and the generic path agree with each other too.
             let generic = Backend::CpuGeneric.attention::<T>(p.config());
@@ -132,9 +145,10 @@ fn causal_prefill_in<T: Element>(path: Backend) {
                     TensorRef::value(&v, p.v_shape()).unwrap(),
                 )
                 .unwrap();
-            check(
+            check_against(
                 "specialized vs generic",
                 &p,
+                true,
                 &y.output.data,
                 &widen(&g.output.data),
             );
@@ -160,7 +174,7 @@ fn non_causal_in<T: Element>(path: Backend) {
             )
             .unwrap();
         assert_eq!(y.output.shape.as_array(), [3, 2, n_q, dv]);
-        check("non-causal", &p, &y.output.data, &reference(&p, false));
+        check("non-causal", &p, false, &y.output.data);
     }
 }
 
@@ -230,7 +244,7 @@ fn causal_continuation_in<T: Element>(path: Backend) {
         }
         assert_eq!(state.tokens(), n as u64);
         let got: Vec<T> = per_lane.concat();
-        check("causal continuation", &p, &got, &reference(&p, true));
+        check("causal continuation", &p, true, &got);
     }
 }
 
@@ -256,12 +270,7 @@ fn non_causal_continuation_in<T: Element>(path: Backend) {
         let y = attention
             .query(&state, TensorRef::query(&q, p.q_shape()).unwrap())
             .unwrap();
-        check(
-            "non-causal continuation",
-            &p,
-            &y.output.data,
-            &reference(&p, false),
-        );
+        check("non-causal continuation", &p, false, &y.output.data);
     }
 }
 
@@ -297,12 +306,7 @@ fn causal_after_context_in<T: Element>(path: Backend) {
                 TensorRef::value(&vl, [1, 3, n_q, dv]).unwrap(),
             )
             .unwrap();
-        check(
-            "causal after context",
-            &p,
-            &y.output.data,
-            &reference(&p, true),
-        );
+        check("causal after context", &p, true, &y.output.data);
     }
 }
 

@@ -4,6 +4,8 @@
 #![allow(dead_code, unused_imports, unused_macros)]
 
 pub mod backends;
+#[cfg(feature = "candle")]
+pub mod candle;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -149,6 +151,36 @@ fn divide(num: &[f64], den: &[f64], dv: usize) -> Vec<f64> {
         .zip(den)
         .flat_map(|(n, &d)| n.iter().map(move |x| x / d))
         .collect()
+}
+
+/// How much f32 rounding in feature space can move the outputs, per unit roundoff: a
+/// first-order bound on `||dy|| / ||y||` for kernels that sum features. Over the order-`p`
+/// monomials, `sum_j |w_j Phi_j(q) Phi_j(k)| = (sum_i |q_i k_i| / c)^p / p!`, so the
+/// magnitudes the feature sums carry are the Taylor polynomial of `sum_i |q_i k_i| / c`, which
+/// can exceed the kernel `T_P(q·k / c)` by far at high `P` (docs/numerics.md).
+pub fn feature_condition(p: &Problem, causal: bool) -> f64 {
+    let magnitude = |q: &[f64], k: &[f64]| {
+        let abs: Vec<f64> = q.iter().map(|x| x.abs()).collect();
+        let kabs: Vec<f64> = k.iter().map(|x| x.abs()).collect();
+        taylor_kernel(&abs, &kabs, p.terms, p.scale)
+    };
+    let (num, den) = weighted_attention(p, causal, |q, k| taylor_kernel(q, k, p.terms, p.scale));
+    let (_, mag) = weighted_attention(p, causal, magnitude);
+    let vabs = Problem {
+        v: p.v.iter().map(|x| x.abs()).collect(),
+        ..p.clone()
+    };
+    let (mag_num, _) = weighted_attention(&vabs, causal, magnitude);
+    let (mut err2, mut y2) = (0.0, 0.0);
+    for t in 0..den.len() {
+        for j in 0..p.d_v {
+            let y = num[t * p.d_v + j] / den[t];
+            let dy = (mag_num[t * p.d_v + j] + y.abs() * mag[t]) / den[t].abs();
+            err2 += dy * dy;
+            y2 += y * y;
+        }
+    }
+    (err2 / y2).sqrt()
 }
 
 /// Smallest ratio `den / sum |w|` over queries: how far every denominator is from zero,

@@ -1,0 +1,62 @@
+//! End to end through candle's autograd and AdamW: the MQAR example's 2-layer model with SATA
+//! attention learns a tiny associative-recall task well above chance in a few hundred steps
+//! (the full comparison with softmax is the example, `cargo run --release --example
+//! train_mqar --features candle`).
+#![cfg(feature = "candle")]
+
+// The example uses more of its model than this test does.
+#[allow(dead_code)]
+#[path = "../examples/train_mqar/model.rs"]
+mod model;
+#[path = "../examples/train_mqar/mqar.rs"]
+mod mqar;
+
+use model::{Mixer, ModelConfig};
+use mqar::Task;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sata::candle::QkNorm;
+
+#[test]
+fn sata_model_learns_tiny_associative_recall() {
+    // 8 possible values: chance is 12.5% accuracy and a loss of ln 8 = 2.08 once the model
+    // knows answers are values; ln 16 = 2.77 at the start.
+    let task = Task {
+        vocab: 16,
+        seq_len: 12,
+        pairs: 2,
+    };
+    task.check().unwrap();
+    let mixer = Mixer::Sata {
+        terms: 3,
+        qk_norm: QkNorm::Raw,
+    };
+    let (_varmap, model, mut optimizer) =
+        model::build(ModelConfig::small(task.vocab, mixer), 1, 3e-3).unwrap();
+    let mut data = StdRng::seed_from_u64(2);
+    let held_out = task.batch(&mut StdRng::seed_from_u64(3), 256);
+    let (start_loss, _) = model::evaluate(&model, &held_out).unwrap();
+    for _ in 0..300 {
+        let batch = task.batch(&mut data, 32);
+        let loss = model::train_step(&model, &mut optimizer, &batch).unwrap();
+        assert!(loss.is_finite(), "training diverged");
+    }
+    let (loss, accuracy) = model::evaluate(&model, &held_out).unwrap();
+    eprintln!(
+        "loss {start_loss:.3} -> {loss:.3}, accuracy {:.1}%",
+        accuracy * 100.0
+    );
+    assert!(
+        start_loss > 2.5,
+        "the untrained model knows nothing: {start_loss}"
+    );
+    // Measured 2026-12-02: loss 3.48 -> 0.33, accuracy 91% (seeds fixed above).
+    assert!(
+        loss < 1.2,
+        "held-out loss {loss}: far from learned (chance 2.08)"
+    );
+    assert!(
+        accuracy > 0.6,
+        "held-out accuracy {accuracy}: far from learned (chance 0.125)"
+    );
+}
