@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use clap::Parser;
-use model::{GenerationState, Mixer, ModelConfig};
+use model::{Memory, Mixer, ModelConfig};
 use mqar::Task;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -61,6 +61,9 @@ struct Args {
     stop_at: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Width of a short causal depthwise convolution before each attention (0: none).
+    #[arg(long, default_value_t = 0)]
+    conv: usize,
     /// Only time training steps at these sequence lengths (no training run).
     #[arg(long, value_delimiter = ',')]
     time_lengths: Vec<usize>,
@@ -100,6 +103,14 @@ fn parse_mixer(spec: &str) -> Result<Mixer, Error> {
     })
 }
 
+/// A run's name: the mixer, and the convolution if there is one.
+fn label(mixer: Mixer, conv: usize) -> String {
+    match conv {
+        0 => mixer.to_string(),
+        w => format!("{mixer}+conv{w}"),
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -114,8 +125,12 @@ struct Evaluation {
 }
 
 fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Result<(), Error> {
-    let config = ModelConfig::small(args.vocab, mixer);
+    let config = ModelConfig {
+        conv: args.conv,
+        ..ModelConfig::small(args.vocab, mixer)
+    };
     let (_varmap, model, mut optimizer) = model::build(config, args.seed, args.lr)?;
+    let name = label(mixer, args.conv);
     let mut data = StdRng::seed_from_u64(args.seed.wrapping_add(1));
     let held_out = task.batch(
         &mut StdRng::seed_from_u64(args.seed ^ 0x5eed),
@@ -135,7 +150,7 @@ fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Re
         }
         let (eval_loss, accuracy) = model::evaluate(&model, &held_out)?;
         let mut line = format!(
-            "{mixer} step {step:5}: train loss {loss:.4}, eval loss {eval_loss:.4}, accuracy {:.1}%",
+            "{name} step {step:5}: train loss {loss:.4}, eval loss {eval_loss:.4}, accuracy {:.1}%",
             accuracy * 100.0
         );
         for (i, d) in model.diagnostics(&probe_ids)?.iter().enumerate() {
@@ -150,7 +165,7 @@ fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Re
         }
         println!("{line}");
         log.push(Evaluation {
-            run: mixer.to_string(),
+            run: name.clone(),
             step,
             loss: eval_loss,
             accuracy,
@@ -163,7 +178,7 @@ fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Re
         }
     }
     println!(
-        "{mixer}: median step {:.1} ms over {} steps; 99% accuracy {}",
+        "{name}: median step {:.1} ms over {} steps; 99% accuracy {}",
         median(times.clone()),
         times.len(),
         reached.map_or("not reached".to_string(), |s| format!("at step {s}"))
@@ -184,8 +199,8 @@ fn time_generation(model: &model::Model, contexts: &[usize]) -> Result<(), Error
     let steps = 32;
     for &n in contexts {
         let mut state = model.new_state(1, n + steps + 1)?;
-        match &mut state {
-            GenerationState::Sata(_) => {
+        match &mut state.memory {
+            Memory::Sata(_) => {
                 let context = Task {
                     vocab: c.vocab,
                     seq_len: n,
@@ -195,7 +210,7 @@ fn time_generation(model: &model::Model, contexts: &[usize]) -> Result<(), Error
                 let ids = Tensor::from_vec(context.inputs, (1, n), &Device::Cpu)?;
                 model.forward_with_state(&ids, &mut state)?;
             }
-            GenerationState::Softmax(caches) => {
+            Memory::Softmax(caches) => {
                 for cache in caches {
                     let kv = || Tensor::randn(0f32, 1.0, (1, c.heads, n, c.head_dim), &Device::Cpu);
                     cache.append(&kv()?, &kv()?)?;
@@ -224,7 +239,10 @@ fn time_generation(model: &model::Model, contexts: &[usize]) -> Result<(), Error
 
 /// Median wall time of a training step at each sequence length.
 fn time_steps(args: &Args, mixer: Mixer) -> Result<(), Error> {
-    let config = ModelConfig::small(args.vocab, mixer);
+    let config = ModelConfig {
+        conv: args.conv,
+        ..ModelConfig::small(args.vocab, mixer)
+    };
     for &len in &args.time_lengths {
         let task = Task {
             vocab: args.vocab,
@@ -245,7 +263,8 @@ fn time_steps(args: &Args, mixer: Mixer) -> Result<(), Error> {
             }
         }
         println!(
-            "{mixer}: sequence length {len}, batch {}: median step {:.1} ms ({} steps)",
+            "{}: sequence length {len}, batch {}: median step {:.1} ms ({} steps)",
+            label(mixer, args.conv),
             args.batch,
             median(times),
             args.time_steps

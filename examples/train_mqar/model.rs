@@ -47,6 +47,9 @@ pub struct ModelConfig {
     pub head_dim: usize,
     pub layers: usize,
     pub mixer: Mixer,
+    /// Width of a short causal depthwise convolution before each attention (0: none), as in
+    /// the Based and H3 hybrids: it lets each position see its predecessors' tokens.
+    pub conv: usize,
 }
 
 impl ModelConfig {
@@ -59,7 +62,45 @@ impl ModelConfig {
             head_dim: 16,
             layers: 2,
             mixer,
+            conv: 0,
         }
+    }
+}
+
+/// A short causal depthwise convolution over `[batch, tokens, d]`, added to its input:
+/// `y_t = x_t + sum_j w_j * x_{t-j}` for `j < width`.
+#[derive(Debug, Clone)]
+struct ShortConv {
+    /// `[width, d]`.
+    weight: Tensor,
+}
+
+impl ShortConv {
+    fn new(width: usize, d: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let init = Init::Randn {
+            mean: 0.0,
+            stdev: (1.0 / width as f64).sqrt(),
+        };
+        Ok(Self {
+            weight: vb.get_with_hints((width, d), "weight", init)?,
+        })
+    }
+
+    fn width(&self) -> usize {
+        self.weight.dim(0).unwrap_or(0)
+    }
+
+    /// The convolution of the last `out` positions of `x` (earlier positions are context).
+    fn forward_last(&self, x: &Tensor, out: usize) -> candle_core::Result<Tensor> {
+        let n = x.dim(1)?;
+        let mut y = x.narrow(1, n - out, out)?;
+        for j in 0..self.width().min(n) {
+            let w = self.weight.get(j)?;
+            // Positions t - j of the output positions, zeros before the sequence.
+            let shifted = x.narrow(1, 0, n - j)?.pad_with_zeros(1, j, 0)?;
+            y = (y + shifted.narrow(1, n - out, out)?.broadcast_mul(&w)?)?;
+        }
+        Ok(y)
     }
 }
 
@@ -170,6 +211,7 @@ enum Attention {
 #[derive(Debug, Clone)]
 struct Block {
     attn_norm: Norm,
+    conv: Option<ShortConv>,
     attn: Attention,
     mlp_norm: Norm,
     up: Linear,
@@ -177,16 +219,33 @@ struct Block {
 }
 
 impl Block {
+    /// The normalised input, through the short convolution if there is one.
+    fn attention_input(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        match &self.conv {
+            Some(conv) => conv.forward_last(&h, h.dim(1)?),
+            None => Ok(h),
+        }
+    }
+
     fn mlp(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let h = self.up.forward(&self.mlp_norm.forward(x)?)?.gelu()?;
         x + self.down.forward(&h)?
     }
 }
 
-/// What generation carries between calls: a SATA state per layer, or a cache per layer.
-pub enum GenerationState {
+/// What attention carries between generation calls: a SATA state per layer, or a cache per
+/// layer.
+pub enum Memory {
     Sata(RecurrentState),
     Softmax(Vec<KvCache>),
+}
+
+/// Everything generation carries: the attention memory and, with a short convolution, each
+/// block's last inputs to it.
+pub struct GenerationState {
+    pub memory: Memory,
+    conv_tails: Vec<Option<Tensor>>,
 }
 
 #[derive(Debug, Clone)]
@@ -220,8 +279,13 @@ impl Model {
                         Attention::Sata(SataAttention::new(layer, vb.pp("attn"))?)
                     }
                 };
+                let conv = match config.conv {
+                    0 => None,
+                    width => Some(ShortConv::new(width, d, vb.pp("conv"))?),
+                };
                 Ok(Block {
                     attn_norm: Norm::new(d, vb.pp("attn_norm"))?,
+                    conv,
                     attn,
                     mlp_norm: Norm::new(d, vb.pp("mlp_norm"))?,
                     up: linear(d, 4 * d, vb.pp("up"))?,
@@ -246,7 +310,7 @@ impl Model {
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = self.embed.forward(ids)?;
         for block in &self.blocks {
-            let h = block.attn_norm.forward(&x)?;
+            let h = block.attention_input(&x)?;
             let a = match &block.attn {
                 Attention::Softmax(attn) => attn.forward(&h)?,
                 Attention::Sata(attn) => attn.forward(&h)?,
@@ -267,9 +331,13 @@ impl Model {
                 Attention::Softmax(_) => caches.push(KvCache::new(2, max_len)),
             }
         }
-        Ok(match self.config.mixer {
-            Mixer::Softmax => GenerationState::Softmax(caches),
-            Mixer::Sata { .. } => GenerationState::Sata(RecurrentState::new(sata)),
+        let memory = match self.config.mixer {
+            Mixer::Softmax => Memory::Softmax(caches),
+            Mixer::Sata { .. } => Memory::Sata(RecurrentState::new(sata)),
+        };
+        Ok(GenerationState {
+            memory,
+            conv_tails: vec![None; self.blocks.len()],
         })
     }
 
@@ -281,12 +349,23 @@ impl Model {
     ) -> candle_core::Result<Tensor> {
         let mut x = self.embed.forward(ids)?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let h = block.attn_norm.forward(&x)?;
-            let a = match (&block.attn, &mut *state) {
-                (Attention::Sata(attn), GenerationState::Sata(s)) => {
+            let mut h = block.attn_norm.forward(&x)?;
+            if let Some(conv) = &block.conv {
+                // The convolution sees the block's previous inputs, kept from earlier calls.
+                let n = h.dim(1)?;
+                let full = match &state.conv_tails[i] {
+                    Some(tail) => Tensor::cat(&[tail, &h], 1)?,
+                    None => h.clone(),
+                };
+                let keep = (conv.width() - 1).min(full.dim(1)?);
+                state.conv_tails[i] = Some(full.narrow(1, full.dim(1)? - keep, keep)?);
+                h = conv.forward_last(&full, n)?;
+            }
+            let a = match (&block.attn, &mut state.memory) {
+                (Attention::Sata(attn), Memory::Sata(s)) => {
                     attn.forward_with_state(&h, &mut s.layers[i])?
                 }
-                (Attention::Softmax(attn), GenerationState::Softmax(c)) => {
+                (Attention::Softmax(attn), Memory::Softmax(c)) => {
                     attn.forward_with_cache(&h, &mut c[i])?
                 }
                 _ => candle_core::bail!("generation state of another mixer"),
@@ -301,7 +380,7 @@ impl Model {
         let mut x = self.embed.forward(ids)?;
         let mut out = Vec::new();
         for block in &self.blocks {
-            let h = block.attn_norm.forward(&x)?;
+            let h = block.attention_input(&x)?;
             let a = match &block.attn {
                 Attention::Softmax(attn) => attn.forward(&h)?,
                 Attention::Sata(attn) => {
