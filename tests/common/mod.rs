@@ -183,6 +183,23 @@ pub fn feature_condition(p: &Problem, causal: bool) -> f64 {
     (err2 / y2).sqrt()
 }
 
+/// The unit roundoff of f32.
+pub const F32_UNIT: f64 = f32::EPSILON as f64 / 2.0;
+
+/// A tolerance on `||y - y_ref|| / ||y_ref||`: `floor`, or 8 times the first-order rounding
+/// bound `unit * kappa` of feature-space sums where that is larger (docs/numerics.md). Over 34
+/// seeds x every backend the worst error measured was 2.6 `u kappa` (2026-12-02).
+pub fn rounding_tolerance(floor: f64, unit: f64, kappa: f64) -> f64 {
+    floor.max(8.0 * unit * kappa)
+}
+
+/// The tolerance of f32 outputs of `p` against float64: 1e-5, or more where the inputs'
+/// feature-space conditioning says f32 cannot do better (d16 P6 reaches kappa ~200, where a
+/// flat 1e-5 is a coin toss).
+pub fn f32_tolerance(p: &Problem, causal: bool) -> f64 {
+    rounding_tolerance(1e-5, F32_UNIT, feature_condition(p, causal))
+}
+
 /// Smallest ratio `den / sum |w|` over queries: how far every denominator is from zero,
 /// relative to its own magnitude.
 pub fn denominator_margin(p: &Problem, causal: bool) -> f64 {
