@@ -5,13 +5,15 @@
 //!
 //! ```text
 //! cargo run --release --example train_mqar --features candle -- \
-//!     --runs softmax,sata-p3,sata-l2-p5-t8 --steps 2000 --out benches/results/mqar
+//!     --runs softmax,sata-p3,sata-l2-p3-t4 --steps 2000 --out benches/results/mqar
 //! ```
 //!
 //! A run is `softmax`, `sata-p<P>` (raw queries and keys, scale sqrt(d_k)) or
 //! `sata-l2-p<P>-t<T>` (unit queries and keys, learned temperature per head clamped at `T`).
 //! Every run sees the same batches and starts from the same seeded weights where the
-//! architectures share them.
+//! architectures share them. SATA at d16 with P >= 5 has no registry kernel and trains on the
+//! generic path, whose backward is the f64 reference: ~14x slower per step than P = 3
+//! (benches/results/mqar-2026-12-02.md).
 
 mod model;
 mod mqar;
