@@ -308,12 +308,24 @@ impl Model {
 
     /// Training forward: token ids `[batch, tokens]` to logits `[batch, tokens, vocab]`.
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        self.forward_seeing(ids, |_, _| Ok(()))
+    }
+
+    /// The training forward, showing each SATA layer its input on the way.
+    fn forward_seeing(
+        &self,
+        ids: &Tensor,
+        mut see: impl FnMut(&SataAttention, &Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<Tensor> {
         let mut x = self.embed.forward(ids)?;
         for block in &self.blocks {
             let h = block.attention_input(&x)?;
             let a = match &block.attn {
                 Attention::Softmax(attn) => attn.forward(&h)?,
-                Attention::Sata(attn) => attn.forward(&h)?,
+                Attention::Sata(attn) => {
+                    see(attn, &h)?;
+                    attn.forward(&h)?
+                }
             };
             x = block.mlp(&(x + a)?)?;
         }
@@ -377,19 +389,11 @@ impl Model {
 
     /// Per SATA layer, where its logits lie on `ids` (empty for softmax).
     pub fn diagnostics(&self, ids: &Tensor) -> candle_core::Result<Vec<Diagnostics>> {
-        let mut x = self.embed.forward(ids)?;
         let mut out = Vec::new();
-        for block in &self.blocks {
-            let h = block.attention_input(&x)?;
-            let a = match &block.attn {
-                Attention::Softmax(attn) => attn.forward(&h)?,
-                Attention::Sata(attn) => {
-                    out.push(attn.diagnostics(&h)?);
-                    attn.forward(&h)?
-                }
-            };
-            x = block.mlp(&(x + a)?)?;
-        }
+        self.forward_seeing(ids, |attn, h| {
+            out.push(attn.diagnostics(h)?);
+            Ok(())
+        })?;
         Ok(out)
     }
 
