@@ -763,71 +763,29 @@ fn backward_against_the_closed_form(
         None => "backward on cpu reference (f64)".to_string(),
     };
     assert!(stderr.contains(&backward_path), "{stderr}");
-    let taylor = |x: f64, n: usize| {
-        let (mut term, mut sum) = (1.0, 0.0);
-        for i in 0..n {
-            sum += term;
-            term *= x / (i + 1) as f64;
-        }
-        sum
-    };
-    let c = p.scale;
-    let n = p.n_q;
-    let (mut wq, mut wk, mut wv) = (
-        vec![0.0; p.q.len()],
-        vec![0.0; p.k.len()],
-        vec![0.0; p.v.len()],
-    );
-    for lane in 0..p.lanes() {
-        let row =
-            |x: &[f64], t: usize, d: usize| x[(lane * n + t) * d..(lane * n + t + 1) * d].to_vec();
-        for t in 0..n {
-            let qt = row(&p.q, t, dk);
-            let x = |s: usize| common::dot(&qt, &row(&p.k, s, dk)) / c;
-            let den: f64 = (0..=t).map(|s| taylor(x(s), terms)).sum();
-            let num: Vec<f64> = (0..dv)
-                .map(|e| {
-                    (0..=t)
-                        .map(|s| taylor(x(s), terms) * row(&p.v, s, dv)[e])
-                        .sum()
-                })
-                .collect();
-            let y: Vec<f64> = num.iter().map(|a| a / den).collect();
-            let dyt = row(&dy, t, dv);
-            let delta = common::dot(&y, &dyt);
-            for s in 0..=t {
-                let vs = row(&p.v, s, dv);
-                let g = (common::dot(&dyt, &vs) - delta) / den;
-                let a = taylor(x(s), terms - 1) * g / c;
-                let ks = row(&p.k, s, dk);
-                for i in 0..dk {
-                    wq[(lane * n + t) * dk + i] += a * ks[i];
-                    wk[(lane * n + s) * dk + i] += a * qt[i];
-                }
-                for e in 0..dv {
-                    wv[(lane * n + s) * dv + e] += taylor(x(s), terms) * dyt[e] / den;
-                }
-            }
-        }
-    }
-    for (name, want) in [("dq", wq), ("dk", wk), ("dv", wv)] {
+    let exact = common::gradients::exact_gradients(&p, &dy, true);
+    for (name, want) in [("dq", &exact.dq), ("dk", &exact.dk), ("dv", &exact.dv)] {
         let (shape, got, dtype) = read_npy(&files.path(&format!("{name}.npy")));
         assert!(
             dtype.ends_with(if float32 { "f4" } else { "f8" }),
             "{name}: {dtype}"
         );
         assert_eq!(shape[..2], [1, 2], "{name}");
-        let err = rel_err(&got, &want);
-        // The CPU kernels' f32 backward stays within 1e-5 here; the device backwards sum in
-        // plain f32 one token at a time and reached 5.0e-5 on dq (wgpu, llvmpipe) for one
-        // seed: they are held to the gradients' f32 bound, 1e-4.
-        let tolerance = match (float32, backend) {
-            (false, _) => 1e-9,
-            (true, None) => 1e-5,
-            (true, Some(_)) => 1e-4,
+        let err = rel_err(&got, want);
+        // f32: 1e-5, or 8 times the first-order bound of f32 feature sums where that is
+        // larger (a small denominator makes the gradients ill-conditioned: D_0 = 7.4e-3 put
+        // 5.3e-4 into wgpu's dq for SATA_TEST_SEED=3035694707082742177, 0.25 of the bound;
+        // over 40 seeds every backend stayed within 0.47 of it).
+        let tolerance = if float32 {
+            exact.f32_tolerance(name, 1e-5)
+        } else {
+            1e-9
         };
         if std::env::var_os("SATA_SHOW_ERR").is_some() {
-            eprintln!("{backend:?} {name}: {err:e}");
+            eprintln!(
+                "{backend:?} {name}: {err:e} (tolerance {tolerance:e}, u kappa {:e})",
+                exact.f32_tolerance(name, 0.0) / 8.0
+            );
         }
         assert!(
             err < tolerance,
@@ -839,7 +797,7 @@ fn backward_against_the_closed_form(
         write_npy(
             &files.path("dy.npy"),
             &[1, 2, p.n_q - 1, dv],
-            &dy[..2 * (n - 1) * dv],
+            &dy[..2 * (p.n_q - 1) * dv],
         );
         assert_one_line_error(&run(&args), "output gradient");
     }

@@ -6,6 +6,7 @@
 pub mod backends;
 #[cfg(feature = "candle")]
 pub mod candle;
+pub mod gradients;
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
