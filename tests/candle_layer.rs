@@ -182,6 +182,22 @@ fn temperature_is_learned_and_clamped() {
     assert!(raw.temperature().unwrap().is_none());
 }
 
+/// Both modes keep the default scale, so a registry configuration trains on its specialized
+/// kernel whether queries and keys are raw or normalised.
+#[test]
+fn both_modes_run_the_registry_kernel() {
+    for qk_norm in [QkNorm::Raw, L2] {
+        for terms in [3, 5] {
+            let (_, layer) = layer(config(terms, qk_norm));
+            let path = layer.op().describe_path(DType::F32).unwrap();
+            assert!(
+                path.contains(&format!("kernel d16_v16_p{terms}")),
+                "{qk_norm:?} P{terms}: {path}"
+            );
+        }
+    }
+}
+
 /// Diagnostics against a direct count on one head: large raw logits at even P give negative
 /// weights.
 #[test]

@@ -62,18 +62,33 @@ fn sata_model_learns_tiny_associative_recall() {
     );
 }
 
-/// The example's generation path (SATA states or softmax caches, and the short convolution's
-/// carried inputs) gives the training forward's logits: a prompt prefilled, then tokens decoded
-/// one by one.
+/// The example's generation path (SATA states or softmax caches, the short convolution's
+/// carried inputs, the position embeddings' offsets) gives the training forward's logits: a
+/// prompt prefilled, then tokens decoded one by one; and a position beyond the table is an
+/// error.
 #[test]
 fn generation_matches_the_training_forward() {
     let sata = Mixer::Sata {
         terms: 3,
         qk_norm: QkNorm::Raw,
     };
-    for (mixer, conv) in [(sata, 0), (sata, 3), (Mixer::Softmax, 3)] {
+    let l2 = Mixer::Sata {
+        terms: 5,
+        qk_norm: QkNorm::L2 {
+            initial_temperature: 2.0,
+            max_temperature: 4.0,
+        },
+    };
+    for (mixer, conv, positions) in [
+        (sata, 0, 0),
+        (sata, 3, 0),
+        (l2, 0, 20),
+        (Mixer::Softmax, 3, 0),
+        (Mixer::Softmax, 0, 20),
+    ] {
         let config = ModelConfig {
             conv,
+            positions,
             ..ModelConfig::small(32, mixer)
         };
         let (_varmap, model, _) = model::build(config, 4, 1e-3).unwrap();
@@ -104,7 +119,16 @@ fn generation_matches_the_training_forward() {
         );
         assert!(
             diff <= 1e-4 * scale,
-            "{mixer} conv {conv}: logits differ by {diff} (max {scale})"
+            "{mixer} conv {conv} positions {positions}: logits differ by {diff} (max {scale})"
         );
+        if positions > 0 {
+            let token = ids.narrow(1, 0, 1).unwrap();
+            let err = model.forward_with_state(&token, &mut state).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("position 20 is beyond the model's 20 learned positions"),
+                "{err}"
+            );
+        }
     }
 }

@@ -11,9 +11,8 @@
 //! A run is `softmax`, `sata-p<P>` (raw queries and keys, scale sqrt(d_k)) or
 //! `sata-l2-p<P>-t<T>` (unit queries and keys, learned temperature per head clamped at `T`).
 //! Every run sees the same batches and starts from the same seeded weights where the
-//! architectures share them. SATA at d16 with P >= 5 has no registry kernel and trains on the
-//! generic path, whose backward is the f64 reference: ~14x slower per step than P = 3
-//! (benches/results/mqar-2026-12-02.md).
+//! architectures share them. Token embeddings get learned absolute position embeddings, as in
+//! Zoology (`--positions none` leaves them out).
 
 mod model;
 mod mqar;
@@ -66,13 +65,18 @@ struct Args {
     /// Width of a short causal depthwise convolution before each attention (0: none).
     #[arg(long, default_value_t = 0)]
     conv: usize,
+    /// Learned absolute position embeddings, as Zoology's models have (`max_position_embeddings`):
+    /// `learned` (one per position of the sequence) or `none`.
+    #[arg(long, default_value = "learned", value_parser = ["learned", "none"])]
+    positions: String,
     /// Only time training steps at these sequence lengths (no training run).
     #[arg(long, value_delimiter = ',')]
     time_lengths: Vec<usize>,
     /// Steps per length when timing (the median is reported).
     #[arg(long, default_value_t = 10)]
     time_steps: usize,
-    /// After training, time generation per token at these context lengths.
+    /// After training, time generation per token at these context lengths (on a model of the
+    /// same shape without position embeddings, which would end at the training length).
     #[arg(long, value_delimiter = ',')]
     generate_at: Vec<usize>,
     /// Write `<out>.csv` (every evaluation) and `<out>.svg` (accuracy curves).
@@ -126,11 +130,21 @@ struct Evaluation {
     accuracy: f64,
 }
 
-fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Result<(), Error> {
-    let config = ModelConfig {
+/// The model of a run at sequence length `seq_len`.
+fn model_config(args: &Args, mixer: Mixer, seq_len: usize) -> ModelConfig {
+    ModelConfig {
         conv: args.conv,
+        positions: if args.positions == "learned" {
+            seq_len
+        } else {
+            0
+        },
         ..ModelConfig::small(args.vocab, mixer)
-    };
+    }
+}
+
+fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Result<(), Error> {
+    let config = model_config(args, mixer, task.seq_len);
     let (_varmap, model, mut optimizer) = model::build(config, args.seed, args.lr)?;
     let name = label(mixer, args.conv);
     let mut data = StdRng::seed_from_u64(args.seed.wrapping_add(1));
@@ -186,6 +200,11 @@ fn train(args: &Args, task: Task, mixer: Mixer, log: &mut Vec<Evaluation>) -> Re
         reached.map_or("not reached".to_string(), |s| format!("at step {s}"))
     );
     if !args.generate_at.is_empty() {
+        let unbounded = ModelConfig {
+            positions: 0,
+            ..config
+        };
+        let (_varmap, model, _) = model::build(unbounded, args.seed, args.lr)?;
         time_generation(&model, &args.generate_at)?;
     }
     Ok(())
@@ -241,11 +260,8 @@ fn time_generation(model: &model::Model, contexts: &[usize]) -> Result<(), Error
 
 /// Median wall time of a training step at each sequence length.
 fn time_steps(args: &Args, mixer: Mixer) -> Result<(), Error> {
-    let config = ModelConfig {
-        conv: args.conv,
-        ..ModelConfig::small(args.vocab, mixer)
-    };
     for &len in &args.time_lengths {
+        let config = model_config(args, mixer, len);
         let task = Task {
             vocab: args.vocab,
             seq_len: len,

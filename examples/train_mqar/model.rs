@@ -50,6 +50,9 @@ pub struct ModelConfig {
     /// Width of a short causal depthwise convolution before each attention (0: none), as in
     /// the Based and H3 hybrids: it lets each position see its predecessors' tokens.
     pub conv: usize,
+    /// Learned absolute position embeddings for this many positions, added to the token
+    /// embeddings (Zoology's default, `max_position_embeddings`); 0: none.
+    pub positions: usize,
 }
 
 impl ModelConfig {
@@ -63,6 +66,7 @@ impl ModelConfig {
             layers: 2,
             mixer,
             conv: 0,
+            positions: 0,
         }
     }
 }
@@ -246,12 +250,15 @@ pub enum Memory {
 pub struct GenerationState {
     pub memory: Memory,
     conv_tails: Vec<Option<Tensor>>,
+    /// Tokens seen so far: the position of the next one.
+    tokens: usize,
 }
 
 #[derive(Debug, Clone)]
 pub struct Model {
     config: ModelConfig,
     embed: Embedding,
+    positions: Option<Embedding>,
     blocks: Vec<Block>,
     norm: Norm,
     head: Linear,
@@ -296,6 +303,10 @@ impl Model {
         Ok(Self {
             config,
             embed: embedding(config.vocab, d, vb.pp("embed"))?,
+            positions: match config.positions {
+                0 => None,
+                n => Some(embedding(n, d, vb.pp("positions"))?),
+            },
             blocks,
             norm: Norm::new(d, vb.pp("norm"))?,
             head: linear(d, config.vocab, vb.pp("head"))?,
@@ -304,6 +315,25 @@ impl Model {
 
     pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+
+    /// Token embeddings of `ids` (`[batch, tokens]`), plus the position embeddings of
+    /// positions `start..` where the model has them.
+    fn embed(&self, ids: &Tensor, start: usize) -> candle_core::Result<Tensor> {
+        let x = self.embed.forward(ids)?;
+        let Some(table) = &self.positions else {
+            return Ok(x);
+        };
+        let n = ids.dim(1)?;
+        if start + n > self.config.positions {
+            candle_core::bail!(
+                "position {} is beyond the model's {} learned positions",
+                start + n - 1,
+                self.config.positions
+            );
+        }
+        let at = Tensor::arange(start as u32, (start + n) as u32, ids.device())?;
+        x.broadcast_add(&table.forward(&at)?)
     }
 
     /// Training forward: token ids `[batch, tokens]` to logits `[batch, tokens, vocab]`.
@@ -317,7 +347,7 @@ impl Model {
         ids: &Tensor,
         mut see: impl FnMut(&SataAttention, &Tensor) -> candle_core::Result<()>,
     ) -> candle_core::Result<Tensor> {
-        let mut x = self.embed.forward(ids)?;
+        let mut x = self.embed(ids, 0)?;
         for block in &self.blocks {
             let h = block.attention_input(&x)?;
             let a = match &block.attn {
@@ -350,6 +380,7 @@ impl Model {
         Ok(GenerationState {
             memory,
             conv_tails: vec![None; self.blocks.len()],
+            tokens: 0,
         })
     }
 
@@ -359,7 +390,8 @@ impl Model {
         ids: &Tensor,
         state: &mut GenerationState,
     ) -> candle_core::Result<Tensor> {
-        let mut x = self.embed.forward(ids)?;
+        let mut x = self.embed(ids, state.tokens)?;
+        state.tokens += ids.dim(1)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let mut h = block.attn_norm.forward(&x)?;
             if let Some(conv) = &block.conv {

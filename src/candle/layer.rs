@@ -17,9 +17,10 @@ pub enum QkNorm {
     /// [`SataAttention::diagnostics`]).
     Raw,
     /// Queries and keys normalised to unit length and the query multiplied by a learned
-    /// temperature per head (scale 1), so `|q·k| / c` never exceeds the temperature, which is
-    /// clamped at `max_temperature`: choose it from the error bound (`sata info --qk-bound`)
-    /// for the number of terms.
+    /// temperature per head, so `|q·k| / c` never exceeds the temperature, which is clamped at
+    /// `max_temperature`: choose it from the error bound (`sata info --qk-bound`) for the
+    /// number of terms. (The kernel keeps the default scale `c = sqrt(d_k)` and the query
+    /// carries `temperature * sqrt(d_k)`, so the registry's kernels serve these layers too.)
     L2 {
         initial_temperature: f64,
         max_temperature: f64,
@@ -42,14 +43,9 @@ pub struct SataAttentionConfig {
 }
 
 impl SataAttentionConfig {
-    /// The kernel configuration of one head.
+    /// The kernel configuration of one head: the default scale `sqrt(d_k)` in both modes.
     pub fn kernel_config(&self) -> candle_core::Result<KernelConfig> {
-        let config =
-            KernelConfig::new(self.d_k, self.d_v, self.terms).map_err(|e| to_candle(e.into()))?;
-        match self.qk_norm {
-            QkNorm::Raw => Ok(config),
-            QkNorm::L2 { .. } => config.with_scale(1.0).map_err(|e| to_candle(e.into())),
-        }
+        KernelConfig::new(self.d_k, self.d_v, self.terms).map_err(|e| to_candle(e.into()))
     }
 
     fn validate(&self) -> candle_core::Result<()> {
@@ -206,7 +202,11 @@ impl SataAttention {
                 .sqrt()?;
             x.broadcast_div(&norm)
         };
-        let t = t.to_dtype(q.dtype())?.reshape((1, c.heads, 1, 1))?;
+        // x = (t sqrt(d_k) q^)·k^ / c with c = sqrt(d_k): the temperature times the cosine.
+        let t = t
+            .affine(self.op.config().scale(), 0.0)?
+            .to_dtype(q.dtype())?
+            .reshape((1, c.heads, 1, 1))?;
         Ok((unit(&q)?.broadcast_mul(&t)?, unit(&k)?, v))
     }
 
