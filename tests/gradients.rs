@@ -545,7 +545,8 @@ fn bad_gradients_and_foreign_records_are_typed_errors() {
 /// d32 P2: runs of 32 coordinates) on every ISA, over more tokens than one chunk of the
 /// chunked backward holds, against the f64 reference backward on the same f32-representable
 /// inputs (itself checked against complex steps above), causal and non-causal, after a
-/// context and with a final-state seed.
+/// context and with a final-state seed, and from a fresh state with none (where the chunked
+/// backward skips the reads of all-zero states).
 #[test]
 fn registry_backwards_match_the_f64_reference_at_scale() {
     for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
@@ -570,60 +571,63 @@ fn registry_sizes_on_the_backend_against_the_reference(backend: Backend) {
 }
 
 /// Gradients of f32 attentions made by `attention` for the registry's d16 P4, d8 P3 and d32
-/// P2 at `tokens` tokens, causal and non-causal after a context with a final-state seed,
-/// against the f64 reference.
+/// P2 at `tokens` tokens, causal and non-causal, after a context with a final-state seed and
+/// from a fresh state without one, against the f64 reference.
 fn at_scale_against_the_reference(
     label: &str,
     tokens: usize,
     attention: impl Fn(KernelConfig) -> Attention<f32>,
 ) {
     let mut rng = rng("gradients_scale");
-    for (dk, dv, terms) in [(16, 16, 4), (8, 8, 3), (32, 32, 2)] {
-        for mode in [Mode::Causal, Mode::NonCausal] {
-            let (n_q, n_k, context) = (tokens, tokens, 8);
-            let p = problem(
-                &mut rng,
-                (1, 2),
-                (n_q, n_k),
-                (dk, dv, terms),
-                1.0,
-                mode == Mode::Causal,
-            )
-            .rounded_to_f32();
-            let config = p.config();
-            let per_lane = config.state_words_per_head();
-            let dy = normal(&mut rng, p.lanes() * n_q * dv, 1.0);
-            let d_final = normal(&mut rng, p.lanes() * per_lane, 0.1);
-            let reference = Attention::<f64>::with_backend(
-                config,
-                BackendRequest::Kind(BackendKind::CpuGeneric),
-            )
-            .unwrap();
-            let want = gradients_after_context(&reference, &p, mode, context, (&dy, &d_final));
-            assert_eq!(want.path, "cpu reference (f64)");
-            let attention = attention(config);
-            let got = gradients_after_context(&attention, &p, mode, context, (&dy, &d_final));
-            assert_eq!(got.path, expected_backward_path(&attention));
-            let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-            for (what, got, want) in [
-                ("dq", widen(&got.dq.data), &want.dq.data),
-                ("dk", widen(&got.dk.data), &want.dk.data),
-                ("dv", widen(&got.dv.data), &want.dv.data),
-                (
-                    "d_initial_state",
-                    widen(&got.d_initial_state.data),
-                    &want.d_initial_state.data,
-                ),
-            ] {
-                let err = rel(&got, want);
-                if std::env::var_os("SATA_SHOW_ERR").is_some() {
-                    eprintln!("{label} d{dk} P{terms} {mode:?} {what}: {err:e}");
-                }
-                assert!(
-                    err < 1e-4,
-                    "{label} d{dk} P{terms} {mode:?} {what}: {err:e}"
-                );
+    let cases = [(16, 16, 4), (8, 8, 3), (32, 32, 2)]
+        .into_iter()
+        .flat_map(|c| [Mode::Causal, Mode::NonCausal].map(|mode| (c, mode)))
+        .flat_map(|case| [(case, 8, true), (case, 0, false)]);
+    for (((dk, dv, terms), mode), context, seeded) in cases {
+        let (n_q, n_k) = (tokens, tokens);
+        let p = problem(
+            &mut rng,
+            (1, 2),
+            (n_q, n_k),
+            (dk, dv, terms),
+            1.0,
+            mode == Mode::Causal,
+        )
+        .rounded_to_f32();
+        let config = p.config();
+        let per_lane = config.state_words_per_head();
+        let dy = normal(&mut rng, p.lanes() * n_q * dv, 1.0);
+        let d_final = match seeded {
+            true => normal(&mut rng, p.lanes() * per_lane, 0.1),
+            false => vec![0.0; p.lanes() * per_lane],
+        };
+        let reference =
+            Attention::<f64>::with_backend(config, BackendRequest::Kind(BackendKind::CpuGeneric))
+                .unwrap();
+        let want = gradients_after_context(&reference, &p, mode, context, (&dy, &d_final));
+        assert_eq!(want.path, "cpu reference (f64)");
+        let attention = attention(config);
+        let got = gradients_after_context(&attention, &p, mode, context, (&dy, &d_final));
+        assert_eq!(got.path, expected_backward_path(&attention));
+        let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+        for (what, got, want) in [
+            ("dq", widen(&got.dq.data), &want.dq.data),
+            ("dk", widen(&got.dk.data), &want.dk.data),
+            ("dv", widen(&got.dv.data), &want.dv.data),
+            (
+                "d_initial_state",
+                widen(&got.d_initial_state.data),
+                &want.d_initial_state.data,
+            ),
+        ] {
+            let err = rel(&got, want);
+            if std::env::var_os("SATA_SHOW_ERR").is_some() {
+                eprintln!("{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e}");
             }
+            assert!(
+                err < 1e-4,
+                "{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e}"
+            );
         }
     }
 }

@@ -304,18 +304,26 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
             ROW,
         );
     };
+    // While the state is all zeros (a fresh state, before its first keys) a read gives
+    // exactly zeros: the reads, the query features and their adjoints are skipped.
+    let mut rows_zero = rows.iter().all(|&x| x == 0.0);
     if !causal {
         for (t0, n) in chunks(nk) {
             add_keys(rows, fk, xt, values, t0, n);
+            rows_zero = false;
         }
     }
     for (t0, n) in chunks(nq) {
         let d = &dout[t0 * ROW..(t0 + n) * ROW];
-        // The feature gradients from the state before the chunk.
-        read_rows(rows, d, n, u);
-        features(fq, xt, t0, n, true);
         let dq = &mut dq[t0 * DK..(t0 + n) * DK];
-        adjoint(u, fq, xt, dxt, dq, n, true);
+        if rows_zero {
+            dq.fill(0.0);
+        } else {
+            // The feature gradients from the state before the chunk.
+            read_rows(rows, d, n, u);
+            features(fq, xt, t0, n, true);
+            adjoint(u, fq, xt, dxt, dq, n, true);
+        }
         if causal {
             augment(values, t0, n);
             let qk = (&q[t0 * DK..(t0 + n) * DK], &k[t0 * DK..(t0 + n) * DK]);
@@ -328,7 +336,11 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
                 dq,
                 DK,
             );
-            add_keys(rows, fk, xt, values, t0, n);
+            // No query reads the state after the last chunk.
+            if t0 + n < nq {
+                add_keys(rows, fk, xt, values, t0, n);
+                rows_zero = false;
+            }
         }
     }
     // Pass B, chunks last to first.
@@ -345,20 +357,30 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
             ROW,
         );
     };
+    // As in pass A: while `H` is all zeros (no final-state gradient, no query after the
+    // chunk), the keys read nothing from it.
+    let mut rows_zero = rows.iter().all(|&x| x == 0.0);
     if !causal {
         for (t0, n) in chunks(nq) {
             add_queries(rows, fq, xt, t0, n);
+            rows_zero = false;
         }
     }
     let key_chunks: Vec<_> = chunks(nk).collect();
     for &(t0, n) in key_chunks.iter().rev() {
-        features(fk, xt, t0, n, false);
         augment(values, t0, n);
-        // dv over the state after the chunk, into `grad_v` (rows of ROW words, the last unused).
-        let fk_t = View::transposed(fk, CHUNK);
-        gemm((n, m, dv), fk_t, View::rows(rows, ROW), 0.0, grad_v, ROW);
-        read_rows(rows, values, n, u);
-        adjoint(u, fk, xt, dxt, grad_k, n, false);
+        if rows_zero {
+            grad_v[..n * ROW].fill(0.0);
+            grad_k[..n * DK].fill(0.0);
+        } else {
+            features(fk, xt, t0, n, false);
+            // dv over the state after the chunk, into `grad_v` (rows of ROW words, the last
+            // unused).
+            let fk_t = View::transposed(fk, CHUNK);
+            gemm((n, m, dv), fk_t, View::rows(rows, ROW), 0.0, grad_v, ROW);
+            read_rows(rows, values, n, u);
+            adjoint(u, fk, xt, dxt, grad_k, n, false);
+        }
         if causal {
             let d = &dout[t0 * ROW..(t0 + n) * ROW];
             let qk = (&q[t0 * DK..(t0 + n) * DK], &k[t0 * DK..(t0 + n) * DK]);
@@ -367,6 +389,7 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
             gemm((n, n, DK), a1, View::rows(qk.0, DK), 1.0, grad_k, DK);
             gemm((n, n, dv), a0, View::rows(d, ROW), 1.0, grad_v, ROW);
             add_queries(rows, fq, xt, t0, n);
+            rows_zero = false;
         }
         dk[t0 * DK..(t0 + n) * DK].copy_from_slice(&grad_k[..n * DK]);
         for (s, out) in dval[t0 * dv..(t0 + n) * dv]
