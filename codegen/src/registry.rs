@@ -23,6 +23,10 @@ pub const PRECOMPILED: &[(usize, usize, usize)] = &[
     (8, 8, 6),
     (16, 16, 5),
     (16, 16, 6),
+    // The paper's configuration for unbounded generation (d 8, P 8; some weights negative),
+    // and P 7, whose weights are all positive.
+    (8, 8, 7),
+    (8, 8, 8),
 ];
 
 /// [`PRECOMPILED`] as validated configurations.
