@@ -82,6 +82,10 @@ struct Args {
     /// Write `<out>.csv` (every evaluation) and `<out>.svg` (accuracy curves).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only redraw the curves of a CSV that `--out` wrote into the SVG beside it (the title
+    /// from the task flags); no training.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 type Error = Box<dyn std::error::Error>;
@@ -293,6 +297,9 @@ fn time_steps(args: &Args, mixer: Mixer) -> Result<(), Error> {
 
 fn main() -> Result<(), Error> {
     let args = Args::parse();
+    if let Some(csv) = &args.plot {
+        return replot(csv, &args);
+    }
     let mixers = args
         .runs
         .iter()
@@ -342,6 +349,13 @@ fn write_outputs(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Resu
         csv += &format!("{},{},{:.6},{:.6}\n", e.run, e.step, e.loss, e.accuracy);
     }
     std::fs::write(out.with_extension("csv"), csv)?;
+    draw(out, args, log)?;
+    println!("wrote {} and .svg", out.with_extension("csv").display());
+    Ok(())
+}
+
+/// The accuracy curves of `log` into `<out>.svg`.
+fn draw(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Result<(), Error> {
     let mut curves: Vec<plot::Curve> = Vec::new();
     for e in log {
         match curves.iter_mut().find(|c| c.label == e.run) {
@@ -360,6 +374,33 @@ fn write_outputs(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Resu
         out.with_extension("svg"),
         plot::accuracy_svg(&title, &curves),
     )?;
-    println!("wrote {} and .svg", out.with_extension("csv").display());
+    Ok(())
+}
+
+/// `--plot`: the evaluations of a CSV in `write_outputs`' format, drawn.
+fn replot(csv: &std::path::Path, args: &Args) -> Result<(), Error> {
+    let text = std::fs::read_to_string(csv)?;
+    let mut log = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let bad = || {
+            format!(
+                "{}:{}: expected run,step,eval_loss,accuracy",
+                csv.display(),
+                i + 1
+            )
+        };
+        let fields: Vec<&str> = line.split(',').collect();
+        let [run, step, loss, accuracy] = fields[..] else {
+            return Err(bad().into());
+        };
+        log.push(Evaluation {
+            run: run.to_string(),
+            step: step.parse().map_err(|_| bad())?,
+            loss: loss.parse().map_err(|_| bad())?,
+            accuracy: accuracy.parse().map_err(|_| bad())?,
+        });
+    }
+    draw(csv, args, &log)?;
+    println!("wrote {}", csv.with_extension("svg").display());
     Ok(())
 }
