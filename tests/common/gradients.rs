@@ -6,17 +6,7 @@
 //! `dq_t = (1/c) sum_s T_{P-1}(x_ts) g_ts k_s`, `dk_s = (1/c) sum_t T_{P-1}(x_ts) g_ts q_t`,
 //! `dv_s = sum_t kappa_ts dy_t / D_t` (the derivative of `T_P` is `T_{P-1}`).
 
-use super::{F32_UNIT, Problem, dot};
-
-/// `T_n(x) = sum_{p<n} x^p / p!`.
-pub fn taylor(x: f64, n: usize) -> f64 {
-    let (mut term, mut sum) = (1.0, 0.0);
-    for i in 0..n {
-        sum += term;
-        term *= x / (i + 1) as f64;
-    }
-    sum
-}
+use super::{F32_UNIT, Problem, dot, taylor};
 
 /// The gradients of one problem, `[lanes, tokens, dim]` each, and per gradient a first-order
 /// bound (per unit roundoff) on the error that f32 feature-space sums can put in it.

@@ -88,11 +88,15 @@ impl Problem {
 
 /// The truncated exponential kernel `sum_{p<P} (q·k / c)^p / p!` of one pair.
 pub fn taylor_kernel(q: &[f64], k: &[f64], terms: usize, scale: f64) -> f64 {
-    let x = dot(q, k) / scale;
-    let (mut term, mut sum) = (1.0, 1.0);
-    for p in 1..terms {
-        term *= x / p as f64;
+    taylor(dot(q, k) / scale, terms)
+}
+
+/// `T_n(x) = sum_{p<n} x^p / p!`.
+pub fn taylor(x: f64, n: usize) -> f64 {
+    let (mut term, mut sum) = (1.0, 0.0);
+    for i in 0..n {
         sum += term;
+        term *= x / (i + 1) as f64;
     }
     sum
 }
