@@ -11,7 +11,7 @@
 mod common;
 
 use common::backends::{Backend, every_backend};
-use common::{Problem, normal, problem, rng};
+use common::{Problem, gradients, normal, problem, rng};
 use sata::{
     Attention, BackendKind, BackendRequest, Element, Isa, KernelConfig, Mode, SataError,
     SpecializedKernel, State, StateGradient, TensorRef,
@@ -562,16 +562,18 @@ fn registry_backwards_match_the_f64_reference_at_scale() {
     }
 }
 
-/// The same sizes on every backend, at 40 tokens (one partial chunk on the CPU): on wgpu,
-/// d16 P4 takes several dispatches per pass (llvmpipe's loop cap).
+/// The same sizes on every backend, at 40 tokens (one partial chunk on the CPU; on wgpu and
+/// CUDA two whole chunks and a partial one): on wgpu, d16 P4 and d8 P6 take several
+/// dispatches per pass (llvmpipe's loop cap).
 fn registry_sizes_on_the_backend_against_the_reference(backend: Backend) {
     at_scale_against_the_reference(&format!("{backend:?}"), 40, |config| {
         backend.attention(config)
     });
 }
 
-/// Gradients of f32 attentions made by `attention` for the registry's d16 P4, d8 P3 and d32
-/// P2 at `tokens` tokens, causal and non-causal, after a context with a final-state seed and
+/// Gradients of f32 attentions made by `attention` for the registry's d16 P4, d8 P3, d32 P2
+/// and d8 P6 (3,003 features, where the GPU backward's chunks hold 14 tokens, not 16) at
+/// `tokens` tokens, causal and non-causal, after a context with a final-state seed and
 /// from a fresh state without one, against the f64 reference.
 fn at_scale_against_the_reference(
     label: &str,
@@ -579,7 +581,7 @@ fn at_scale_against_the_reference(
     attention: impl Fn(KernelConfig) -> Attention<f32>,
 ) {
     let mut rng = rng("gradients_scale");
-    let cases = [(16, 16, 4), (8, 8, 3), (32, 32, 2)]
+    let cases = [(16, 16, 4), (8, 8, 3), (32, 32, 2), (8, 8, 6)]
         .into_iter()
         .flat_map(|c| [Mode::Causal, Mode::NonCausal].map(|mode| (c, mode)))
         .flat_map(|case| [(case, 8, true), (case, 0, false)]);
@@ -609,24 +611,34 @@ fn at_scale_against_the_reference(
         let attention = attention(config);
         let got = gradients_after_context(&attention, &p, mode, context, (&dy, &d_final));
         assert_eq!(got.path, expected_backward_path(&attention));
+        // How far f32 rounding can move these gradients: where a denominator is small (d32
+        // P2's T_2(x) = 1 + x is the usual case) it is far more than 1e-4, however the
+        // backward is computed. The bound is that of the call without context or final-state
+        // gradient (which only add well-conditioned terms); `d_initial_state`, a sum of
+        // `(W o Phi(q)) dO'` like the one `dv` reads, takes `dv`'s.
+        let exact = gradients::exact_gradients(&p, &dy, mode == Mode::Causal);
         let widen = |x: &[f32]| x.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-        for (what, got, want) in [
-            ("dq", widen(&got.dq.data), &want.dq.data),
-            ("dk", widen(&got.dk.data), &want.dk.data),
-            ("dv", widen(&got.dv.data), &want.dv.data),
+        for (what, got, want, bound) in [
+            ("dq", widen(&got.dq.data), &want.dq.data, "dq"),
+            ("dk", widen(&got.dk.data), &want.dk.data, "dk"),
+            ("dv", widen(&got.dv.data), &want.dv.data, "dv"),
             (
                 "d_initial_state",
                 widen(&got.d_initial_state.data),
                 &want.d_initial_state.data,
+                "dv",
             ),
         ] {
             let err = rel(&got, want);
+            let tolerance = exact.f32_tolerance(bound, 1e-4);
             if std::env::var_os("SATA_SHOW_ERR").is_some() {
-                eprintln!("{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e}");
+                eprintln!(
+                    "{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e} (tolerance {tolerance:e})"
+                );
             }
             assert!(
-                err < 1e-4,
-                "{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e}"
+                err < tolerance,
+                "{label} d{dk} P{terms} {mode:?} context {context} {what}: {err:e} > {tolerance:e}"
             );
         }
     }

@@ -280,11 +280,14 @@ impl BackwardBuffer {
     }
 }
 
-/// Words of per-lane scratch a backward entry uses: `Phi(k)`, `Phi(q)`, the features'
-/// gradients and the query weights (CUDA builds them by the recurrence; WGSL reads its
-/// tables), `m` each.
-pub fn backward_scratch_words(features: usize) -> usize {
-    4 * features
+/// Words of per-lane scratch a GPU backward entry of `plan` uses, for chunks of
+/// [`crate::gpu::backward_chunk`] tokens `L`: `Phi(k)`, `Phi(q)` and the features' gradients
+/// of the chunk's tokens (`L x m` each), the query weights (`m`: CUDA builds them by the
+/// recurrence; WGSL reads its tables), then two `L x L` tables of the pair weights inside a
+/// chunk.
+pub fn backward_scratch_words(plan: &crate::KernelPlan) -> usize {
+    let chunk = crate::gpu::backward_chunk(plan);
+    plan.features * (3 * chunk + 1) + 2 * chunk * chunk
 }
 
 #[cfg(test)]

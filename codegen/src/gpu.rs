@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::plan::{KernelPlan, Unroll};
+use crate::wgsl::{LLVMPIPE_LOOP_LIMIT, backward_loop_iterations_per_chunk};
 
 /// Largest number of runs of children whose feature program the GPU targets emit as
 /// straight-line code; above it they loop over the run table. The driver compiles a shader
@@ -19,6 +20,42 @@ pub fn gpu_unroll(plan: &KernelPlan) -> Unroll {
     } else {
         Unroll::PerOrder
     }
+}
+
+/// Most tokens one chunk of the GPU backward passes holds. A chunk streams the state once for
+/// all its tokens (one read sweep, one update sweep) and evaluates the pairs inside it
+/// directly; its features live in per-lane scratch, `3 * chunk * m` words.
+pub const BACKWARD_CHUNK_MAX: usize = 16;
+
+/// Tokens per chunk of the backward passes of `plan` on both GPU targets: the largest up to
+/// [`BACKWARD_CHUNK_MAX`] whose chunk keeps a WGSL dispatch within half of llvmpipe's loop
+/// cap, at least 1 (the largest programs, d16 P6, get single-token chunks). CUDA, which has
+/// no such cap, takes the same chunk so that both targets compute the same decomposition
+/// and share one scratch contract ([`crate::contract::backward_scratch_words`]).
+pub fn backward_chunk(plan: &KernelPlan) -> usize {
+    (1..=BACKWARD_CHUNK_MAX)
+        .rev()
+        .find(|&chunk| backward_loop_iterations_per_chunk(plan, chunk) <= LLVMPIPE_LOOP_LIMIT / 2)
+        .unwrap_or(1)
+}
+
+/// `T_n(x) = sum_{p<n} x^p / p!` of a variable `x` in Horner form, as C or WGSL source with
+/// the target's fused multiply-add `fma` and float-literal suffix (`"f"` in C, `""` in WGSL);
+/// `T_0 = 0`.
+pub fn taylor_horner(terms: usize, fma: &str, suffix: &str) -> String {
+    if terms == 0 {
+        return format!("0.0{suffix}");
+    }
+    let mut factorial = vec![1.0f64; terms];
+    for p in 1..terms {
+        factorial[p] = factorial[p - 1] * p as f64;
+    }
+    let coefficient = |p: usize| format!("{:?}{suffix}", (1.0 / factorial[p]) as f32);
+    let mut expr = coefficient(terms - 1);
+    for p in (0..terms - 1).rev() {
+        expr = format!("{fma}({expr}, x, {})", coefficient(p));
+    }
+    expr
 }
 
 /// How a GPU kernel lays one (batch, head) lane of work over a workgroup (WGSL) or thread
@@ -86,6 +123,29 @@ mod tests {
         }
         assert_eq!(GpuGeometry::new(16).workgroup, 64);
         assert_eq!(GpuGeometry::new(16).rows, 4);
+    }
+
+    #[test]
+    fn horner_form_of_the_truncated_exponential() {
+        assert_eq!(taylor_horner(0, "fmaf", "f"), "0.0f");
+        assert_eq!(taylor_horner(1, "fmaf", "f"), "1.0f");
+        assert_eq!(
+            taylor_horner(3, "fmaf", "f"),
+            "fmaf(fmaf(0.5f, x, 1.0f), x, 1.0f)"
+        );
+        assert_eq!(taylor_horner(2, "fma", ""), "fma(1.0, x, 1.0)");
+    }
+
+    #[test]
+    fn backward_chunks_shrink_only_where_the_loop_cap_needs_it() {
+        let plan = |d, p| KernelPlan::new(&KernelConfig::new(d, d, p).unwrap());
+        assert_eq!(backward_chunk(&plan(4, 3)), BACKWARD_CHUNK_MAX);
+        assert_eq!(backward_chunk(&plan(16, 4)), BACKWARD_CHUNK_MAX);
+        let largest = plan(16, 6);
+        let chunk = backward_chunk(&largest);
+        assert!(chunk < BACKWARD_CHUNK_MAX, "d16 P6: {chunk}");
+        // The loop cap is a hard limit: a chunk must fit it even where half does not.
+        assert!(backward_loop_iterations_per_chunk(&largest, chunk) < LLVMPIPE_LOOP_LIMIT);
     }
 
     #[test]

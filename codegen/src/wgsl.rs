@@ -190,17 +190,25 @@ pub fn loop_iterations_per_token(plan: &KernelPlan) -> usize {
     1 + features + g.cols_per_invocation + sweep + z + reduce
 }
 
-/// An upper bound on the loop iterations one invocation of a backward entry runs per token
-/// (pass B in its step phase, the busiest: features, the row sweep over `d_v` columns, the
-/// column read of `dv`, the adjoint's runs and its per-coordinate sum over every run).
-pub fn backward_loop_iterations_per_token(plan: &KernelPlan) -> usize {
+/// An upper bound on the loop iterations one invocation of a backward entry runs per chunk of
+/// `chunk` tokens (pass B in its step phase, the busiest): the chunk loop, each token's
+/// features, the read of every (token, row) pair, the column read of `dv` token by token with
+/// its row-group reduction, the update of every state word over the chunk, each token's
+/// adjoint (its runs, then its per-coordinate sum over every run), the pair weights and the
+/// pairs' contributions.
+pub fn backward_loop_iterations_per_chunk(plan: &KernelPlan, chunk: usize) -> usize {
     let g = GpuGeometry::of(plan);
-    let per_run = plan.d_k.div_ceil(g.workgroup);
+    let (m, d_k, d_v, wg) = (plan.features, plan.d_k, plan.d_v, g.workgroup);
+    let per_run = d_k.div_ceil(wg);
     let features = 2 * (1 + per_run * (plan.runs() + 1));
-    let rows = plan.features.div_ceil(g.workgroup) * (2 * plan.d_v + 2);
-    let read = plan.features.div_ceil(g.rows) * (1 + g.cols_per_invocation);
-    let adjoint = plan.runs().div_ceil(g.workgroup) * (plan.d_k + 1) + per_run * plan.runs();
-    1 + features + rows + read + g.cols_per_invocation * (g.rows + 1) + adjoint
+    let read = (chunk * m).div_ceil(wg) * (1 + d_v);
+    let dv =
+        1 + m.div_ceil(g.rows) * (1 + g.cols_per_invocation) + g.cols_per_invocation * (g.rows + 1);
+    let update = (m * (d_v + 1)).div_ceil(wg) * (1 + chunk);
+    let adjoint = plan.runs().div_ceil(wg) * (d_k + 1) + per_run * plan.runs();
+    let pairs = (chunk * chunk).div_ceil(wg) * (1 + d_k + d_v);
+    let intra = (chunk * (d_k + d_v)).div_ceil(wg) * (1 + chunk);
+    1 + chunk * (features + dv + adjoint) + read + update + pairs + intra
 }
 
 /// Tokens per dispatch: long calls are split so that no dispatch comes near
@@ -209,11 +217,14 @@ pub fn tokens_per_dispatch(plan: &KernelPlan) -> usize {
     (LLVMPIPE_LOOP_LIMIT / 2 / loop_iterations_per_token(plan)).max(1)
 }
 
-/// [`tokens_per_dispatch`] for the backward entries. The largest registry kernels (d16 P6)
-/// get one token per dispatch at above half the limit by this bound (about 40,000 iterations
-/// of 65,535), which still holds.
+/// [`tokens_per_dispatch`] for the backward entries: whole chunks
+/// ([`crate::gpu::backward_chunk`]), as many as stay within half of llvmpipe's loop cap, at
+/// least one (the largest registry kernels, d16 P6, get one single-token chunk per dispatch
+/// at above half the cap, which still holds: `gpu::tests`).
 pub fn backward_tokens_per_dispatch(plan: &KernelPlan) -> usize {
-    (LLVMPIPE_LOOP_LIMIT / 2 / backward_loop_iterations_per_token(plan)).max(1)
+    let chunk = crate::gpu::backward_chunk(plan);
+    let chunks = LLVMPIPE_LOOP_LIMIT / 2 / backward_loop_iterations_per_chunk(plan, chunk);
+    chunk * chunks.max(1)
 }
 
 /// The [`TABLES`] buffer of a kernel: `m` query weights as f32 bits, then
@@ -352,7 +363,17 @@ fn context(plan: &KernelPlan, options: &WgslOptions) -> tera::Context {
     ctx.insert("backward", &has_backward(options));
     ctx.insert("backward_stride", &lane_stride(plan.state_words));
     ctx.insert("adjoint_runs", &run_begin);
-    ctx.insert("backward_scratch", &backward_scratch_words(plan.features));
+    ctx.insert("backward_scratch", &backward_scratch_words(plan));
+    ctx.insert("backward_chunk", &crate::gpu::backward_chunk(plan));
+    ctx.insert("inv_c", &format!("{:?}", (1.0 / plan.scale) as f32));
+    ctx.insert(
+        "taylor_horner",
+        &crate::gpu::taylor_horner(plan.terms, "fma", ""),
+    );
+    ctx.insert(
+        "dtaylor_horner",
+        &crate::gpu::taylor_horner(plan.terms - 1, "fma", ""),
+    );
     ctx.insert("adjoint_variants", &adjoint_variants);
     ctx.insert("binding", &bindings);
     ctx.insert(

@@ -3,7 +3,7 @@
 //! compiler wgpu itself uses, so a shader that would fail on a device fails here first, with
 //! no device needed.
 
-use sata_codegen::gpu::GpuGeometry;
+use sata_codegen::gpu::{self, GpuGeometry};
 use sata_codegen::wgsl::{self, BACKWARD, ENTRIES, WgslOptions};
 use sata_codegen::{KernelConfig, KernelPlan, Unroll, registry};
 
@@ -113,15 +113,16 @@ fn long_calls_are_split_below_llvmpipes_loop_limit() {
             "{}",
             plan.name
         );
-        let per_token = wgsl::backward_loop_iterations_per_token(&plan);
-        let chunk = wgsl::backward_tokens_per_dispatch(&plan);
-        assert!(chunk >= 1, "{}", plan.name);
-        // The largest (d16 P6: 20,349 features) take one token per dispatch, still well
-        // within the limit by an upper bound.
+        let chunk = gpu::backward_chunk(&plan);
+        let per_chunk = wgsl::backward_loop_iterations_per_chunk(&plan, chunk);
+        let tokens = wgsl::backward_tokens_per_dispatch(&plan);
+        assert!(tokens >= chunk && tokens % chunk == 0, "{}", plan.name);
+        // The largest (d16 P6: 20,349 features) take one single-token chunk per dispatch,
+        // still well within the limit by an upper bound.
         assert!(
-            chunk * per_token <= wgsl::LLVMPIPE_LOOP_LIMIT / 2
-                || (chunk == 1 && per_token <= wgsl::LLVMPIPE_LOOP_LIMIT * 3 / 4),
-            "{} backward: {per_token} iterations per token",
+            tokens / chunk * per_chunk <= wgsl::LLVMPIPE_LOOP_LIMIT / 2
+                || (tokens == 1 && per_chunk <= wgsl::LLVMPIPE_LOOP_LIMIT * 3 / 4),
+            "{} backward: {per_chunk} iterations per chunk of {chunk}",
             plan.name
         );
     }

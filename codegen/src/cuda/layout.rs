@@ -48,7 +48,8 @@ pub struct CudaKernel {
 }
 
 /// One backward kernel of a plain module ([`Pass`]) and its launch: grid `(lanes, 1, 1)`, one
-/// block of [`CudaLayout::block`] threads per lane, the tokens one at a time.
+/// block of [`CudaLayout::block`] threads per lane, the tokens a chunk
+/// ([`crate::gpu::backward_chunk`]) at a time.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CudaBackwardKernel {
     pub pass: Pass,

@@ -5,24 +5,11 @@ use std::collections::BTreeMap;
 use super::layout::CudaLayout;
 use super::options::CudaOptions;
 use crate::contract::{BackwardBuffer, Buffer, Entry, backward_scratch_words, lane_stride};
+use crate::gpu::{backward_chunk, taylor_horner};
 use crate::plan::{KernelPlan, Unroll};
 use crate::render::{RenderError, Target, render_template};
 
 const KERNEL: &str = include_str!("../../templates/cuda/kernel.cu.tera");
-
-/// `T_P(x) = sum_{p<P} x^p / p!` in Horner form with `fmaf`, as CUDA C.
-fn taylor_horner(terms: usize) -> String {
-    let mut factorial = vec![1.0f64; terms.max(1)];
-    for p in 1..factorial.len() {
-        factorial[p] = factorial[p - 1] * p as f64;
-    }
-    let coefficient = |p: usize| format!("{:?}f", (1.0 / factorial[p]) as f32);
-    let mut expr = coefficient(terms - 1);
-    for p in (0..terms - 1).rev() {
-        expr = format!("fmaf({expr}, x, {})", coefficient(p));
-    }
-    expr
-}
 
 fn joined(values: impl Iterator<Item = usize>) -> String {
     values.map(|v| v.to_string()).collect::<Vec<_>>().join(", ")
@@ -93,7 +80,7 @@ pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, Render
     let mut ctx = tera::Context::new();
     ctx.insert("backward_parameters", &backward_parameters.join(",\n    "));
     ctx.insert("backward_stride", &lane_stride(plan.state_words));
-    ctx.insert("backward_scratch", &backward_scratch_words(plan.features));
+    ctx.insert("backward_scratch", &backward_scratch_words(plan));
     ctx.insert("adjoint_dest", &joined(layout.runs.iter().map(|r| r.dest)));
     ctx.insert("plan", plan);
     ctx.insert("layout", &layout);
@@ -101,7 +88,13 @@ pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, Render
     ctx.insert("doc", &doc);
     ctx.insert("parameters", &parameters.join(",\n    "));
     ctx.insert("inv_c", &format!("{:?}", (1.0 / plan.scale) as f32));
-    ctx.insert("taylor_horner", &taylor_horner(plan.terms));
+    ctx.insert("taylor_horner", &taylor_horner(plan.terms, "fmaf", "f"));
+    // The backward's pair weights: T_P and its derivative T_{P-1}.
+    ctx.insert(
+        "dtaylor_horner",
+        &taylor_horner(plan.terms - 1, "fmaf", "f"),
+    );
+    ctx.insert("backward_chunk", &backward_chunk(plan));
     ctx.insert("run_parent", &joined(layout.runs.iter().map(|r| r.parent)));
     ctx.insert("run_first", &joined(layout.runs.iter().map(|r| r.first)));
     ctx.insert("run_mult", &joined(layout.runs.iter().map(|r| r.mult)));
@@ -117,15 +110,4 @@ pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, Render
         },
     );
     render_template(plan, Target::Cuda, "cuda/kernel.cu.tera", KERNEL, &ctx)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::taylor_horner;
-
-    #[test]
-    fn horner_form_of_the_truncated_exponential() {
-        assert_eq!(taylor_horner(1), "1.0f");
-        assert_eq!(taylor_horner(3), "fmaf(fmaf(0.5f, x, 1.0f), x, 1.0f)");
-    }
 }

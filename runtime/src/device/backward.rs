@@ -68,7 +68,7 @@ impl<D: Device> BatchBackward<f32> for DeviceKernels<D> {
             device.upload(x.v)?,
             device.upload(x.dout)?,
         );
-        let mut scratch = device.alloc(lanes * backward_scratch_words(self.plan.features))?;
+        let mut scratch = device.alloc(lanes * backward_scratch_words(&self.plan))?;
         let mut run = |pass: Pass, state: &mut D::Memory, grad: &mut D::Memory| {
             for &phase in Phase::of(causal) {
                 let tokens = Self::phase_tokens(pass, phase, queries, keys);

@@ -118,8 +118,9 @@ pub struct Launch<'a, M> {
 /// (`super::backward`), with every buffer sized for the launch: `lanes * tokens` rows of the
 /// inputs the phase reads, the state's `lanes` lanes every `lane_stride(state_words)` words,
 /// `lanes * tokens` rows of `pass.gradient_row(d_k, d_v)` words of gradients for a phase
-/// that reads, and `lanes` lanes of `backward_scratch_words(m)` words of scratch. `tokens` counts the rows per lane of the buffers the phase visits (keys when
-/// pass A adds, queries when pass B adds, both, equal, when a causal pass steps).
+/// that reads, and `lanes` lanes of `backward_scratch_words(plan)` words of scratch.
+/// `tokens` counts the rows per lane of the buffers the phase visits (keys when pass A adds,
+/// queries when pass B adds, both, equal, when a causal pass steps).
 pub struct BackwardLaunch<'a, M> {
     pub(crate) pass: Pass,
     pub(crate) phase: Phase,
