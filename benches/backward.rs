@@ -107,7 +107,12 @@ fn backward_path(attention: &Attention<f32>) -> String {
 
 fn main() {
     let config = KernelConfig::new(D, D, TERMS).unwrap();
-    let attention = Attention::<f32>::new(config).unwrap();
+    // One thread: the ratio is per thread (the default pool would run the 64-head cases'
+    // lanes on every core).
+    let attention = Attention::<f32>::new(config)
+        .unwrap()
+        .with_threads(1)
+        .unwrap();
     let dir = output_dir();
     let mut c = Criterion::default()
         .output_directory(&dir)
