@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use crate::plan::{KernelPlan, Unroll};
-use crate::wgsl::{LLVMPIPE_LOOP_LIMIT, backward_loop_iterations_per_chunk};
 
 /// Largest number of runs of children whose feature program the GPU targets emit as
 /// straight-line code; above it they loop over the run table. The driver compiles a shader
@@ -20,6 +19,32 @@ pub fn gpu_unroll(plan: &KernelPlan) -> Unroll {
     } else {
         Unroll::PerOrder
     }
+}
+
+/// Loop iterations one invocation may run before Mesa's llvmpipe stops the loop (gallivm's
+/// `LP_MAX_TGSI_LOOP_ITERATIONS`, counted over the whole dispatch) without an error; long
+/// calls are split into dispatches that stay well below it (`docs/backends/wgpu.md`).
+pub const LLVMPIPE_LOOP_LIMIT: usize = 65_535;
+
+/// An upper bound on the loop iterations one invocation of a backward entry runs per chunk of
+/// `chunk` tokens (pass B in its step phase, the busiest): the chunk loop, each token's
+/// features, the read of every (token, row) pair, the column read of `dv` token by token with
+/// its row-group reduction, the update of every state word over the chunk, each token's
+/// adjoint (its runs, then its per-coordinate sum over every run), the pair weights and the
+/// pairs' contributions.
+pub fn backward_loop_iterations_per_chunk(plan: &KernelPlan, chunk: usize) -> usize {
+    let g = GpuGeometry::of(plan);
+    let (m, d_k, d_v, wg) = (plan.features, plan.d_k, plan.d_v, g.workgroup);
+    let per_run = d_k.div_ceil(wg);
+    let features = 2 * (1 + per_run * (plan.runs() + 1));
+    let read = (chunk * m).div_ceil(wg) * (1 + d_v);
+    let dv =
+        1 + m.div_ceil(g.rows) * (1 + g.cols_per_invocation) + g.cols_per_invocation * (g.rows + 1);
+    let update = (m * (d_v + 1)).div_ceil(wg) * (1 + chunk);
+    let adjoint = plan.runs().div_ceil(wg) * (d_k + 1) + per_run * plan.runs();
+    let pairs = (chunk * chunk).div_ceil(wg) * (1 + d_k + d_v);
+    let intra = (chunk * (d_k + d_v)).div_ceil(wg) * (1 + chunk);
+    1 + chunk * (features + dv + adjoint) + read + update + pairs + intra
 }
 
 /// Most tokens one chunk of the GPU backward passes holds. A chunk streams the state once for
