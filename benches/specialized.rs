@@ -1,9 +1,8 @@
-//! Specialized (generated, SIMD) kernels against the generic path, and SATA decode against
-//! softmax attention with a KV cache, with the machine's floors measured in the same run.
+//! Specialized (generated, SIMD) kernels against the generic path, with the machine's floors
+//! measured in the same run. (SATA against softmax decode is `benches/crossover.rs`.)
 //!
 //! `cargo bench --bench specialized` prints criterion's report, then tables with explicit
-//! units, and writes `benches/results/crossover.csv` (read by
-//! `cargo run --example plot_crossover` to draw `benches/results/crossover.svg`).
+//! units.
 //!
 //! The speed targets of the d16 P4 decode are judged by the `target` group: each of its samples
 //! times the generic path, the specialized kernel, the stream floor and the FMA peak back to
@@ -20,7 +19,6 @@ mod common;
 
 use std::cell::RefCell;
 use std::hint::black_box;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use common::{decode_step, inputs, line_aligned_inputs, mean_seconds, output_dir};
@@ -33,7 +31,6 @@ const DIMS: [usize; 3] = [8, 16, 32];
 const TERMS: [usize; 3] = [2, 3, 4];
 const HEADS: [usize; 2] = [1, 64];
 const PREFILL_TOKENS: usize = 64;
-const CONTEXTS: [usize; 7] = [256, 1 << 10, 1 << 12, 1 << 14, 1 << 16, 1 << 18, 1 << 20];
 
 fn attention(config: KernelConfig, path: &str) -> Attention<f32> {
     let kind = if path == "generic" {
@@ -123,69 +120,6 @@ fn prefill(c: &mut Criterion) {
                 }
             }
         }
-    }
-    group.finish();
-}
-
-/// Softmax attention decode over a KV cache of `n` tokens, one head, d = 16: scores, a
-/// max-shifted exp, and the weighted sum of values; straightforward, contiguous, f32.
-struct KvCache {
-    d: usize,
-    keys: Vec<f32>,
-    values: Vec<f32>,
-    scores: Vec<f32>,
-}
-
-impl KvCache {
-    fn new(n: usize, d: usize) -> Self {
-        Self {
-            d,
-            keys: inputs(n * d, 0.8),
-            values: inputs(n * d, 0.9),
-            scores: vec![0.0; n],
-        }
-    }
-
-    fn decode(&mut self, q: &[f32], out: &mut [f32]) {
-        let d = self.d;
-        let scale = 1.0 / (d as f32).sqrt();
-        let mut max = f32::NEG_INFINITY;
-        for (s, k) in self.scores.iter_mut().zip(self.keys.chunks_exact(d)) {
-            *s = q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * scale;
-            max = max.max(*s);
-        }
-        let mut sum = 0.0;
-        for s in self.scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        out.iter_mut().for_each(|o| *o = 0.0);
-        for (s, v) in self.scores.iter().zip(self.values.chunks_exact(d)) {
-            for (o, x) in out.iter_mut().zip(v) {
-                *o += s * x;
-            }
-        }
-        out.iter_mut().for_each(|o| *o /= sum);
-    }
-}
-
-fn versus_softmax(c: &mut Criterion) {
-    let d = 16;
-    let mut group = c.benchmark_group("softmax_kv_decode_d16");
-    group.sample_size(10);
-    group.warm_up_time(Duration::from_millis(300));
-    group.measurement_time(Duration::from_secs(1));
-    let q = inputs(d, 0.1);
-    let mut out = vec![0.0f32; d];
-    for n in CONTEXTS {
-        let mut cache = KvCache::new(n, d);
-        group.throughput(Throughput::Bytes((n * 2 * d * 4) as u64));
-        group.bench_function(BenchmarkId::new("context", n), |b| {
-            b.iter(|| {
-                cache.decode(&q, &mut out);
-                black_box(&out);
-            })
-        });
     }
     group.finish();
 }
@@ -434,49 +368,6 @@ fn summary(dir: &std::path::Path) {
             }
         }
     }
-    // Crossover: SATA decode (d16, P = 2..4, 1 head) against softmax with a KV cache.
-    let csv_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results/crossover.csv");
-    let mut csv = String::from("context,softmax_kv_us");
-    for terms in TERMS {
-        csv.push_str(&format!(",sata_d16_p{terms}_us"));
-    }
-    csv.push('\n');
-    println!("\nDecode per token, one head, d = 16: softmax with a KV cache vs SATA (specialized)");
-    let sata: Vec<Option<f64>> = TERMS
-        .iter()
-        .map(|&t| mean_seconds(dir, "decode", &format!("d16_p{t}_specialized"), "1"))
-        .collect();
-    let mut rows = 0;
-    for n in CONTEXTS {
-        let Some(soft) = mean_seconds(dir, "softmax_kv_decode_d16", "context", &n.to_string())
-        else {
-            continue;
-        };
-        rows += 1;
-        let mut line = format!("  context {n:>8}: softmax {:>10.3} us", soft * 1e6);
-        csv.push_str(&format!("{n},{:.4}", soft * 1e6));
-        for (t, s) in TERMS.iter().zip(&sata) {
-            if let Some(s) = s {
-                line.push_str(&format!("  P={t} {:.3} us ({:.1}x)", s * 1e6, soft / s));
-                csv.push_str(&format!(",{:.4}", s * 1e6));
-            }
-        }
-        csv.push('\n');
-        println!("{line}");
-    }
-    // A filtered run that skipped the softmax group must not truncate the committed table.
-    if rows == 0 {
-        println!(
-            "  softmax group not run; {} left as it is",
-            csv_path.display()
-        );
-        return;
-    }
-    match std::fs::File::create(&csv_path).and_then(|mut f| f.write_all(csv.as_bytes())) {
-        Ok(()) => println!("  wrote {}", csv_path.display()),
-        Err(e) => println!("  could not write {}: {e}", csv_path.display()),
-    }
 }
 
 fn main() {
@@ -488,7 +379,6 @@ fn main() {
     target(&mut c, &samples);
     decode(&mut c);
     prefill(&mut c);
-    versus_softmax(&mut c);
     floors(&mut c);
     c.final_summary();
     summary(&dir);

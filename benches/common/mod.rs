@@ -4,6 +4,7 @@
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 pub mod device;
+pub mod online_softmax;
 
 use std::path::{Path, PathBuf};
 
