@@ -35,7 +35,13 @@ fn read_npy(path: &Path) -> (Vec<u64>, Vec<f64>, String) {
         panic!("not a plain dtype")
     };
     let dtype = ty.to_string();
-    let data = if dtype.ends_with("f4") {
+    let data = if dtype.ends_with("f2") {
+        npy.into_vec::<sata::f16>()
+            .unwrap()
+            .into_iter()
+            .map(|x| f64::from(x.to_f32()))
+            .collect()
+    } else if dtype.ends_with("f4") {
         npy.into_vec::<f32>()
             .unwrap()
             .into_iter()
@@ -160,6 +166,63 @@ fn causal_f32_matches_the_reference() {
     let err = rel_err(&y, &reference(&p, true));
     let tol = common::f32_tolerance(&p, true);
     assert!(err < tol, "relative error {err:e} > {tol:e}");
+}
+
+#[test]
+fn causal_f16_is_within_one_f16_rounding_of_the_reference() {
+    let files = Files::new();
+    let p = problem(&mut rng("cli_f16"), (1, 3), (20, 20), (8, 8, 3), 1.0, true);
+    let half =
+        |x: &[f64]| -> Vec<sata::f16> { x.iter().map(|&v| sata::f16::from_f64(v)).collect() };
+    let (q, k, v) = (half(&p.q), half(&p.k), half(&p.v));
+    let widen = |x: &[sata::f16]| -> Vec<f64> { x.iter().map(|h| h.to_f64()).collect() };
+    let p = Problem {
+        q: widen(&q),
+        k: widen(&k),
+        v: widen(&v),
+        ..p
+    };
+    write_npy(&files.path("q.npy"), &p.q_shape(), &q);
+    write_npy(&files.path("k.npy"), &p.k_shape(), &k);
+    write_npy(&files.path("v.npy"), &p.v_shape(), &v);
+    let mut args = files.attend_args("", "y.npy", 3);
+    args.extend(["--stats".into(), "--state-out".into(), files.arg("s.sata")]);
+    let out = run(&args);
+    assert_ok(&out);
+    let (shape, y, dtype) = read_npy(&files.path("y.npy"));
+    assert_eq!(shape, vec![1, 3, 20, 8]);
+    assert!(
+        dtype.ends_with("f2"),
+        "output dtype follows the input: {dtype}"
+    );
+    let err = rel_err(&y, &reference(&p, true));
+    let tol = 2f64.powi(-11) + common::f32_tolerance(&p, true);
+    assert!(err < tol, "relative error {err:e} > {tol:e}");
+    // The state is f32 and continues with f32 inputs of the same configuration.
+    let f32_inputs = p.rounded_to_f32();
+    files.write_problem_f32(&f32_inputs, "32");
+    let mut again = files.attend_args("32", "y2.npy", 3);
+    again.extend(["--stats".into(), "--state-in".into(), files.arg("s.sata")]);
+    let out = run(&again);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state holds 40 tokens"));
+    // The backward does not take float16.
+    let mut back = vec!["backward".to_string()];
+    for (flag, file) in [
+        ("--q", "q.npy"),
+        ("--k", "k.npy"),
+        ("--v", "v.npy"),
+        ("--dy", "q.npy"),
+    ] {
+        back.extend([flag.to_string(), files.arg(file)]);
+    }
+    back.extend(["--terms", "3", "--dq"].map(String::from));
+    back.push(files.arg("dq.npy"));
+    back.push("--dk".into());
+    back.push(files.arg("dk.npy"));
+    back.push("--dv".into());
+    back.push(files.arg("dv.npy"));
+    assert_one_line_error(&run(&back), "float16 inputs are not supported");
 }
 
 #[test]
@@ -537,7 +600,10 @@ fn bad_inputs_get_one_clear_line_and_a_failure_status() {
     assert_one_line_error(&run(&with("--k", "junk.npy")), "not a valid .npy");
     // Integer dtype.
     write_npy(&files.path("int.npy"), &[1, 2, 6, 4], &[1i64; 48]);
-    assert_one_line_error(&run(&with("--q", "int.npy")), "expected float32 or float64");
+    assert_one_line_error(
+        &run(&with("--q", "int.npy")),
+        "expected float16, float32 or float64",
+    );
     // Mixed dtypes.
     write_npy(&files.path("v64.npy"), &[1, 2, 6, 3], &[0.5f64; 36]);
     assert_one_line_error(&run(&with("--v", "v64.npy")), "share one dtype");
@@ -631,7 +697,10 @@ fn bad_state_files_are_refused_with_one_line() {
     write_npy(&files.path("v64.npy"), &p.v_shape(), &p.v);
     let mut args = files.attend_args("64", "y3.npy", 3);
     args.extend(["--state-in".into(), files.arg("s.sata")]);
-    assert_one_line_error(&run(&args), "float32 state but the inputs are float64");
+    assert_one_line_error(
+        &run(&args),
+        "float32 state but these inputs compute in float64",
+    );
 }
 
 #[test]

@@ -75,6 +75,16 @@ pub enum SataError {
     },
 
     #[error(
+        "output value {value} at flat index {index} exceeds the range of {dtype} (the state has \
+         advanced; only the output could not be stored)"
+    )]
+    OutputOverflow {
+        dtype: &'static str,
+        index: usize,
+        value: f64,
+    },
+
+    #[error(
         "a state needs at least one batch entry and one head, got batch={batch}, heads={heads}"
     )]
     EmptyState { batch: usize, heads: usize },

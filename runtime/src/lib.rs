@@ -1,7 +1,8 @@
 //! The SATA runtime: symmetry-aware Taylor attention with a fixed-size state.
 //!
 //! - [`Attention`]: causal prefill, one-token decode, non-causal / cross attention and
-//!   continuation from a [`State`], in `f32` or `f64`, on any backend;
+//!   continuation from a [`State`], in `f32` or `f64`, on any backend; `f16` and `bf16`
+//!   inputs and outputs on f32 states through the `*_half` calls ([`HalfFloat`]);
 //! - [`State`]: `S_p` and `Z_p` for every (batch, head), saved and loaded through
 //!   [`checkpoint`];
 //! - [`backend`]: backend names and the visible selection of the path that runs;
@@ -25,6 +26,7 @@ pub mod cuda;
 pub mod device;
 mod element;
 mod error;
+mod half_precision;
 mod output;
 mod shape;
 mod state;
@@ -44,6 +46,8 @@ pub use cpu::simd::Isa;
 pub use cpu::simd::floor;
 pub use element::{DType, Element};
 pub use error::{CheckpointError, QueryIndex, SataError};
+pub use half::{bf16, f16};
+pub use half_precision::HalfFloat;
 pub use output::Attended;
 pub use sata_codegen::{ConfigError, KernelConfig};
 pub use shape::{Role, Shape};

@@ -16,7 +16,7 @@ pub struct TensorRef<'a, T> {
     role: Role,
 }
 
-impl<'a, T: Element> TensorRef<'a, T> {
+impl<'a, T: Copy> TensorRef<'a, T> {
     /// Wraps `data` as a `[batch, heads, tokens, dim]` tensor; fails if the length does not
     /// match the shape.
     pub fn new(role: Role, data: &'a [T], shape: impl Into<Shape>) -> Result<Self, SataError> {
@@ -64,7 +64,9 @@ impl<'a, T: Element> TensorRef<'a, T> {
     pub fn role(&self) -> Role {
         self.role
     }
+}
 
+impl<'a, T: Element> TensorRef<'a, T> {
     /// The `tokens x dim` block of one (batch, head) lane, `lane = batch * heads + head`.
     pub(crate) fn lane(&self, lane: usize) -> &'a [T] {
         let n = self.shape.tokens * self.shape.dim;

@@ -1,6 +1,8 @@
 //! `sata attend`: read Q, K, V from `.npy`, attend, write Y (and optionally the state).
 
-use crate::{BackendRequest, DenominatorPolicy, Element, TensorRef};
+use crate::{
+    Attended, Attention, BackendRequest, DenominatorPolicy, Element, SataError, State, TensorRef,
+};
 
 use super::args::{AttendArgs, BadDenominator};
 use super::inputs::{Arrays, load_state, read_same_dtype, same_leading, split};
@@ -13,6 +15,13 @@ pub fn run(args: &AttendArgs) -> Result<(), String> {
         .map_err(|e| format!("--backend: {e}"))?;
     let inputs = [("q", &*args.q), ("k", &*args.k), ("v", &*args.v)];
     match read_same_dtype(&inputs)? {
+        Arrays::F16(a) => attend::<crate::f16>(
+            args,
+            request,
+            (&a[0].0, &a[0].1),
+            (&a[1].0, &a[1].1),
+            (&a[2].0, &a[2].1),
+        ),
         Arrays::F32(a) => attend::<f32>(
             args,
             request,
@@ -32,7 +41,96 @@ pub fn run(args: &AttendArgs) -> Result<(), String> {
 
 type Input<'a, T> = (&'a [usize], &'a [T]);
 
-fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
+/// A dtype `attend` reads and writes, and the element type it computes in: float32 and
+/// float64 natively, float16 on an f32 attention and state (`Attention::*_half`).
+trait Dtype: Copy + npyz::Serialize + npyz::AutoSerialize {
+    type Compute: Element;
+    fn prefill(
+        a: &Attention<Self::Compute>,
+        state: &mut State<Self::Compute>,
+        qkv: (
+            TensorRef<'_, Self>,
+            TensorRef<'_, Self>,
+            TensorRef<'_, Self>,
+        ),
+    ) -> Result<Attended<Self>, SataError>;
+    fn absorb(
+        a: &Attention<Self::Compute>,
+        state: &mut State<Self::Compute>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+    ) -> Result<(), SataError>;
+    fn query(
+        a: &Attention<Self::Compute>,
+        state: &State<Self::Compute>,
+        q: TensorRef<'_, Self>,
+    ) -> Result<Attended<Self>, SataError>;
+}
+
+macro_rules! native_dtype {
+    ($t:ty) => {
+        impl Dtype for $t {
+            type Compute = $t;
+            fn prefill(
+                a: &Attention<$t>,
+                state: &mut State<$t>,
+                (q, k, v): (TensorRef<'_, $t>, TensorRef<'_, $t>, TensorRef<'_, $t>),
+            ) -> Result<Attended<$t>, SataError> {
+                a.prefill(state, q, k, v)
+            }
+            fn absorb(
+                a: &Attention<$t>,
+                state: &mut State<$t>,
+                k: TensorRef<'_, $t>,
+                v: TensorRef<'_, $t>,
+            ) -> Result<(), SataError> {
+                a.absorb(state, k, v)
+            }
+            fn query(
+                a: &Attention<$t>,
+                state: &State<$t>,
+                q: TensorRef<'_, $t>,
+            ) -> Result<Attended<$t>, SataError> {
+                a.query(state, q)
+            }
+        }
+    };
+}
+
+native_dtype!(f32);
+native_dtype!(f64);
+
+impl Dtype for crate::f16 {
+    type Compute = f32;
+    fn prefill(
+        a: &Attention<f32>,
+        state: &mut State<f32>,
+        (q, k, v): (
+            TensorRef<'_, Self>,
+            TensorRef<'_, Self>,
+            TensorRef<'_, Self>,
+        ),
+    ) -> Result<Attended<Self>, SataError> {
+        a.prefill_half(state, q, k, v)
+    }
+    fn absorb(
+        a: &Attention<f32>,
+        state: &mut State<f32>,
+        k: TensorRef<'_, Self>,
+        v: TensorRef<'_, Self>,
+    ) -> Result<(), SataError> {
+        a.absorb_half(state, k, v)
+    }
+    fn query(
+        a: &Attention<f32>,
+        state: &State<f32>,
+        q: TensorRef<'_, Self>,
+    ) -> Result<Attended<Self>, SataError> {
+        a.query_half(state, q)
+    }
+}
+
+fn attend<T: Dtype>(
     args: &AttendArgs,
     request: BackendRequest,
     (q_shape, q): Input<'_, T>,
@@ -49,7 +147,7 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         BadDenominator::Zero => DenominatorPolicy::Zero,
         BadDenominator::Error => DenominatorPolicy::Error,
     };
-    let attention = super::inputs::open_attention::<T>(config, request, args.threads)?
+    let attention = super::inputs::open_attention::<T::Compute>(config, request, args.threads)?
         .with_denominator_policy(policy);
 
     let (b, h) = (layout.batch, layout.heads);
@@ -59,7 +157,7 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
     let v = TensorRef::value(v, [b, h, v_tokens, d_v]).map_err(err)?;
 
     let mut state = match &args.state_in {
-        Some(path) => load_state::<T>(path, &config)?,
+        Some(path) => load_state::<T::Compute>(path, &config)?,
         None => {
             let accumulation = if args.compensated {
                 crate::Accumulation::Compensated
@@ -70,10 +168,10 @@ fn attend<T: Element + npyz::Serialize + npyz::AutoSerialize>(
         }
     };
     let attended = if args.non_causal {
-        attention.absorb(&mut state, k, v).map_err(err)?;
-        attention.query(&state, q).map_err(err)?
+        T::absorb(&attention, &mut state, k, v).map_err(err)?;
+        T::query(&attention, &state, q).map_err(err)?
     } else {
-        attention.prefill(&mut state, q, k, v).map_err(err)?
+        T::prefill(&attention, &mut state, (q, k, v)).map_err(err)?
     };
 
     let stats = &attended.stats;

@@ -19,6 +19,11 @@ pub fn run(args: &BackwardArgs) -> Result<(), String> {
         ("dy", &*args.dy),
     ];
     match read_same_dtype(&inputs)? {
+        Arrays::F16(_) => Err(
+            "backward computes in float32 or float64; float16 inputs are not supported (convert \
+             them with a.astype(np.float32))"
+                .to_string(),
+        ),
         Arrays::F32(a) => backward::<f32>(args, request, &a),
         Arrays::F64(a) => backward::<f64>(args, request, &a),
     }

@@ -10,6 +10,7 @@ use super::npy::{self, Array};
 
 /// Arrays read for one command, all of the same dtype, each as `(shape, data)`.
 pub enum Arrays {
+    F16(Vec<(Vec<usize>, Vec<crate::f16>)>),
     F32(Vec<(Vec<usize>, Vec<f32>)>),
     F64(Vec<(Vec<usize>, Vec<f64>)>),
 }
@@ -20,35 +21,30 @@ pub fn read_same_dtype(inputs: &[(&str, &Path)]) -> Result<Arrays, String> {
         .iter()
         .map(|(_, path)| npy::read(path))
         .collect::<Result<Vec<Array>, String>>()?;
-    if arrays.iter().all(|a| matches!(a, Array::F32 { .. })) {
-        return Ok(Arrays::F32(
-            arrays
-                .into_iter()
-                .filter_map(|a| match a {
-                    Array::F32 { shape, data } => Some((shape, data)),
-                    Array::F64 { .. } => None,
-                })
-                .collect(),
-        ));
-    }
-    if arrays.iter().all(|a| matches!(a, Array::F64 { .. })) {
-        return Ok(Arrays::F64(
-            arrays
-                .into_iter()
-                .filter_map(|a| match a {
-                    Array::F64 { shape, data } => Some((shape, data)),
-                    Array::F32 { .. } => None,
-                })
-                .collect(),
-        ));
-    }
-    let flags: Vec<String> = inputs.iter().map(|(flag, _)| format!("--{flag}")).collect();
     let dtypes: Vec<&str> = arrays.iter().map(Array::dtype_name).collect();
-    Err(format!(
-        "{} must share one dtype; got {}",
-        flags.join(", "),
-        dtypes.join(", ")
-    ))
+    if dtypes.iter().any(|d| *d != dtypes[0]) {
+        let flags: Vec<String> = inputs.iter().map(|(flag, _)| format!("--{flag}")).collect();
+        return Err(format!(
+            "{} must share one dtype; got {}",
+            flags.join(", "),
+            dtypes.join(", ")
+        ));
+    }
+    // One dtype: every array is the variant of the first.
+    let mut out = match arrays.first() {
+        Some(Array::F16 { .. }) => Arrays::F16(Vec::new()),
+        Some(Array::F64 { .. }) => Arrays::F64(Vec::new()),
+        _ => Arrays::F32(Vec::new()),
+    };
+    for array in arrays {
+        match (&mut out, array) {
+            (Arrays::F16(v), Array::F16 { shape, data }) => v.push((shape, data)),
+            (Arrays::F32(v), Array::F32 { shape, data }) => v.push((shape, data)),
+            (Arrays::F64(v), Array::F64 { shape, data }) => v.push((shape, data)),
+            _ => return Err("internal: arrays of one dtype changed variant".to_string()),
+        }
+    }
+    Ok(out)
 }
 
 /// The leading dimensions of an `[..., tokens, dim]` array folded into `(batch, heads)`: the
@@ -123,7 +119,7 @@ pub fn load_state<T: Element>(path: &Path, config: &KernelConfig) -> Result<Stat
     }
     if header.dtype != T::DTYPE {
         return Err(format!(
-            "--state-in {shown} holds a {} state but the inputs are {}",
+            "--state-in {shown} holds a {} state but these inputs compute in {}",
             header.dtype,
             T::DTYPE
         ));

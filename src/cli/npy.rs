@@ -1,4 +1,6 @@
-//! Reading and writing the CLI's `.npy` arrays (float32 / float64, C order).
+//! Reading and writing the CLI's `.npy` arrays (float16 / float32 / float64, C order). NumPy has
+//! no bfloat16 dtype (ml_dtypes stores it as an opaque 2-byte void type), so bf16 arrays have no
+//! `.npy` convention to read.
 
 use std::path::Path;
 
@@ -7,20 +9,31 @@ use npyz::WriterBuilder;
 /// A float array read from a `.npy` file.
 #[derive(Debug)]
 pub enum Array {
-    F32 { shape: Vec<usize>, data: Vec<f32> },
-    F64 { shape: Vec<usize>, data: Vec<f64> },
+    F16 {
+        shape: Vec<usize>,
+        data: Vec<crate::f16>,
+    },
+    F32 {
+        shape: Vec<usize>,
+        data: Vec<f32>,
+    },
+    F64 {
+        shape: Vec<usize>,
+        data: Vec<f64>,
+    },
 }
 
 impl Array {
     pub fn dtype_name(&self) -> &'static str {
         match self {
+            Array::F16 { .. } => "float16",
             Array::F32 { .. } => "float32",
             Array::F64 { .. } => "float64",
         }
     }
 }
 
-/// Reads `path`, accepting only float32/float64 arrays in C order whose data is complete.
+/// Reads `path`, accepting only float16/float32/float64 arrays in C order whose data is complete.
 pub fn read(path: &Path) -> Result<Array, String> {
     let shown = path.display();
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
@@ -45,7 +58,7 @@ pub fn read(path: &Path) -> Result<Array, String> {
         .collect::<Result<_, _>>()?;
     let npyz::DType::Plain(ty) = header.dtype() else {
         return Err(format!(
-            "{shown} holds a structured array; expected float32 or float64"
+            "{shown} holds a structured array; expected float16, float32 or float64"
         ));
     };
     // Compare the element count with the bytes present before decoding, so a header that
@@ -70,6 +83,10 @@ pub fn read(path: &Path) -> Result<Array, String> {
     let npy = npyz::NpyFile::with_header(header, data_bytes);
     let read_err = |e: std::io::Error| format!("cannot decode {shown}: {e}");
     match (ty.type_char(), item) {
+        (npyz::TypeChar::Float, 2) => Ok(Array::F16 {
+            data: npy.into_vec().map_err(read_err)?,
+            shape,
+        }),
         (npyz::TypeChar::Float, 4) => Ok(Array::F32 {
             data: npy.into_vec().map_err(read_err)?,
             shape,
@@ -79,7 +96,7 @@ pub fn read(path: &Path) -> Result<Array, String> {
             shape,
         }),
         _ => Err(format!(
-            "{shown} has dtype '{ty}'; expected float32 or float64"
+            "{shown} has dtype '{ty}'; expected float16, float32 or float64"
         )),
     }
 }
@@ -126,7 +143,7 @@ fn shape_overflows(bytes: &[u8]) -> bool {
     })
 }
 
-/// Writes a C-order array of `T` (f32 or f64) to `path`.
+/// Writes a C-order array of `T` (f16, f32 or f64) to `path`.
 pub fn write<T: npyz::Serialize + npyz::AutoSerialize + Copy>(
     path: &Path,
     shape: &[usize],
@@ -167,6 +184,9 @@ mod fuzz {
         let path = dir.path().join("case.npy");
         std::fs::write(&path, bytes).unwrap();
         match read(&path) {
+            Ok(Array::F16 { shape, data }) => {
+                assert_eq!(data.len(), shape.iter().product::<usize>())
+            }
             Ok(Array::F32 { shape, data }) => {
                 assert_eq!(data.len(), shape.iter().product::<usize>())
             }
@@ -216,7 +236,7 @@ mod fuzz {
         #[test]
         fn forged_headers(
             descr in prop_oneof![
-                prop::sample::select(vec!["<f4", "<f8", ">f4", "<i4", "|b1", "<c8"]).prop_map(String::from),
+                prop::sample::select(vec!["<f2", "<f4", "<f8", ">f4", "<i4", "|b1", "<c8"]).prop_map(String::from),
                 "[a-z<>|0-9]{0,4}",
             ],
             fortran in any::<bool>(),

@@ -1,0 +1,188 @@
+//! Half-precision inputs and outputs (`f16`, `bf16`) on f32 states.
+//!
+//! Models store activations in half precision; SATA's state must not be (a sum of millions of
+//! features loses everything in 8 or 11 bits of mantissa). So an `Attention<f32>` takes
+//! half-precision `q`, `k`, `v`, widens them to f32 (exactly: every f16 and bf16 value is an
+//! f32), runs the f32 call on its backend with its f32 state, and rounds the outputs to the
+//! inputs' type once, at the end. The widening is a copy of the call's inputs, small next to
+//! the state sweep that dominates every call (`benches/half.rs` measures it).
+//!
+//! Errors are the f32 call's (shapes, NaN or infinity in an input, with the same flat index),
+//! plus [`SataError::OutputOverflow`] when an output exceeds the half type's range (f16 only,
+//! and only for even `P`, whose weights can be negative: with positive weights an output is
+//! a convex combination of values). The state has then already advanced.
+
+use half::{bf16, f16};
+
+use crate::attention::Attention;
+use crate::error::SataError;
+use crate::output::Attended;
+use crate::shape::Shape;
+use crate::state::State;
+use crate::stats::CallStats;
+use crate::tensor::{Tensor, TensorRef};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for half::f16 {}
+    impl Sealed for half::bf16 {}
+}
+
+/// `f16` or `bf16`: stored in 16 bits, computed in f32.
+pub trait HalfFloat:
+    Copy + Default + std::fmt::Debug + Send + Sync + 'static + sealed::Sealed
+{
+    /// NumPy-style name (`float16`, `bfloat16`).
+    const NAME: &'static str;
+    /// Widens exactly.
+    fn to_f32(self) -> f32;
+    /// Rounds to nearest (even); beyond the range gives infinity.
+    fn from_f32(x: f32) -> Self;
+}
+
+impl HalfFloat for f16 {
+    const NAME: &'static str = "float16";
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+    fn from_f32(x: f32) -> Self {
+        f16::from_f32(x)
+    }
+}
+
+impl HalfFloat for bf16 {
+    const NAME: &'static str = "bfloat16";
+    fn to_f32(self) -> f32 {
+        bf16::to_f32(self)
+    }
+    fn from_f32(x: f32) -> Self {
+        bf16::from_f32(x)
+    }
+}
+
+/// The f32 copy of a half-precision tensor, with its role and shape.
+struct Widened {
+    data: Vec<f32>,
+    tensor: (crate::shape::Role, Shape),
+}
+
+impl Widened {
+    fn new<H: HalfFloat>(t: &TensorRef<'_, H>) -> Self {
+        Self {
+            data: t.data().iter().map(|x| x.to_f32()).collect(),
+            tensor: (t.role(), t.shape()),
+        }
+    }
+
+    fn as_ref(&self) -> Result<TensorRef<'_, f32>, SataError> {
+        TensorRef::new(self.tensor.0, &self.data, self.tensor.1)
+    }
+}
+
+/// Rounds `from` into `to`, failing on the first finite value the half type cannot hold.
+fn narrow<H: HalfFloat>(from: &[f32], to: &mut [H]) -> Result<(), SataError> {
+    for (index, (&x, y)) in from.iter().zip(to.iter_mut()).enumerate() {
+        let h = H::from_f32(x);
+        if !h.to_f32().is_finite() {
+            return Err(SataError::OutputOverflow {
+                dtype: H::NAME,
+                index,
+                value: x as f64,
+            });
+        }
+        *y = h;
+    }
+    Ok(())
+}
+
+impl Attention<f32> {
+    /// [`prefill`](Self::prefill) on half-precision inputs: outputs in `H`, the state in f32.
+    pub fn prefill_half<H: HalfFloat>(
+        &self,
+        state: &mut State<f32>,
+        q: TensorRef<'_, H>,
+        k: TensorRef<'_, H>,
+        v: TensorRef<'_, H>,
+    ) -> Result<Attended<H>, SataError> {
+        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
+        let y = self.prefill(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)?;
+        narrowed(y)
+    }
+
+    /// [`decode`](Self::decode) on half-precision inputs.
+    pub fn decode_half<H: HalfFloat>(
+        &self,
+        state: &mut State<f32>,
+        q: TensorRef<'_, H>,
+        k: TensorRef<'_, H>,
+        v: TensorRef<'_, H>,
+    ) -> Result<Attended<H>, SataError> {
+        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
+        let y = self.decode(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)?;
+        narrowed(y)
+    }
+
+    /// [`decode_into`](Self::decode_into) on half-precision inputs, into a `[batch, heads, 1,
+    /// d_v]` buffer of `H`; `scratch` (any length, reused across calls) holds the f32 outputs.
+    pub fn decode_half_into<H: HalfFloat>(
+        &self,
+        state: &mut State<f32>,
+        (q, k, v): (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
+        out: &mut [H],
+        scratch: &mut Vec<f32>,
+    ) -> Result<CallStats, SataError> {
+        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
+        scratch.clear();
+        scratch.resize(out.len(), 0.0);
+        let stats = self.decode_into(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?, scratch)?;
+        narrow(scratch, out)?;
+        Ok(stats)
+    }
+
+    /// [`absorb`](Self::absorb) of half-precision keys and values into an f32 state.
+    pub fn absorb_half<H: HalfFloat>(
+        &self,
+        state: &mut State<f32>,
+        k: TensorRef<'_, H>,
+        v: TensorRef<'_, H>,
+    ) -> Result<(), SataError> {
+        let (wk, wv) = (Widened::new(&k), Widened::new(&v));
+        self.absorb(state, wk.as_ref()?, wv.as_ref()?)
+    }
+
+    /// [`query`](Self::query) with half-precision queries.
+    pub fn query_half<H: HalfFloat>(
+        &self,
+        state: &State<f32>,
+        q: TensorRef<'_, H>,
+    ) -> Result<Attended<H>, SataError> {
+        let wq = Widened::new(&q);
+        let y = self.query(state, wq.as_ref()?)?;
+        narrowed(y)
+    }
+
+    /// [`attend`](Self::attend) (non-causal, on a fresh state) on half-precision inputs.
+    pub fn attend_half<H: HalfFloat>(
+        &self,
+        q: TensorRef<'_, H>,
+        k: TensorRef<'_, H>,
+        v: TensorRef<'_, H>,
+    ) -> Result<Attended<H>, SataError> {
+        let mut state = self.new_state(k.shape().batch, k.shape().heads)?;
+        self.absorb_half(&mut state, k, v)?;
+        self.query_half(&state, q)
+    }
+}
+
+/// An f32 call's outputs rounded to `H`.
+fn narrowed<H: HalfFloat>(y: Attended<f32>) -> Result<Attended<H>, SataError> {
+    let mut data = vec![H::default(); y.output.data.len()];
+    narrow(&y.output.data, &mut data)?;
+    Ok(Attended {
+        output: Tensor {
+            data,
+            shape: y.output.shape,
+        },
+        stats: y.stats,
+    })
+}
