@@ -12,6 +12,7 @@
 //! and only for even `P`, whose weights can be negative: with positive weights an output is
 //! a convex combination of values). The state has then already advanced.
 
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::attention::Attention;
@@ -38,6 +39,11 @@ pub trait HalfFloat:
     fn to_f32(self) -> f32;
     /// Rounds to nearest (even); beyond the range gives infinity.
     fn from_f32(x: f32) -> Self;
+    /// Widens `src` into `dst` (same length), with F16C where the CPU has it.
+    fn widen_slice(src: &[Self], dst: &mut [f32]);
+    /// Rounds `src` into `dst` (same length).
+    fn narrow_slice(src: &[f32], dst: &mut [Self]);
+    fn is_finite(self) -> bool;
 }
 
 impl HalfFloat for f16 {
@@ -47,6 +53,15 @@ impl HalfFloat for f16 {
     }
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
+    }
+    fn widen_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst)
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src)
+    }
+    fn is_finite(self) -> bool {
+        f16::is_finite(self)
     }
 }
 
@@ -58,6 +73,15 @@ impl HalfFloat for bf16 {
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x)
     }
+    fn widen_slice(src: &[Self], dst: &mut [f32]) {
+        src.convert_to_f32_slice(dst)
+    }
+    fn narrow_slice(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src)
+    }
+    fn is_finite(self) -> bool {
+        bf16::is_finite(self)
+    }
 }
 
 /// The f32 copy of a half-precision tensor, with its role and shape.
@@ -68,8 +92,10 @@ struct Widened {
 
 impl Widened {
     fn new<H: HalfFloat>(t: &TensorRef<'_, H>) -> Self {
+        let mut data = vec![0.0; t.data().len()];
+        H::widen_slice(t.data(), &mut data);
         Self {
-            data: t.data().iter().map(|x| x.to_f32()).collect(),
+            data,
             tensor: (t.role(), t.shape()),
         }
     }
@@ -80,19 +106,17 @@ impl Widened {
 }
 
 /// Rounds `from` into `to`, failing on the first finite value the half type cannot hold.
+/// (The outputs are finite f32, so an infinite half value is an overflow.)
 fn narrow<H: HalfFloat>(from: &[f32], to: &mut [H]) -> Result<(), SataError> {
-    for (index, (&x, y)) in from.iter().zip(to.iter_mut()).enumerate() {
-        let h = H::from_f32(x);
-        if !h.to_f32().is_finite() {
-            return Err(SataError::OutputOverflow {
-                dtype: H::NAME,
-                index,
-                value: x as f64,
-            });
-        }
-        *y = h;
+    H::narrow_slice(from, to);
+    match to.iter().position(|h| !h.is_finite()) {
+        None => Ok(()),
+        Some(index) => Err(SataError::OutputOverflow {
+            dtype: H::NAME,
+            index,
+            value: from[index] as f64,
+        }),
     }
-    Ok(())
 }
 
 impl Attention<f32> {
