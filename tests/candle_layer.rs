@@ -315,3 +315,17 @@ fn bad_configurations_and_inputs_are_errors() {
         "a failed call leaves the state as it was"
     );
 }
+
+#[test]
+fn the_recommended_layer_is_raw_p3_on_the_registry_kernel() {
+    let config = SataAttentionConfig::recommended(64, 4).unwrap();
+    assert_eq!((config.d_k, config.d_v, config.terms), (16, 16, 3));
+    assert_eq!(config.qk_norm, QkNorm::Raw);
+    let (_, layer) = layer(config);
+    let path = layer.op().describe_path(DType::F32).unwrap();
+    assert!(path.contains("kernel d16_v16_p3"), "{path}");
+    for (d_model, heads) in [(64, 0), (0, 4), (65, 4)] {
+        let err = SataAttentionConfig::recommended(d_model, heads).unwrap_err();
+        assert!(err.to_string().contains("multiple of heads"), "{err}");
+    }
+}

@@ -33,11 +33,7 @@ use sata::candle::QkNorm;
 #[command(about = "Train a 2-layer transformer on MQAR with softmax and SATA attention")]
 struct Args {
     /// Comma-separated runs: softmax, sata-p<P>, sata-l2-p<P>-t<T>.
-    #[arg(
-        long,
-        default_value = "softmax,sata-p3,sata-l2-p5-t8",
-        value_delimiter = ','
-    )]
+    #[arg(long, default_value = "softmax,sata-p3", value_delimiter = ',')]
     runs: Vec<String>,
     #[arg(long, default_value_t = 256)]
     vocab: usize,
