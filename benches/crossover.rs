@@ -15,10 +15,10 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::online_softmax::KvCache;
-use common::{decode_step, inputs, output_dir};
+use common::{decode_step, inputs, median, output_dir, per_call};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use sata::{Attention, BackendKind, BackendRequest, KernelConfig, TensorRef};
 
@@ -71,19 +71,6 @@ struct Sample {
     context: usize,
     sata: f64,
     softmax: f64,
-}
-
-fn per_call(iters: u64, mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_secs_f64() / iters as f64
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn run(c: &mut Criterion, threads: usize, samples: &RefCell<Vec<Sample>>) {

@@ -8,9 +8,9 @@
 mod common;
 
 use std::cell::RefCell;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{inputs, output_dir};
+use common::{inputs, median, output_dir, per_call};
 use criterion::{BenchmarkId, Criterion, SamplingMode};
 use sata::{Attention, HalfFloat, KernelConfig, State, TensorRef, bf16, f16};
 
@@ -58,14 +58,6 @@ fn refs<T: Copy>(x: &[Vec<T>; 3], shape: [usize; 4]) -> [TensorRef<'_, T>; 3] {
         TensorRef::key(&x[1], shape).unwrap(),
         TensorRef::value(&x[2], shape).unwrap(),
     ]
-}
-
-fn per_call(iters: u64, mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_secs_f64() / iters as f64
 }
 
 /// The decode or prefill of `x` in each dtype, each on its own state.
@@ -118,11 +110,6 @@ impl Case<'_> {
         });
         Sample { f32, f16, bf16 }
     }
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn main() {

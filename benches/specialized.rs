@@ -19,9 +19,9 @@ mod common;
 
 use std::cell::RefCell;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{decode_step, inputs, line_aligned_inputs, mean_seconds, output_dir};
+use common::{decode_step, inputs, line_aligned_inputs, mean_seconds, output_dir, per_call};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::codegen::CostModel;
 use sata::floor;
@@ -138,15 +138,6 @@ struct Paired {
     specialized: f64,
     stream: f64,
     fma_peak: f64,
-}
-
-/// Seconds per call of `f`, over `iters` calls.
-fn per_call(iters: u64, mut f: impl FnMut()) -> f64 {
-    let start = Instant::now();
-    for _ in 0..iters {
-        f();
-    }
-    start.elapsed().as_secs_f64() / iters as f64
 }
 
 /// The d16 P4 decode targets, measured as paired samples (see the module comment). Criterion

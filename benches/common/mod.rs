@@ -72,3 +72,18 @@ pub fn decode_step(
         .unwrap();
     std::hint::black_box(out);
 }
+
+/// Seconds per call of `f`, over `iters` calls: one timing of a paired sample.
+pub fn per_call(iters: u64, mut f: impl FnMut()) -> f64 {
+    let start = std::time::Instant::now();
+    for _ in 0..iters {
+        f();
+    }
+    start.elapsed().as_secs_f64() / iters as f64
+}
+
+/// The median of `xs` (the upper one of an even count); NaN when empty.
+pub fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}

@@ -46,43 +46,31 @@ pub trait HalfFloat:
     fn is_finite(self) -> bool;
 }
 
-impl HalfFloat for f16 {
-    const NAME: &'static str = "float16";
-    fn to_f32(self) -> f32 {
-        f16::to_f32(self)
-    }
-    fn from_f32(x: f32) -> Self {
-        f16::from_f32(x)
-    }
-    fn widen_slice(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    fn narrow_slice(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src)
-    }
-    fn is_finite(self) -> bool {
-        f16::is_finite(self)
-    }
+macro_rules! impl_half {
+    ($t:ty, $name:literal) => {
+        impl HalfFloat for $t {
+            const NAME: &'static str = $name;
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            fn widen_slice(src: &[Self], dst: &mut [f32]) {
+                src.convert_to_f32_slice(dst)
+            }
+            fn narrow_slice(src: &[f32], dst: &mut [Self]) {
+                dst.convert_from_f32_slice(src)
+            }
+            fn is_finite(self) -> bool {
+                <$t>::is_finite(self)
+            }
+        }
+    };
 }
 
-impl HalfFloat for bf16 {
-    const NAME: &'static str = "bfloat16";
-    fn to_f32(self) -> f32 {
-        bf16::to_f32(self)
-    }
-    fn from_f32(x: f32) -> Self {
-        bf16::from_f32(x)
-    }
-    fn widen_slice(src: &[Self], dst: &mut [f32]) {
-        src.convert_to_f32_slice(dst)
-    }
-    fn narrow_slice(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src)
-    }
-    fn is_finite(self) -> bool {
-        bf16::is_finite(self)
-    }
-}
+impl_half!(f16, "float16");
+impl_half!(bf16, "bfloat16");
 
 /// The f32 copy of a half-precision tensor, with its role and shape.
 struct Widened {
