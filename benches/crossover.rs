@@ -148,7 +148,7 @@ fn run(c: &mut Criterion, threads: usize, samples: &RefCell<Vec<Sample>>) {
         println!(
             "crossover_{heads}h_{threads}t: SATA {}; softmax {} on {} thread(s)",
             attention.describe_path(),
-            KvCache::new(1, 1, D, vec![0.0; D], vec![0.0; D]).path(),
+            common::online_softmax::path(D),
             threads
         );
     }

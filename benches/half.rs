@@ -60,6 +60,30 @@ fn refs<T: Copy>(x: &[Vec<T>; 3], shape: [usize; 4]) -> [TensorRef<'_, T>; 3] {
     ]
 }
 
+/// Seconds per `*_half` decode or prefill call of `x` on `state`.
+fn time_half<H: HalfFloat>(
+    a: &Attention<f32>,
+    state: &mut State<f32>,
+    x: &[Vec<H>; 3],
+    shape: [usize; 4],
+    decode: bool,
+    iters: u64,
+) -> f64 {
+    let mut out = vec![H::default(); shape[1] * D];
+    let mut scratch = Vec::new();
+    let [q, k, v] = refs(x, shape);
+    per_call(iters, || {
+        let y = if decode {
+            a.decode_half_into(state, (q, k, v), &mut out, &mut scratch)
+                .map(|_| ())
+        } else {
+            a.prefill_half(state, q, k, v)
+                .map(|y| drop(std::hint::black_box(y)))
+        };
+        y.unwrap();
+    })
+}
+
 /// The decode or prefill of `x` in each dtype, each on its own state.
 struct Case<'a> {
     attention: &'a Attention<f32>,
@@ -73,9 +97,6 @@ impl Case<'_> {
         let [s32, s16, sb16] = &mut self.states;
         let heads = shape[1];
         let mut out32 = vec![0.0f32; heads * D];
-        let mut out16 = vec![f16::ZERO; heads * D];
-        let mut outb = vec![bf16::ZERO; heads * D];
-        let mut scratch = Vec::new();
         let [q, k, v] = refs(&self.x.f32, shape);
         let f32 = per_call(iters, || {
             let y = if decode {
@@ -86,28 +107,8 @@ impl Case<'_> {
             };
             y.unwrap();
         });
-        let [q, k, v] = refs(&self.x.f16, shape);
-        let f16 = per_call(iters, || {
-            let y = if decode {
-                a.decode_half_into(s16, (q, k, v), &mut out16, &mut scratch)
-                    .map(|_| ())
-            } else {
-                a.prefill_half(s16, q, k, v)
-                    .map(|y| drop(std::hint::black_box(y)))
-            };
-            y.unwrap();
-        });
-        let [q, k, v] = refs(&self.x.bf16, shape);
-        let bf16 = per_call(iters, || {
-            let y = if decode {
-                a.decode_half_into(sb16, (q, k, v), &mut outb, &mut scratch)
-                    .map(|_| ())
-            } else {
-                a.prefill_half(sb16, q, k, v)
-                    .map(|y| drop(std::hint::black_box(y)))
-            };
-            y.unwrap();
-        });
+        let f16 = time_half(a, s16, &self.x.f16, shape, decode, iters);
+        let bf16 = time_half(a, sb16, &self.x.bf16, shape, decode, iters);
         Sample { f32, f16, bf16 }
     }
 }
@@ -148,7 +149,7 @@ fn main() {
     }
     c.final_summary();
     println!(
-        "\nd{D} P{TERMS}, {}, 1 thread: per head-token, medians of paired samples",
+        "\nd{D} P{TERMS}, {}: per head-token, medians of paired samples",
         attention.describe_path()
     );
     let samples = samples.borrow();

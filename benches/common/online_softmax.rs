@@ -36,11 +36,7 @@ impl KvCache {
 
     /// Which code [`KvCache::decode`] runs on this CPU.
     pub fn path(&self) -> &'static str {
-        if avx2_lanes(self.d).is_some() {
-            "avx2+fma"
-        } else {
-            "portable"
-        }
+        path(self.d)
     }
 
     /// Softmax attention of one query per head (`q`, `[heads, d]`) over the cache, scale
@@ -67,6 +63,15 @@ impl KvCache {
                 }
             }
         }
+    }
+}
+
+/// Which code runs for head dimension `d` on this CPU.
+pub fn path(d: usize) -> &'static str {
+    if avx2_lanes(d).is_some() {
+        "avx2+fma"
+    } else {
+        "portable"
     }
 }
 

@@ -116,9 +116,9 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
-        let y = self.prefill(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)?;
-        narrowed(y)
+        narrowed(with_widened((q, k, v), |q, k, v| {
+            self.prefill(state, q, k, v)
+        })?)
     }
 
     /// [`decode`](Self::decode) on half-precision inputs.
@@ -129,9 +129,9 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
-        let y = self.decode(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)?;
-        narrowed(y)
+        narrowed(with_widened((q, k, v), |q, k, v| {
+            self.decode(state, q, k, v)
+        })?)
     }
 
     /// [`decode_into`](Self::decode_into) on half-precision inputs, into a `[batch, heads, 1,
@@ -139,14 +139,13 @@ impl Attention<f32> {
     pub fn decode_half_into<H: HalfFloat>(
         &self,
         state: &mut State<f32>,
-        (q, k, v): (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
+        qkv: (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
         out: &mut [H],
         scratch: &mut Vec<f32>,
     ) -> Result<CallStats, SataError> {
-        let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
         scratch.clear();
         scratch.resize(out.len(), 0.0);
-        let stats = self.decode_into(state, wq.as_ref()?, wk.as_ref()?, wv.as_ref()?, scratch)?;
+        let stats = with_widened(qkv, |q, k, v| self.decode_into(state, q, k, v, scratch))?;
         narrow(scratch, out)?;
         Ok(stats)
     }
@@ -184,6 +183,19 @@ impl Attention<f32> {
         self.absorb_half(&mut state, k, v)?;
         self.query_half(&state, q)
     }
+}
+
+/// Runs `call` on the f32 copies of `q`, `k`, `v`.
+fn with_widened<H: HalfFloat, R>(
+    (q, k, v): (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
+    call: impl FnOnce(
+        TensorRef<'_, f32>,
+        TensorRef<'_, f32>,
+        TensorRef<'_, f32>,
+    ) -> Result<R, SataError>,
+) -> Result<R, SataError> {
+    let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
+    call(wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)
 }
 
 /// An f32 call's outputs rounded to `H`.
