@@ -156,6 +156,28 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
+    /// Runs the CPU paths' prefill, absorb and query `chunk` tokens at a time: per chunk the
+    /// queries read the state as one matrix product, the pairs inside the chunk are the
+    /// polynomial of `q·k` directly, and the keys advance the state as a second product
+    /// (`docs/design.md`, section 1). `1` runs them token by token; the default is chosen per
+    /// configuration and shown by [`Attention::describe_path`]. A call of fewer than
+    /// [`kernel::driver::MIN_CHUNKED_TOKENS`](crate::kernel::driver::MIN_CHUNKED_TOKENS)
+    /// tokens (a decode step) and a compensated state run token by token regardless. No
+    /// effect on device backends.
+    pub fn with_prefill_chunk(mut self, chunk: usize) -> Result<Self, SataError> {
+        let max = crate::kernel::driver::MAX_CHUNK;
+        if chunk == 0 || chunk > max {
+            return Err(SataError::InvalidChunk { chunk, max });
+        }
+        self.backend.set_chunk(chunk);
+        Ok(self)
+    }
+
+    /// The forward chunk of the CPU paths (1: token by token; 1 on device backends).
+    pub fn prefill_chunk(&self) -> usize {
+        self.backend.chunk()
+    }
+
     /// Runs the CPU backends' lanes (batch x head) on a pool of `threads` threads of this
     /// attention's own, created here once; without it they run on rayon's global pool
     /// (`RAYON_NUM_THREADS`, else one thread per core). Calls too small to gain stay on the

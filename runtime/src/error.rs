@@ -31,6 +31,8 @@ impl std::fmt::Display for QueryIndex {
 pub enum SataError {
     #[error("cannot run on the requested threads: {reason}")]
     InvalidThreads { reason: String },
+    #[error("a prefill chunk must be 1 (token by token) to {max} tokens, got {chunk}")]
+    InvalidChunk { chunk: usize, max: usize },
     #[error("invalid configuration: {0}")]
     Config(#[from] ConfigError),
 

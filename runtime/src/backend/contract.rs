@@ -32,6 +32,17 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
         let _ = isa;
     }
 
+    /// Runs the CPU's forward entries `chunk` tokens at a time (1: token by token); nothing
+    /// to do elsewhere.
+    fn set_chunk(&mut self, chunk: usize) {
+        let _ = chunk;
+    }
+
+    /// The forward chunk of the CPU paths (1: token by token, or not a CPU path).
+    fn chunk(&self) -> usize {
+        1
+    }
+
     /// Runs lanes on `threads` (the CPU backends; devices have their own parallelism).
     fn set_threads(&mut self, threads: Threads) {
         let _ = threads;

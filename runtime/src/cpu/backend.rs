@@ -27,6 +27,14 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
     fn set_isa(&mut self, isa: Isa) {
         let _ = isa;
     }
+    /// Runs the forward entries `chunk` tokens at a time (1: token by token).
+    fn set_chunk(&mut self, chunk: usize) {
+        let _ = chunk;
+    }
+    /// The forward chunk (1: token by token).
+    fn chunk(&self) -> usize {
+        1
+    }
     fn scratch(&self) -> Self::Scratch;
     /// The lane kernel's own backward, if it has one.
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
@@ -86,6 +94,14 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
 
     fn set_isa(&mut self, isa: Isa) {
         self.kernel.set_isa(isa);
+    }
+
+    fn set_chunk(&mut self, chunk: usize) {
+        self.kernel.set_chunk(chunk);
+    }
+
+    fn chunk(&self) -> usize {
+        self.kernel.chunk()
     }
 
     fn set_threads(&mut self, threads: Threads) {

@@ -109,6 +109,46 @@ pub struct Intra {
 }
 
 impl Intra {
+    /// `1 / p!` for `p < P`.
+    fn coefficients(&self) -> [f32; sata_codegen::MAX_TERMS] {
+        let mut coefficients = [0.0f32; sata_codegen::MAX_TERMS];
+        let mut factorial = 1.0f32;
+        for (p, c) in coefficients.iter_mut().enumerate().take(self.terms) {
+            factorial *= p.max(1) as f32;
+            *c = 1.0 / factorial;
+        }
+        coefficients
+    }
+
+    /// The forward's chunk-internal weights of `n` tokens into `kappa` (`n x n`):
+    /// `A = T_P(Q K^T / c)` with the keys after each query masked out.
+    pub fn causal_weights(&self, n: usize, (q, k): (&[f32], &[f32]), kappa: &mut [f32]) {
+        let dk = self.d_k;
+        gemm(
+            (n, dk, n),
+            View::rows(q, dk),
+            View::transposed(k, dk),
+            0.0,
+            kappa,
+            n,
+        );
+        let coefficients = self.coefficients();
+        let top = self.terms - 1;
+        for (t, row) in kappa.chunks_exact_mut(n).take(n).enumerate() {
+            // Horner's steps on keys 0..=t; the rest are masked.
+            let (kept, masked) = row.split_at_mut(t + 1);
+            for w in kept.iter_mut() {
+                let x = *w * self.inv_scale;
+                let mut p = coefficients[top];
+                for &c in coefficients[..top].iter().rev() {
+                    p = p * x + c;
+                }
+                *w = p;
+            }
+            masked.fill(0.0);
+        }
+    }
+
     pub fn weights(
         &self,
         n: usize,
@@ -134,13 +174,7 @@ impl Intra {
             weighted,
             n,
         );
-        // 1 / p! for p < P.
-        let mut coefficients = [0.0f32; sata_codegen::MAX_TERMS];
-        let mut factorial = 1.0f32;
-        for (p, c) in coefficients.iter_mut().enumerate().take(self.terms) {
-            factorial *= p.max(1) as f32;
-            *c = 1.0 / factorial;
-        }
+        let coefficients = self.coefficients();
         let top = self.terms - 1;
         // One row (query t) at a time, Horner's steps across the row, both polynomials at
         // once: `tp = T_P(x)` and `tm = T_{P-1}(x)`.

@@ -5,10 +5,46 @@
 
 use super::chunk_features::{self, Lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
+use super::chunked_forward::{self, ChunkProgram};
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::generic::{split_lane, update_compensated};
+use super::kernel::Execution;
 use super::simd::{self, Isa};
 use crate::stats::answer;
+
+/// The longest chunk of the chunked forward entries.
+pub const MAX_CHUNK: usize = CHUNK;
+
+/// Calls of fewer tokens than this run token by token whatever the chunk
+/// (`benches/results/prefill-2026-12-02.md`).
+pub const MIN_CHUNKED_TOKENS: usize = 16;
+
+/// Words of scratch the chunked forward entries need (more than [`scratch_words`]).
+pub const fn chunked_scratch_words(features: usize, d_k: usize, d_v: usize) -> usize {
+    chunked_forward::scratch_words(features, d_k, d_v)
+}
+
+/// The chunked form of kernel `F`, if `run` asks for it, the call is long enough and
+/// `scratch` large enough.
+fn chunked<const DK: usize, const ROW: usize, const XP: usize, const MP: usize, F>(
+    run: Execution,
+    tokens: usize,
+    scratch: usize,
+) -> Option<ChunkProgram<'static>>
+where
+    F: FeatureProgram<XP, MP>,
+{
+    let m = MP - PAD;
+    let wanted = run.chunk > 1 && tokens >= MIN_CHUNKED_TOKENS;
+    (wanted && scratch >= chunked_scratch_words(m, DK, ROW - 1)).then_some(ChunkProgram {
+        d_k: DK,
+        d_v: ROW - 1,
+        features: m,
+        terms: F::TERMS,
+        inv_scale: F::INV_SCALE,
+        runs: F::ADJOINT_RUNS,
+    })
+}
 
 pub use super::features::{FeatureProgram, FirstScales, LANES, PAD, run, run_from_table};
 
@@ -61,7 +97,7 @@ fn query_features<const DK: usize, const XP: usize, const MP: usize, F>(
 /// Driver of `SpecializedKernel::prefill` for generated code.
 #[inline]
 pub fn prefill<const DK: usize, const ROW: usize, const XP: usize, const MP: usize, F>(
-    isa: Isa,
+    run: Execution,
     scratch: &mut [f32],
     state: &mut [f32],
     (q, k, v): (&[f32], &[f32], &[f32]),
@@ -70,9 +106,15 @@ pub fn prefill<const DK: usize, const ROW: usize, const XP: usize, const MP: usi
 ) where
     F: FeatureProgram<XP, MP>,
 {
-    let m = MP - PAD;
-    let (phi_k, phi_q) = split_scratch::<MP>(scratch);
+    let (m, isa) = (MP - PAD, run.isa);
     let (state, mut comp) = split_lane(state, m * ROW);
+    if comp.is_none()
+        && let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, q.len() / DK, scratch.len())
+    {
+        p.prefill(isa, run.chunk, scratch, state, (q, k, v), out, answered);
+        return;
+    }
+    let (phi_k, phi_q) = split_scratch::<MP>(scratch);
     for t in 0..q.len() / DK {
         key_features::<DK, XP, MP, F>(isa, k, t, phi_k);
         query_features::<DK, XP, MP, F>(isa, q, t, phi_q);
@@ -96,7 +138,7 @@ pub fn prefill<const DK: usize, const ROW: usize, const XP: usize, const MP: usi
 /// Driver of `SpecializedKernel::absorb` for generated code.
 #[inline]
 pub fn absorb<const DK: usize, const ROW: usize, const XP: usize, const MP: usize, F>(
-    isa: Isa,
+    run: Execution,
     scratch: &mut [f32],
     state: &mut [f32],
     k: &[f32],
@@ -104,9 +146,15 @@ pub fn absorb<const DK: usize, const ROW: usize, const XP: usize, const MP: usiz
 ) where
     F: FeatureProgram<XP, MP>,
 {
-    let m = MP - PAD;
-    let (phi_k, _) = split_scratch::<MP>(scratch);
+    let (m, isa) = (MP - PAD, run.isa);
     let (state, mut comp) = split_lane(state, m * ROW);
+    if comp.is_none()
+        && let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, k.len() / DK, scratch.len())
+    {
+        p.absorb(isa, run.chunk, scratch, state, k, v);
+        return;
+    }
+    let (phi_k, _) = split_scratch::<MP>(scratch);
     for t in 0..k.len() / DK {
         key_features::<DK, XP, MP, F>(isa, k, t, phi_k);
         let phi_k = &phi_k[..m];
@@ -120,7 +168,7 @@ pub fn absorb<const DK: usize, const ROW: usize, const XP: usize, const MP: usiz
 /// Driver of `SpecializedKernel::query` for generated code.
 #[inline]
 pub fn query<const DK: usize, const ROW: usize, const XP: usize, const MP: usize, F>(
-    isa: Isa,
+    run: Execution,
     scratch: &mut [f32],
     state: &[f32],
     q: &[f32],
@@ -129,10 +177,14 @@ pub fn query<const DK: usize, const ROW: usize, const XP: usize, const MP: usize
 ) where
     F: FeatureProgram<XP, MP>,
 {
-    let m = MP - PAD;
-    let (phi_q, _) = split_scratch::<MP>(scratch);
+    let (m, isa) = (MP - PAD, run.isa);
     // A compensated lane's sums come first; reading them alone is accurate to an ulp.
     let state = &state[..m * ROW];
+    if let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, q.len() / DK, scratch.len()) {
+        p.query(isa, run.chunk, scratch, state, q, out, answered);
+        return;
+    }
+    let (phi_q, _) = split_scratch::<MP>(scratch);
     for t in 0..q.len() / DK {
         query_features::<DK, XP, MP, F>(isa, q, t, phi_q);
         let mut acc = [0.0f64; ROW];

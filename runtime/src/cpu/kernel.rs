@@ -16,6 +16,18 @@ pub use super::driver;
 pub use super::driver::{Answered, BackwardLane};
 pub use super::simd::Isa;
 
+/// How a specialized kernel runs one call: the instruction set, and how many tokens the
+/// forward entries take at a time ([`Execution::chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    pub isa: Isa,
+    /// Tokens per chunk of the chunked prefill, absorb and query (`docs/design.md`, section
+    /// 1), at most [`driver::MAX_CHUNK`]; `1` runs them token by token. Calls of fewer than
+    /// [`driver::MIN_CHUNKED_TOKENS`] tokens (a decode step) and compensated lanes always run
+    /// token by token.
+    pub chunk: usize,
+}
+
 /// What a specialized kernel computes, stated by its generated code.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct KernelDescriptor {
@@ -53,14 +65,15 @@ impl KernelDescriptor {
 /// The methods are the kernel contract's entries (`sata_codegen::contract::Entry`; a decode
 /// step is a prefill of one token) on one (batch, head) lane: `state` is its words (`S` then
 /// `Z`, see [`crate::State`]), `q`, `k`, `v` its `tokens x dim` blocks, `out` its
-/// `tokens x d_v` block, and `scratch` at least `driver::scratch_words(m)` words. Lengths are
-/// checked by the caller ([`crate::Attention`]).
+/// `tokens x d_v` block, and `scratch` at least `driver::scratch_words(m)` words (the chunked
+/// forms need `driver::chunked_scratch_words`; with less they run token by token). Lengths
+/// are checked by the caller ([`crate::Attention`]).
 pub trait SpecializedKernel: Send + Sync {
     fn descriptor(&self) -> &'static KernelDescriptor;
     /// Causal: add each token to the state, then answer its query.
     fn prefill(
         &self,
-        isa: Isa,
+        run: Execution,
         scratch: &mut [f32],
         state: &mut [f32],
         qkv: (&[f32], &[f32], &[f32]),
@@ -68,11 +81,11 @@ pub trait SpecializedKernel: Send + Sync {
         answered: Answered<'_>,
     );
     /// Add keys and values to the state, answering nothing.
-    fn absorb(&self, isa: Isa, scratch: &mut [f32], state: &mut [f32], k: &[f32], v: &[f32]);
+    fn absorb(&self, run: Execution, scratch: &mut [f32], state: &mut [f32], k: &[f32], v: &[f32]);
     /// Answer queries from the state.
     fn query(
         &self,
-        isa: Isa,
+        run: Execution,
         scratch: &mut [f32],
         state: &[f32],
         q: &[f32],

@@ -5,8 +5,10 @@
 pub(crate) mod aligned;
 mod backend;
 pub(crate) mod backward;
+mod chunk_choice;
 mod chunk_features;
 mod chunked_backward;
+mod chunked_forward;
 pub mod driver;
 pub(crate) mod features;
 pub(crate) mod generic;

@@ -2,26 +2,31 @@
 //! chosen at run time.
 
 use super::backend::LaneKernel;
-use super::driver::backward_scratch_words;
+use super::driver::{backward_scratch_words, chunked_scratch_words};
 use super::features::scratch_words;
-use super::kernel::{BackwardLane, KernelDescriptor, SpecializedKernel};
+use super::kernel::{BackwardLane, Execution, KernelDescriptor, SpecializedKernel};
 use super::scratch::KernelScratch;
 use super::simd::Isa;
 use crate::backend::{LaneBackward, LaneGradients, LaneInputs};
 use crate::stats::Answer;
 
-/// A specialized kernel and the instruction set it runs with.
+/// A specialized kernel, the instruction set it runs with and its forward chunk.
 pub(crate) struct Specialized {
     kernel: &'static dyn SpecializedKernel,
-    isa: Isa,
+    run: Execution,
 }
 
 impl Specialized {
-    /// `kernel` on the widest instruction set this CPU supports.
+    /// `kernel` on the widest instruction set this CPU supports, with the chunk chosen for
+    /// its configuration.
     pub fn new(kernel: &'static dyn SpecializedKernel) -> Self {
+        let d = kernel.descriptor();
         Self {
             kernel,
-            isa: Isa::detect(),
+            run: Execution {
+                isa: Isa::detect(),
+                chunk: super::chunk_choice::prefill_chunk(d.d_k, d.d_v, d.features),
+            },
         }
     }
 }
@@ -31,10 +36,11 @@ impl LaneKernel<f32> for Specialized {
 
     fn describe(&self) -> String {
         format!(
-            "{} (kernel {}, {})",
+            "{} (kernel {}, {}, {})",
             crate::backend::BackendKind::Cpu,
             self.kernel.descriptor().name,
-            self.isa
+            self.run.isa,
+            super::chunk_choice::describe(self.run.chunk)
         )
     }
 
@@ -43,11 +49,24 @@ impl LaneKernel<f32> for Specialized {
     }
 
     fn set_isa(&mut self, isa: Isa) {
-        self.isa = isa;
+        self.run.isa = isa;
+    }
+
+    fn set_chunk(&mut self, chunk: usize) {
+        self.run.chunk = chunk;
+    }
+
+    fn chunk(&self) -> usize {
+        self.run.chunk
     }
 
     fn scratch(&self) -> KernelScratch {
-        KernelScratch::take(scratch_words(self.kernel.descriptor().features))
+        let d = self.kernel.descriptor();
+        let chunked = match self.run.chunk > 1 {
+            true => chunked_scratch_words(d.features, d.d_k, d.d_v),
+            false => 0,
+        };
+        KernelScratch::take(scratch_words(d.features).max(chunked))
     }
 
     fn lane_backward(&self) -> Option<&dyn LaneBackward<f32>> {
@@ -63,7 +82,7 @@ impl LaneKernel<f32> for Specialized {
         answered: &mut dyn FnMut(usize, Answer),
     ) {
         self.kernel.prefill(
-            self.isa,
+            self.run,
             scratch,
             state,
             qkv,
@@ -73,7 +92,7 @@ impl LaneKernel<f32> for Specialized {
     }
 
     fn absorb(&self, scratch: &mut KernelScratch, state: &mut [f32], k: &[f32], v: &[f32]) {
-        self.kernel.absorb(self.isa, scratch, state, k, v);
+        self.kernel.absorb(self.run, scratch, state, k, v);
     }
 
     fn query(
@@ -85,7 +104,7 @@ impl LaneKernel<f32> for Specialized {
         answered: &mut dyn FnMut(usize, Answer),
     ) {
         self.kernel.query(
-            self.isa,
+            self.run,
             scratch,
             state,
             q,
@@ -110,7 +129,7 @@ impl LaneBackward<f32> for Specialized {
         let d = self.kernel.descriptor();
         let mut scratch = KernelScratch::take(backward_scratch_words(d.features, d.d_k, d.d_v + 1));
         self.kernel.backward(
-            self.isa,
+            self.run.isa,
             &mut scratch,
             causal,
             BackwardLane {

@@ -1,0 +1,263 @@
+//! The chunked (matrix-product) forward entries of the CPU paths against the exact float64
+//! reference and against the token loop: every registry kernel on every instruction set this
+//! CPU supports, chunks that divide the call and chunks that leave a partial one, a
+//! continuation from a non-zero state, absorb then query, and the cases that must stay on the
+//! token loop (short calls, compensated states).
+
+mod common;
+
+use common::{Problem, f32_tolerance, problem, reference, rel_err, rng};
+use sata::codegen::registry::PRECOMPILED;
+use sata::kernel::driver::{MAX_CHUNK, MIN_CHUNKED_TOKENS};
+use sata::{Accumulation, Attention, Isa, KernelConfig, SataError, State, TensorRef};
+
+fn f32s(x: &[f64]) -> Vec<f32> {
+    x.iter().map(|&v| v as f32).collect()
+}
+
+fn widen(x: &[f32]) -> Vec<f64> {
+    x.iter().map(|&v| f64::from(v)).collect()
+}
+
+/// The problem with its inputs rounded to f32 (so the reference sees what the kernel sees),
+/// and the f32 inputs.
+fn rounded(p: Problem) -> (Problem, [Vec<f32>; 3]) {
+    let qkv = [f32s(&p.q), f32s(&p.k), f32s(&p.v)];
+    let p = Problem {
+        q: widen(&qkv[0]),
+        k: widen(&qkv[1]),
+        v: widen(&qkv[2]),
+        ..p
+    };
+    (p, qkv)
+}
+
+fn attention(config: KernelConfig, isa: Isa, chunk: usize) -> Attention<f32> {
+    let a = Attention::<f32>::new(config)
+        .unwrap()
+        .with_isa(isa)
+        .unwrap()
+        .with_prefill_chunk(chunk)
+        .unwrap();
+    assert!(a.kernel().is_some(), "{config}: no registry kernel");
+    a
+}
+
+fn isas() -> Vec<Isa> {
+    Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
+}
+
+/// Tokens `range` of every lane of a `[lanes, n, dim]` tensor.
+fn tokens(
+    x: &[f32],
+    lanes: usize,
+    n: usize,
+    dim: usize,
+    range: std::ops::Range<usize>,
+) -> Vec<f32> {
+    (0..lanes)
+        .flat_map(|l| x[(l * n + range.start) * dim..(l * n + range.end) * dim].to_vec())
+        .collect()
+}
+
+/// Causal prefill of `qkv` (`[1, heads, n, dim]`) into `state`.
+fn prefill(
+    a: &Attention<f32>,
+    state: &mut State<f32>,
+    p: &Problem,
+    qkv: &[Vec<f32>; 3],
+    n: usize,
+) -> Vec<f32> {
+    let (heads, dk, dv) = (p.heads, p.d_k, p.d_v);
+    a.prefill(
+        state,
+        TensorRef::query(&qkv[0], [1, heads, n, dk]).unwrap(),
+        TensorRef::key(&qkv[1], [1, heads, n, dk]).unwrap(),
+        TensorRef::value(&qkv[2], [1, heads, n, dv]).unwrap(),
+    )
+    .unwrap()
+    .output
+    .data
+}
+
+#[test]
+fn chunked_prefill_matches_float64_and_the_token_loop_on_every_registry_kernel() {
+    let mut rng = rng("chunked_prefill");
+    // Two full chunks of 64 and a partial one; 37 leaves a remainder of 21.
+    let n = 2 * MAX_CHUNK + 22;
+    for &(dk, dv, terms) in PRECOMPILED {
+        let (p, qkv) = rounded(problem(
+            &mut rng,
+            (1, 2),
+            (n, n),
+            (dk, dv, terms),
+            1.0,
+            true,
+        ));
+        let want = reference(&p, true);
+        let tol = f32_tolerance(&p, true);
+        for isa in isas() {
+            let token_loop = attention(p.config(), isa, 1);
+            let mut s_tok = token_loop.new_state(1, 2).unwrap();
+            let y_tok = prefill(&token_loop, &mut s_tok, &p, &qkv, n);
+            for chunk in [16, 37, MAX_CHUNK] {
+                let a = attention(p.config(), isa, chunk);
+                assert!(
+                    a.describe_path().contains(&format!("chunks of {chunk}")),
+                    "{}",
+                    a.describe_path()
+                );
+                let mut s = a.new_state(1, 2).unwrap();
+                let y = prefill(&a, &mut s, &p, &qkv, n);
+                let what = format!("{} {isa} chunk {chunk}", p.config());
+                let err = rel_err(&widen(&y), &want);
+                assert!(err <= tol, "{what}: relative error {err:e} > {tol:e}");
+                let vs_tokens = rel_err(&widen(&y), &widen(&y_tok));
+                assert!(
+                    vs_tokens <= tol,
+                    "{what}: {vs_tokens:e} from the token loop"
+                );
+                let state_err = rel_err(&widen(&s.as_slice()), &widen(&s_tok.as_slice()));
+                assert!(state_err < 1e-6, "{what}: states differ by {state_err:e}");
+                assert_eq!(s.tokens(), n as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_chunked_continuation_reads_the_state_of_the_first_call() {
+    let mut rng = rng("chunked_continuation");
+    let (first, n) = (70, 70 + 90);
+    for &(dk, dv, terms) in &[(16, 16, 4), (8, 8, 6), (4, 4, 2), (32, 32, 3)] {
+        let (p, qkv) = rounded(problem(
+            &mut rng,
+            (1, 3),
+            (n, n),
+            (dk, dv, terms),
+            1.0,
+            true,
+        ));
+        let want = reference(&p, true);
+        for isa in isas() {
+            let a = attention(p.config(), isa, MAX_CHUNK);
+            let mut state = a.new_state(1, 3).unwrap();
+            let mut y = vec![0.0f32; 3 * n * dv];
+            for range in [0..first, first..n] {
+                let len = range.len();
+                let part = [
+                    tokens(&qkv[0], 3, n, dk, range.clone()),
+                    tokens(&qkv[1], 3, n, dk, range.clone()),
+                    tokens(&qkv[2], 3, n, dv, range.clone()),
+                ];
+                let out = prefill(&a, &mut state, &p, &part, len);
+                for lane in 0..3 {
+                    let dst = (lane * n + range.start) * dv;
+                    y[dst..dst + len * dv]
+                        .copy_from_slice(&out[lane * len * dv..(lane + 1) * len * dv]);
+                }
+            }
+            let err = rel_err(&widen(&y), &want);
+            let tol = f32_tolerance(&p, true);
+            assert!(err <= tol, "{} {isa}: {err:e} > {tol:e}", p.config());
+        }
+    }
+}
+
+#[test]
+fn chunked_absorb_and_query_match_float64() {
+    let mut rng = rng("chunked_absorb_query");
+    let (n_q, n_k) = (100, 130);
+    for &(dk, dv, terms) in &[(16, 16, 4), (8, 8, 8), (4, 4, 5), (32, 32, 2)] {
+        let (p, qkv) = rounded(problem(
+            &mut rng,
+            (2, 1),
+            (n_q, n_k),
+            (dk, dv, terms),
+            1.0,
+            false,
+        ));
+        let want = reference(&p, false);
+        for isa in isas() {
+            for chunk in [1, 29, MAX_CHUNK] {
+                let a = attention(p.config(), isa, chunk);
+                let y = a
+                    .attend(
+                        TensorRef::query(&qkv[0], [2, 1, n_q, dk]).unwrap(),
+                        TensorRef::key(&qkv[1], [2, 1, n_k, dk]).unwrap(),
+                        TensorRef::value(&qkv[2], [2, 1, n_k, dv]).unwrap(),
+                    )
+                    .unwrap();
+                let err = rel_err(&widen(&y.output.data), &want);
+                let tol = f32_tolerance(&p, false);
+                assert!(
+                    err <= tol,
+                    "{} {isa} chunk {chunk}: {err:e} > {tol:e}",
+                    p.config()
+                );
+            }
+        }
+    }
+}
+
+/// Short calls (a decode step) and compensated states run the token loop whatever the chunk:
+/// their outputs and states are bit for bit the token loop's.
+#[test]
+fn short_calls_and_compensated_states_stay_on_the_token_loop() {
+    let mut rng = rng("chunked_fallbacks");
+    let config = KernelConfig::new(16, 16, 4).unwrap();
+    for (n, accumulation) in [
+        (MIN_CHUNKED_TOKENS - 1, Accumulation::Plain),
+        (1, Accumulation::Plain),
+        (150, Accumulation::Compensated),
+    ] {
+        let (p, qkv) = rounded(problem(&mut rng, (1, 2), (n, n), (16, 16, 4), 1.0, true));
+        let isa = Isa::detect();
+        let run = |chunk: usize| {
+            let a = attention(config, isa, chunk);
+            let mut s = a.new_state_with(1, 2, accumulation).unwrap();
+            let y = prefill(&a, &mut s, &p, &qkv, n);
+            (y, s.as_slice().to_vec())
+        };
+        let (y1, s1) = run(1);
+        let (y64, s64) = run(MAX_CHUNK);
+        assert_eq!(y1, y64, "{n} tokens, {accumulation:?}: outputs differ");
+        assert_eq!(s1, s64, "{n} tokens, {accumulation:?}: states differ");
+    }
+}
+
+#[test]
+fn the_chunk_is_validated_and_reported() {
+    let config = KernelConfig::new(16, 16, 4).unwrap();
+    let a = Attention::<f32>::new(config).unwrap();
+    assert!(
+        a.prefill_chunk() > 1,
+        "the default is chunked: {}",
+        a.describe_path()
+    );
+    assert!(
+        a.describe_path().contains("chunks of"),
+        "{}",
+        a.describe_path()
+    );
+    for bad in [0, MAX_CHUNK + 1] {
+        let err = Attention::<f32>::new(config)
+            .unwrap()
+            .with_prefill_chunk(bad)
+            .err();
+        assert!(
+            matches!(err, Some(SataError::InvalidChunk { chunk, max }) if chunk == bad && max == MAX_CHUNK),
+            "{bad}: {err:?}"
+        );
+    }
+    let tokens = Attention::<f32>::new(config)
+        .unwrap()
+        .with_prefill_chunk(1)
+        .unwrap();
+    assert_eq!(tokens.prefill_chunk(), 1);
+    assert!(
+        tokens.describe_path().contains("token loop"),
+        "{}",
+        tokens.describe_path()
+    );
+}
