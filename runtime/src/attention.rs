@@ -194,7 +194,7 @@ impl<T: Element> Attention<T> {
         self.backend.kernel()
     }
 
-    /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx2+fma)` or
+    /// One line saying which code runs, e.g. `cpu (kernel d16_v16_p4, avx2+fma, token loop)` or
     /// `cpu-generic`.
     pub fn describe_path(&self) -> String {
         self.backend.describe_path()

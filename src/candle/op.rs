@@ -90,7 +90,7 @@ impl TaylorAttention {
         &self.kernels.f32
     }
 
-    /// Which code runs for tensors of `dtype`, e.g. `cpu (kernel d16_v16_p4, avx2+fma)`.
+    /// Which code runs for tensors of `dtype`, e.g. `cpu (kernel d16_v16_p4, avx2+fma, token loop)`.
     pub fn describe_path(&self, dtype: DType) -> candle_core::Result<String> {
         let path = match checks::compute_dtype(dtype)? {
             DType::F64 => self.kernels.f64.describe_path(),

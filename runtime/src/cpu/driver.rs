@@ -15,8 +15,9 @@ use crate::stats::answer;
 /// The longest chunk of the chunked forward entries.
 pub const MAX_CHUNK: usize = CHUNK;
 
-/// Calls of fewer tokens than this run token by token whatever the chunk
-/// (`benches/results/prefill-2026-12-02.md`).
+/// Calls of fewer tokens than this run token by token whatever the chunk (a decode step
+/// never pays for a chunk's buffers). Not tuned: the chunked form is opt-in while it measures
+/// slower than the token loop (`benches/results/prefill-2026-12-02.md`).
 pub const MIN_CHUNKED_TOKENS: usize = 16;
 
 /// Words of scratch the chunked forward entries need (more than [`scratch_words`]).
