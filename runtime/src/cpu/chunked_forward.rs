@@ -17,6 +17,7 @@
 use super::chunk_features::{self, Lanes, Run};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
 use super::features::{KEY_FIRST, QUERY_FIRST};
+use super::kernel::Execution;
 use super::simd::Isa;
 use crate::stats::answer;
 
@@ -226,8 +227,7 @@ impl ChunkProgram<'_> {
     /// Causal attention over one plain lane (`sums`: `S` then `Z`), `chunk` tokens at a time.
     pub fn prefill(
         &self,
-        isa: Isa,
-        chunk: usize,
+        run: Execution,
         scratch: &mut [f32],
         sums: &mut [f32],
         (q, k, v): (&[f32], &[f32], &[f32]),
@@ -241,6 +241,7 @@ impl ChunkProgram<'_> {
         // exactly zeros and are skipped.
         let mut zero = sums.iter().all(|&x| x == 0.0);
         let tokens = q.len() / dk;
+        let (isa, chunk) = (run.isa, run.chunk);
         for (t0, n) in Self::chunks(tokens, chunk) {
             acc.fill(0.0);
             let qc = &q[t0 * dk..(t0 + n) * dk];
@@ -261,8 +262,7 @@ impl ChunkProgram<'_> {
     /// Adds every key and value of one plain lane to its sums, `chunk` tokens at a time.
     pub fn absorb(
         &self,
-        isa: Isa,
-        chunk: usize,
+        run: Execution,
         scratch: &mut [f32],
         sums: &mut [f32],
         k: &[f32],
@@ -270,6 +270,7 @@ impl ChunkProgram<'_> {
     ) {
         let (dk, dv) = (self.d_k, self.d_v);
         let b = ChunkBuffers::split(self, scratch);
+        let (isa, chunk) = (run.isa, run.chunk);
         for (t0, n) in Self::chunks(k.len() / dk, chunk) {
             self.features(isa, k, (t0, n), false, b.xt, b.fk);
             self.advance(sums, b.fk, &v[t0 * dv..(t0 + n) * dv], n);
@@ -279,8 +280,7 @@ impl ChunkProgram<'_> {
     /// Answers every query of one lane from its sums, `chunk` queries at a time.
     pub fn query(
         &self,
-        isa: Isa,
-        chunk: usize,
+        run: Execution,
         scratch: &mut [f32],
         sums: &[f32],
         q: &[f32],
@@ -290,6 +290,7 @@ impl ChunkProgram<'_> {
         let row = self.d_v + 1;
         let b = ChunkBuffers::split(self, scratch);
         let mut acc = vec![0.0f64; CHUNK * row];
+        let (isa, chunk) = (run.isa, run.chunk);
         for (t0, n) in Self::chunks(q.len() / self.d_k, chunk) {
             acc.fill(0.0);
             self.features(isa, q, (t0, n), true, b.xt, b.fq);

@@ -112,7 +112,7 @@ pub fn prefill<const DK: usize, const ROW: usize, const XP: usize, const MP: usi
     if comp.is_none()
         && let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, q.len() / DK, scratch.len())
     {
-        p.prefill(isa, run.chunk, scratch, state, (q, k, v), out, answered);
+        p.prefill(run, scratch, state, (q, k, v), out, answered);
         return;
     }
     let (phi_k, phi_q) = split_scratch::<MP>(scratch);
@@ -152,7 +152,7 @@ pub fn absorb<const DK: usize, const ROW: usize, const XP: usize, const MP: usiz
     if comp.is_none()
         && let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, k.len() / DK, scratch.len())
     {
-        p.absorb(isa, run.chunk, scratch, state, k, v);
+        p.absorb(run, scratch, state, k, v);
         return;
     }
     let (phi_k, _) = split_scratch::<MP>(scratch);
@@ -182,7 +182,7 @@ pub fn query<const DK: usize, const ROW: usize, const XP: usize, const MP: usize
     // A compensated lane's sums come first; reading them alone is accurate to an ulp.
     let state = &state[..m * ROW];
     if let Some(p) = chunked::<DK, ROW, XP, MP, F>(run, q.len() / DK, scratch.len()) {
-        p.query(isa, run.chunk, scratch, state, q, out, answered);
+        p.query(run, scratch, state, q, out, answered);
         return;
     }
     let (phi_q, _) = split_scratch::<MP>(scratch);
