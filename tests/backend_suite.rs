@@ -8,7 +8,7 @@
 mod common;
 
 use common::backends::{Backend, Resident, ResidentState, every_backend};
-use common::{Problem, f32_tolerance, problem, reference, rel_err, rng, widen};
+use common::{Problem, f32_tolerance, lane_tokens, problem, reference, rel_err, rng, widen};
 use sata::{Accumulation, Attention, KernelConfig, SataError, State, TensorRef};
 
 /// Decodes every token of `p` from `start` on, one step at a time on a resident state.
@@ -38,19 +38,6 @@ fn cpu_state(p: &Problem, accumulation: Accumulation) -> State<f32> {
     )
     .unwrap();
     state
-}
-
-/// Tokens `range` of every lane of a `[lanes, n, dim]` tensor.
-fn tokens(
-    x: &[f32],
-    lanes: usize,
-    n: usize,
-    dim: usize,
-    range: std::ops::Range<usize>,
-) -> Vec<f32> {
-    (0..lanes)
-        .flat_map(|l| x[(l * n + range.start) * dim..(l * n + range.end) * dim].to_vec())
-        .collect()
 }
 
 /// Per lane, the first `split` outputs of `head` then the rest from `tail` (`d` words each).
@@ -113,7 +100,7 @@ fn checkpoints_move_between_the_backend_and_the_cpu(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("state.sata");
     let shape = |len| [1, 3, len, 8];
-    let part = |x: &[f32], r: std::ops::Range<usize>| tokens(x, lanes, n, 8, r);
+    let part = |x: &[f32], r: std::ops::Range<usize>| lane_tokens(x, lanes, n, 8, &r);
     for cpu_first in [true, false] {
         let (qa, ka, va) = (part(&q, 0..split), part(&k, 0..split), part(&v, 0..split));
         let (qa, ka, va) = (
@@ -359,7 +346,7 @@ fn states_continue_on_every_other_backend() {
     .into_iter()
     .filter(|b| b.available())
     .collect();
-    let part = |x: &[f32], r: std::ops::Range<usize>| tokens(x, lanes, n, 8, r);
+    let part = |x: &[f32], r: std::ops::Range<usize>| lane_tokens(x, lanes, n, 8, &r);
     let (qa, ka, va) = (part(&q, 0..split), part(&k, 0..split), part(&v, 0..split));
     let shape = [1, 3, split, 8];
     for &first in &backends {

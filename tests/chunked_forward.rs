@@ -6,17 +6,13 @@
 
 mod common;
 
-use common::{Problem, f32_tolerance, problem, reference, rel_err, rng};
+use common::{Problem, f32_tolerance, lane_tokens, problem, reference, rel_err, rng, widen};
 use sata::codegen::registry::PRECOMPILED;
 use sata::kernel::driver::{MAX_CHUNK, MIN_CHUNKED_TOKENS};
 use sata::{Accumulation, Attention, Isa, KernelConfig, SataError, State, TensorRef};
 
 fn f32s(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
-}
-
-fn widen(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| f64::from(v)).collect()
 }
 
 /// The problem with its inputs rounded to f32 (so the reference sees what the kernel sees),
@@ -45,19 +41,6 @@ fn attention(config: KernelConfig, isa: Isa, chunk: usize) -> Attention<f32> {
 
 fn isas() -> Vec<Isa> {
     Isa::ALL.into_iter().filter(|i| i.is_supported()).collect()
-}
-
-/// Tokens `range` of every lane of a `[lanes, n, dim]` tensor.
-fn tokens(
-    x: &[f32],
-    lanes: usize,
-    n: usize,
-    dim: usize,
-    range: std::ops::Range<usize>,
-) -> Vec<f32> {
-    (0..lanes)
-        .flat_map(|l| x[(l * n + range.start) * dim..(l * n + range.end) * dim].to_vec())
-        .collect()
 }
 
 /// Causal prefill of `qkv` (`[1, heads, n, dim]`) into `state`.
@@ -146,9 +129,9 @@ fn a_chunked_continuation_reads_the_state_of_the_first_call() {
             for range in [0..first, first..n] {
                 let len = range.len();
                 let part = [
-                    tokens(&qkv[0], 3, n, dk, range.clone()),
-                    tokens(&qkv[1], 3, n, dk, range.clone()),
-                    tokens(&qkv[2], 3, n, dv, range.clone()),
+                    lane_tokens(&qkv[0], 3, n, dk, &range),
+                    lane_tokens(&qkv[1], 3, n, dk, &range),
+                    lane_tokens(&qkv[2], 3, n, dv, &range),
                 ];
                 let out = prefill(&a, &mut state, &p, &part, len);
                 for lane in 0..3 {

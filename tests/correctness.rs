@@ -9,7 +9,8 @@ mod common;
 
 use common::backends::{Backend, every_backend};
 use common::{
-    F32_UNIT, Problem, feature_condition, problem, reference, rel_err, rng, rounding_tolerance,
+    F32_UNIT, Problem, feature_condition, lane_tokens, problem, reference, rel_err, rng,
+    rounding_tolerance,
 };
 use rand::RngExt;
 use sata::{Attention, Element, KernelConfig, TensorRef};
@@ -188,23 +189,6 @@ fn random_splits(rng: &mut rand::rngs::StdRng, n: usize) -> Vec<std::ops::Range<
     cuts.windows(2).map(|w| w[0]..w[1]).collect()
 }
 
-/// Copies tokens `range` of every lane of a `[lanes, n, dim]` tensor.
-fn tokens<T: Copy>(
-    x: &[T],
-    lanes: usize,
-    n: usize,
-    dim: usize,
-    range: &std::ops::Range<usize>,
-) -> Vec<T> {
-    (0..lanes)
-        .flat_map(|l| {
-            x[(l * n + range.start) * dim..(l * n + range.end) * dim]
-                .iter()
-                .copied()
-        })
-        .collect()
-}
-
 /// Prefill in random chunks, each continuing from the state the previous one left, then
 /// decode steps: the concatenated outputs equal the one-shot causal reference.
 fn causal_continuation_in<T: Element>(path: Backend) {
@@ -222,9 +206,9 @@ fn causal_continuation_in<T: Element>(path: Backend) {
         for (i, r) in chunks.iter().enumerate() {
             let len = r.len();
             let (qc, kc, vc) = (
-                tokens(&q, lanes, n, dk, r),
-                tokens(&k, lanes, n, dk, r),
-                tokens(&v, lanes, n, dv, r),
+                lane_tokens(&q, lanes, n, dk, r),
+                lane_tokens(&k, lanes, n, dk, r),
+                lane_tokens(&v, lanes, n, dv, r),
             );
             let (qc, kc, vc) = (
                 TensorRef::query(&qc, [1, 2, len, dk]).unwrap(),
@@ -257,7 +241,10 @@ fn non_causal_continuation_in<T: Element>(path: Backend) {
         let attention = attention::<T>(path, p.config());
         let mut state = attention.new_state(2, 1).unwrap();
         for r in random_splits(&mut rng, n_k) {
-            let (kc, vc) = (tokens(&k, 2, n_k, dk, &r), tokens(&v, 2, n_k, dv, &r));
+            let (kc, vc) = (
+                lane_tokens(&k, 2, n_k, dk, &r),
+                lane_tokens(&v, 2, n_k, dv, &r),
+            );
             attention
                 .absorb(
                     &mut state,
@@ -286,8 +273,8 @@ fn causal_after_context_in<T: Element>(path: Backend) {
         let context = 0..n_k - n_q;
         let last = n_k - n_q..n_k;
         let (kc, vc) = (
-            tokens(&k, 3, n_k, dk, &context),
-            tokens(&v, 3, n_k, dv, &context),
+            lane_tokens(&k, 3, n_k, dk, &context),
+            lane_tokens(&v, 3, n_k, dv, &context),
         );
         attention
             .absorb(
@@ -296,7 +283,10 @@ fn causal_after_context_in<T: Element>(path: Backend) {
                 TensorRef::value(&vc, [1, 3, context.len(), dv]).unwrap(),
             )
             .unwrap();
-        let (kl, vl) = (tokens(&k, 3, n_k, dk, &last), tokens(&v, 3, n_k, dv, &last));
+        let (kl, vl) = (
+            lane_tokens(&k, 3, n_k, dk, &last),
+            lane_tokens(&v, 3, n_k, dv, &last),
+        );
         let y = attention
             .prefill(
                 &mut state,

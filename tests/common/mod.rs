@@ -286,6 +286,23 @@ pub fn problem_with_scale(
     }
 }
 
+/// Tokens `range` of every lane of a `[lanes, n, dim]` tensor, copied.
+pub fn lane_tokens<T: Copy>(
+    x: &[T],
+    lanes: usize,
+    n: usize,
+    dim: usize,
+    range: &std::ops::Range<usize>,
+) -> Vec<T> {
+    (0..lanes)
+        .flat_map(|l| {
+            x[(l * n + range.start) * dim..(l * n + range.end) * dim]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
 /// `||a - b|| / ||b||`.
 pub fn rel_err(a: &[f64], b: &[f64]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");

@@ -19,6 +19,25 @@ pub type Run = (u32, u32, u32, u32, u8);
 /// One feature (or coordinate) of every token of a chunk.
 pub type Lanes = [f32; CHUNK];
 
+/// `x` (`f32` words) as rows of [`CHUNK`] words.
+pub fn lanes(x: &mut [f32]) -> &mut [Lanes] {
+    x.as_chunks_mut::<CHUNK>().0
+}
+
+/// The coordinates of tokens `t0..t0 + n` of `x` (`tokens x d_k`), times `scale`,
+/// feature-major into `xt` (`d_k` rows), zero past the `n` tokens.
+pub fn coordinates(x: &[f32], d_k: usize, (t0, n): (usize, usize), scale: f32, xt: &mut [Lanes]) {
+    for (i, row) in xt.iter_mut().enumerate() {
+        for (t, w) in row.iter_mut().enumerate() {
+            *w = if t < n {
+                x[(t0 + t) * d_k + i] * scale
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
 /// Checks once per call what the bodies index by: every run's parent before its children,
 /// its coordinates inside `d_k` and its features inside `m`. A failure is a bug in the
 /// generator or this crate.

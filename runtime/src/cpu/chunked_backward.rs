@@ -120,18 +120,23 @@ impl Intra {
         coefficients
     }
 
-    /// The forward's chunk-internal weights of `n` tokens into `kappa` (`n x n`):
-    /// `A = T_P(Q K^T / c)` with the keys after each query masked out.
-    pub fn causal_weights(&self, n: usize, (q, k): (&[f32], &[f32]), kappa: &mut [f32]) {
+    /// `Q K^T` of the chunk's `n` queries and keys (`n x d_k` each) into `out` (`n x n`).
+    fn scores(&self, n: usize, (q, k): (&[f32], &[f32]), out: &mut [f32]) {
         let dk = self.d_k;
         gemm(
             (n, dk, n),
             View::rows(q, dk),
             View::transposed(k, dk),
             0.0,
-            kappa,
+            out,
             n,
         );
+    }
+
+    /// The forward's chunk-internal weights of `n` tokens into `kappa` (`n x n`):
+    /// `A = T_P(Q K^T / c)` with the keys after each query masked out.
+    pub fn causal_weights(&self, n: usize, (q, k): (&[f32], &[f32]), kappa: &mut [f32]) {
+        self.scores(n, (q, k), kappa);
         let coefficients = self.coefficients();
         let top = self.terms - 1;
         for (t, row) in kappa.chunks_exact_mut(n).take(n).enumerate() {
@@ -157,15 +162,8 @@ impl Intra {
         kappa: &mut [f32],
         weighted: &mut [f32],
     ) {
-        let (dk, row) = (self.d_k, self.row);
-        gemm(
-            (n, dk, n),
-            View::rows(q, dk),
-            View::transposed(k, dk),
-            0.0,
-            kappa,
-            n,
-        );
+        let row = self.row;
+        self.scores(n, (q, k), kappa);
         gemm(
             (n, row, n),
             View::rows(dout, row),

@@ -14,7 +14,7 @@
 //! plain (uncompensated) f32 lanes run here; the drivers keep compensated ones on the token
 //! loop, whose Kahan update needs every product added to the state one at a time.
 
-use super::chunk_features::{self, Lanes, Run};
+use super::chunk_features::{self, Run, lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::kernel::Execution;
@@ -71,10 +71,6 @@ impl<'s> ChunkBuffers<'s> {
     }
 }
 
-fn lanes(x: &mut [f32]) -> &mut [Lanes] {
-    x.as_chunks_mut::<CHUNK>().0
-}
-
 impl ChunkProgram<'_> {
     /// The chunks of `n` tokens, `chunk` (at most [`CHUNK`]) at a time.
     fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
@@ -92,21 +88,12 @@ impl ChunkProgram<'_> {
         xt: &mut [f32],
         f: &mut [f32],
     ) {
-        let dk = self.d_k;
         let (scale, first) = match query {
             true => (self.inv_scale, &QUERY_FIRST),
             false => (1.0, &KEY_FIRST),
         };
         let xt = lanes(xt);
-        for (i, row) in xt.iter_mut().enumerate() {
-            for (t, w) in row.iter_mut().enumerate() {
-                *w = if t < n {
-                    x[(t0 + t) * dk + i] * scale
-                } else {
-                    0.0
-                };
-            }
-        }
+        chunk_features::coordinates(x, self.d_k, (t0, n), scale, xt);
         chunk_features::map(isa, self.runs, xt, first, n, lanes(f));
     }
 

@@ -3,7 +3,7 @@
 //! `sata::kernel::driver` (from user crates) or `crate::kernel::driver` (the runtime's own
 //! registry); they are not an API of their own.
 
-use super::chunk_features::{self, Lanes};
+use super::chunk_features::{self, Lanes, lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
 use super::chunked_forward::{self, ChunkProgram};
 use super::features::{KEY_FIRST, QUERY_FIRST};
@@ -276,27 +276,15 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         inv_scale: F::INV_SCALE,
     };
     let runs = F::ADJOINT_RUNS;
-    // Coordinates of tokens `t0..t0 + n` of `x`, times `scale`, feature-major into `xt`.
-    let coordinates = |xt: &mut [f32], x: &[f32], t0: usize, n: usize, scale: f32| {
-        let xt = lanes(xt);
-        for (i, row) in xt.iter_mut().enumerate() {
-            for (t, w) in row.iter_mut().enumerate() {
-                *w = if t < n {
-                    x[(t0 + t) * DK + i] * scale
-                } else {
-                    0.0
-                };
-            }
-        }
-    };
     // The key features (`query`: the weighted query features) of tokens `t0..t0 + n`.
     let features = |f: &mut [f32], xt: &mut [f32], t0: usize, n: usize, query: bool| {
         let (x, scale, first) = match query {
             true => (q, F::INV_SCALE, &QUERY_FIRST),
             false => (k, 1.0, &KEY_FIRST),
         };
-        coordinates(xt, x, t0, n, scale);
-        chunk_features::map(isa, runs, lanes(xt), first, n, lanes(f));
+        let xt = lanes(xt);
+        chunk_features::coordinates(x, DK, (t0, n), scale, xt);
+        chunk_features::map(isa, runs, xt, first, n, lanes(f));
     };
     // `dx_t = J^T u_t` of the chunk's tokens into `out` (`n x d_k`), `u` consumed; `f` and
     // `xt` as `features` left them.
@@ -453,11 +441,6 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         }
     }
     rows_to_planar(rows, &mut grad_state[..m * ROW], dv);
-}
-
-/// Rows of [`CHUNK`] words.
-fn lanes(x: &mut [f32]) -> &mut [Lanes] {
-    x.as_chunks_mut::<CHUNK>().0
 }
 
 /// A planar lane (`S`, `m x d_v`, then `Z`) as `m` rows of `[S | Z]`.

@@ -17,15 +17,13 @@ pub(crate) struct Specialized {
 }
 
 impl Specialized {
-    /// `kernel` on the widest instruction set this CPU supports, with the chunk chosen for
-    /// its configuration.
+    /// `kernel` on the widest instruction set this CPU supports, with the default chunk.
     pub fn new(kernel: &'static dyn SpecializedKernel) -> Self {
-        let d = kernel.descriptor();
         Self {
             kernel,
             run: Execution {
                 isa: Isa::detect(),
-                chunk: super::chunk_choice::prefill_chunk(d.d_k, d.d_v, d.features),
+                chunk: super::chunk_choice::DEFAULT_CHUNK,
             },
         }
     }
