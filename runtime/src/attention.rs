@@ -156,14 +156,15 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
-    /// Runs the CPU paths' prefill, absorb and query `chunk` tokens at a time: per chunk the
+    /// Runs the specialized CPU kernels' prefill, absorb and query `chunk` tokens at a time: per chunk the
     /// queries read the state as one matrix product, the pairs inside the chunk are the
     /// polynomial of `q·k` directly, and the keys advance the state as a second product
-    /// (`docs/design.md`, section 1). `1` runs them token by token; the default is chosen per
-    /// configuration and shown by [`Attention::describe_path`]. A call of fewer than
+    /// (`docs/design.md`, section 1). `1` runs them token by token, the default (the chunked
+    /// form measures slower, `benches/results/prefill-2026-12-02.md`); the chunk is shown by
+    /// [`Attention::describe_path`]. A call of fewer than
     /// [`kernel::driver::MIN_CHUNKED_TOKENS`](crate::kernel::driver::MIN_CHUNKED_TOKENS)
     /// tokens (a decode step) and a compensated state run token by token regardless. No
-    /// effect on device backends.
+    /// effect on the generic CPU path (always token by token) or device backends.
     pub fn with_prefill_chunk(mut self, chunk: usize) -> Result<Self, SataError> {
         let max = crate::kernel::driver::MAX_CHUNK;
         if chunk == 0 || chunk > max {
@@ -173,7 +174,8 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
-    /// The forward chunk of the CPU paths (1: token by token; 1 on device backends).
+    /// The forward chunk of the specialized CPU kernels (1: token by token, and always 1 on
+    /// the generic path and device backends).
     pub fn prefill_chunk(&self) -> usize {
         self.backend.chunk()
     }

@@ -32,13 +32,13 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
         let _ = isa;
     }
 
-    /// Runs the CPU's forward entries `chunk` tokens at a time (1: token by token); nothing
-    /// to do elsewhere.
+    /// Runs the specialized CPU kernels' forward entries `chunk` tokens at a time (1: token by
+    /// token); nothing to do elsewhere.
     fn set_chunk(&mut self, chunk: usize) {
         let _ = chunk;
     }
 
-    /// The forward chunk of the CPU paths (1: token by token, or not a CPU path).
+    /// The forward chunk of the specialized CPU kernels (1: token by token, or another path).
     fn chunk(&self) -> usize {
         1
     }
