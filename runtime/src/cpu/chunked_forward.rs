@@ -16,8 +16,8 @@
 
 use super::chunk_features::{self, Run, lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
+use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
-use super::kernel::Execution;
 use super::simd::Isa;
 use crate::stats::answer;
 

@@ -6,9 +6,9 @@
 use super::chunk_features::{self, Lanes, lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
 use super::chunked_forward::{self, ChunkProgram};
+use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::generic::{split_lane, update_compensated};
-use super::kernel::Execution;
 use super::simd::{self, Isa};
 use crate::stats::answer;
 

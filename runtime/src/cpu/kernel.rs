@@ -14,19 +14,8 @@ use sata_codegen::KernelConfig;
 #[doc(hidden)]
 pub use super::driver;
 pub use super::driver::{Answered, BackwardLane};
+pub use super::execution::Execution;
 pub use super::simd::Isa;
-
-/// How a specialized kernel runs one call: the instruction set, and how many tokens the
-/// forward entries take at a time ([`Execution::chunk`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Execution {
-    pub isa: Isa,
-    /// Tokens per chunk of the chunked prefill, absorb and query (`docs/design.md`, section
-    /// 1), at most [`driver::MAX_CHUNK`]; `1` runs them token by token. Calls of fewer than
-    /// [`driver::MIN_CHUNKED_TOKENS`] tokens (a decode step) and compensated lanes always run
-    /// token by token.
-    pub chunk: usize,
-}
 
 /// What a specialized kernel computes, stated by its generated code.
 #[derive(Debug, Clone, Copy, PartialEq)]

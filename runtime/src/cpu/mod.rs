@@ -10,6 +10,7 @@ mod chunk_features;
 mod chunked_backward;
 mod chunked_forward;
 pub mod driver;
+mod execution;
 pub(crate) mod features;
 pub(crate) mod generic;
 pub mod kernel;

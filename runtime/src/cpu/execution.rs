@@ -1,0 +1,16 @@
+//! How a specialized kernel runs one call, passed by the runtime to generated code. Its own
+//! file, below both the kernel trait and the drivers that read it.
+
+use super::simd::Isa;
+
+/// How a specialized kernel runs one call: the instruction set, and how many tokens the
+/// forward entries take at a time ([`Execution::chunk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Execution {
+    pub isa: Isa,
+    /// Tokens per chunk of the chunked prefill, absorb and query (`docs/design.md`, section
+    /// 1), at most the drivers' `MAX_CHUNK`; `1` runs them token by token. Calls of fewer than
+    /// the drivers' `MIN_CHUNKED_TOKENS` tokens (a decode step) and compensated lanes always
+    /// run token by token.
+    pub chunk: usize,
+}
