@@ -212,14 +212,21 @@ fn short_calls_and_compensated_states_stay_on_the_token_loop() {
 #[test]
 fn the_chunk_is_validated_and_reported() {
     let config = KernelConfig::new(16, 16, 4).unwrap();
-    // The token loop is the default while the chunked form measures slower
-    // (benches/results/prefill-2026-12-02.md).
+    // d16 P4 (969 features) prefills in chunks of 64 by default, a small kernel keeps the
+    // token loop (benches/results/prefill-2026-12-06.md).
     let a = Attention::<f32>::new(config).unwrap();
-    assert_eq!(a.prefill_chunk(), 1, "{}", a.describe_path());
+    assert_eq!(a.prefill_chunk(), MAX_CHUNK, "{}", a.describe_path());
     assert!(
-        a.describe_path().contains("token loop"),
+        a.describe_path().contains("chunks of 64"),
         "{}",
         a.describe_path()
+    );
+    let small = Attention::<f32>::new(KernelConfig::new(16, 16, 2).unwrap()).unwrap();
+    assert_eq!(small.prefill_chunk(), 1, "{}", small.describe_path());
+    assert!(
+        small.describe_path().contains("token loop"),
+        "{}",
+        small.describe_path()
     );
     let chunked = Attention::<f32>::new(config)
         .unwrap()

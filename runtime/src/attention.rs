@@ -156,12 +156,13 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
-    /// Runs the specialized CPU kernels' prefill, absorb and query `chunk` tokens at a time: per chunk the
-    /// queries read the state as one matrix product, the pairs inside the chunk are the
-    /// polynomial of `q·k` directly, and the keys advance the state as a second product
-    /// (`docs/design.md`, section 1). `1` runs them token by token, the default (the chunked
-    /// form measures slower, `benches/results/prefill-2026-12-02.md`); the chunk is shown by
-    /// [`Attention::describe_path`]. A call of fewer than
+    /// Runs the specialized CPU kernels' prefill, absorb and query `chunk` tokens at a time: per
+    /// chunk the queries read the state as one matrix product, the pairs inside the chunk are
+    /// the polynomial of `q·k` directly, and the keys advance the state as a second product
+    /// (`docs/design.md`, section 1); `1` runs them token by token. The default is chosen per
+    /// kernel from measurements: chunks of 64 from 64 features on, the token loop below
+    /// (`benches/results/prefill-2026-12-06.md`); [`Attention::describe_path`] shows it. A call
+    /// of fewer than
     /// [`kernel::driver::MIN_CHUNKED_TOKENS`](crate::kernel::driver::MIN_CHUNKED_TOKENS)
     /// tokens (a decode step) and a compensated state run token by token regardless. No
     /// effect on the generic CPU path (always token by token) or device backends.

@@ -5,9 +5,11 @@
 //! one token at a time, the adjoint's per-run dot products cost a horizontal sum per run and
 //! ran at a fifth of the map's speed (`benches/results/backward-2026-12-01.md`).
 //!
-//! The runs are a kernel's `FeatureProgram::ADJOINT_RUNS`, `(parent, first coordinate, first
-//! destination, length, multiplicity)`: orders top down, so walked backwards they are a valid
-//! order for the map too.
+//! The runs are `(parent, first coordinate, first destination, length, multiplicity)`: the map
+//! walks a kernel's `FeatureProgram::RUNS` (by destination), in whole or in [`segments`], and
+//! the adjoint its `ADJOINT_RUNS` (orders top down).
+
+use std::ops::Range;
 
 use super::chunked_backward::CHUNK;
 use super::features::FirstScales;
@@ -52,14 +54,72 @@ fn check(runs: &[Run], d_k: usize, m: usize) {
     }
 }
 
-/// `f = Phi(x)` for every token of a chunk: `x` is `d_k` rows (zero past the chunk's
-/// `valid` tokens, which then get zero features), `f` is `m` rows, each run's first child
-/// scaled by `first[mult]`.
-#[inline(always)]
-fn map_body(runs: &[Run], x: &[Lanes], first: &FirstScales, valid: usize, f: &mut [Lanes]) {
+/// One segment of a feature program's runs in map order: the runs, the features they write,
+/// and whether those are leaves (features no run reads: the top order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub runs: Range<usize>,
+    pub features: Range<usize>,
+    pub leaves: bool,
+}
+
+/// The first feature of the leaves: every feature from it on is no run's parent (the top
+/// order), and every feature before it is one (1 when there are no runs).
+pub fn first_leaf(runs: &[Run]) -> usize {
+    runs.iter().map(|r| r.0 as usize + 1).max().unwrap_or(1)
+}
+
+/// The runs of a feature program in map order, cut into consecutive segments of about
+/// `rows` features each (whole runs, at most `rows + d_k - 1` features), with a cut at
+/// [`first_leaf`]: the first segment's features start at 0 (the constant feature, which no
+/// run writes).
+pub fn segments(runs: &[Run], rows: usize) -> Vec<Segment> {
+    let leaf = first_leaf(runs);
+    let mut out = Vec::new();
+    let (mut first_run, mut first_feature) = (0, 0);
+    for (i, &(_, _, dest, len, _)) in runs.iter().enumerate() {
+        let (dest, end) = (dest as usize, (dest + len) as usize);
+        if dest == leaf && first_feature < leaf {
+            out.push(Segment {
+                runs: first_run..i,
+                features: first_feature..dest,
+                leaves: false,
+            });
+            (first_run, first_feature) = (i, dest);
+        }
+        if end - first_feature >= rows || i + 1 == runs.len() {
+            out.push(Segment {
+                runs: first_run..i + 1,
+                features: first_feature..end,
+                leaves: first_feature >= leaf,
+            });
+            (first_run, first_feature) = (i + 1, end);
+        }
+    }
+    if runs.is_empty() {
+        out.push(Segment {
+            runs: 0..0,
+            features: 0..1,
+            leaves: false,
+        });
+    }
+    out
+}
+
+/// Row 0 of a chunk's features, the constant feature: one for the chunk's `valid` tokens,
+/// zero past them.
+pub fn constant(valid: usize, f: &mut [Lanes]) {
     f[0] = [0.0; CHUNK];
     f[0][..valid].fill(1.0);
-    for &(parent, c0, dest, len, mult) in runs.iter().rev() {
+}
+
+/// `f = Phi(x)` for every token of a chunk, or the features of one segment of `runs`: `x`
+/// is `d_k` rows (zero past the chunk's valid tokens, which then get zero features), `f` is
+/// `m` rows with every parent the runs read already written, each run's first child scaled by
+/// `first[mult]`.
+#[inline(always)]
+fn map_body(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
+    for &(parent, c0, dest, len, mult) in runs {
         let (lo, hi) = f.split_at_mut(dest as usize);
         let p = &lo[parent as usize];
         for (i, out) in hi[..len as usize].iter_mut().enumerate() {
@@ -67,6 +127,37 @@ fn map_body(runs: &[Run], x: &[Lanes], first: &FirstScales, valid: usize, f: &mu
             let xi = &x[c0 as usize + i];
             for t in 0..CHUNK {
                 out[t] = p[t] * xi[t] * s;
+            }
+        }
+    }
+}
+
+/// The leaves `runs` write, into `out` from feature `offset` on (`out[j - offset]` holds
+/// feature `j`), their parents read from `parents`: like [`map_body`] with the children
+/// kept apart from the parents, so a segment of leaves needs only a segment's rows.
+#[inline(always)]
+fn leaves_body(
+    runs: &[Run],
+    (x, first): (&[Lanes], &FirstScales),
+    parents: &[Lanes],
+    out: &mut [Lanes],
+    offset: usize,
+) {
+    for &(parent, c0, dest, len, mult) in runs {
+        // The parent's row by value, so it stays in registers across the run; products in
+        // `map_body`'s order, so both give the same bits.
+        let p: Lanes = parents[parent as usize];
+        let scale = first[mult as usize];
+        let rows = &mut out[dest as usize - offset..][..len as usize];
+        let xs = &x[c0 as usize..][..len as usize];
+        if let Some((row, x0)) = rows.first_mut().zip(xs.first()) {
+            for t in 0..CHUNK {
+                row[t] = p[t] * x0[t] * scale;
+            }
+        }
+        for (row, xi) in rows.iter_mut().zip(xs).skip(1) {
+            for t in 0..CHUNK {
+                row[t] = p[t] * xi[t];
             }
         }
     }
@@ -107,14 +198,8 @@ mod compiled {
     use super::*;
 
     #[inline(never)]
-    pub(super) fn map_portable(
-        runs: &[Run],
-        x: &[Lanes],
-        first: &FirstScales,
-        valid: usize,
-        f: &mut [Lanes],
-    ) {
-        map_body(runs, x, first, valid, f);
+    pub(super) fn map_portable(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
+        map_body(runs, x, first, f);
     }
 
     #[inline(never)]
@@ -128,19 +213,39 @@ mod compiled {
         adjoint_body(runs, xf, f, u, dx);
     }
 
+    #[inline(never)]
+    pub(super) fn leaves_portable(
+        runs: &[Run],
+        xf: (&[Lanes], &FirstScales),
+        parents: &[Lanes],
+        out: &mut [Lanes],
+        offset: usize,
+    ) {
+        leaves_body(runs, xf, parents, out, offset);
+    }
+
     /// # Safety
     /// The CPU must support avx2 and fma.
     #[cfg(target_arch = "x86_64")]
     #[inline(never)]
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn map_avx2(
+    pub(super) unsafe fn leaves_avx2(
         runs: &[Run],
-        x: &[Lanes],
-        first: &FirstScales,
-        valid: usize,
-        f: &mut [Lanes],
+        xf: (&[Lanes], &FirstScales),
+        parents: &[Lanes],
+        out: &mut [Lanes],
+        offset: usize,
     ) {
-        map_body(runs, x, first, valid, f);
+        leaves_body(runs, xf, parents, out, offset);
+    }
+
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(never)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn map_avx2(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
+        map_body(runs, x, first, f);
     }
 
     /// # Safety
@@ -163,7 +268,8 @@ fn avx2(isa: Isa) -> bool {
     cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && isa.is_supported()
 }
 
-/// [`map_body`] on `isa`, after checking the runs against `x` and `f`.
+/// `f = Phi(x)` for every token of a chunk on `isa` (`runs` in map order, all of them):
+/// [`constant`], then [`map_segment`] over every run.
 pub fn map(
     isa: Isa,
     runs: &[Run],
@@ -172,16 +278,54 @@ pub fn map(
     valid: usize,
     f: &mut [Lanes],
 ) {
+    constant(valid, f);
+    map_segment(isa, runs, x, first, f);
+}
+
+/// The features `runs` (consecutive runs in map order) write, on `isa`, their parents already
+/// in `f`; after checking the runs against `x` and `f`.
+pub fn map_segment(isa: Isa, runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
     check(runs, x.len(), f.len());
     #[cfg(target_arch = "x86_64")]
     if avx2(isa) {
         // SAFETY: avx2 and fma were detected by `avx2`; the bodies index only what `check`
         // kept in range (and slices check the rest).
-        unsafe { compiled::map_avx2(runs, x, first, valid, f) };
+        unsafe { compiled::map_avx2(runs, x, first, f) };
         return;
     }
     let _ = isa;
-    compiled::map_portable(runs, x, first, valid, f);
+    compiled::map_portable(runs, x, first, f);
+}
+
+/// [`leaves_body`] on `isa`: the leaves of `runs` (a segment whose features start at
+/// `offset`) into `out`, their parents from `parents`.
+pub fn map_leaves(
+    isa: Isa,
+    runs: &[Run],
+    (x, first): (&[Lanes], &FirstScales),
+    parents: &[Lanes],
+    out: &mut [Lanes],
+    offset: usize,
+) {
+    for &(parent, c0, dest, len, _) in runs {
+        let (parent, c0, dest, len) = (parent as usize, c0 as usize, dest as usize, len as usize);
+        assert!(
+            parent < parents.len()
+                && c0 + len <= x.len()
+                && dest >= offset
+                && dest + len - offset <= out.len(),
+            "a leaf run outside its segment"
+        );
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx2(isa) {
+        // SAFETY: avx2 and fma were detected by `avx2`; the body indexes slices only, in the
+        // ranges checked just above.
+        unsafe { compiled::leaves_avx2(runs, (x, first), parents, out, offset) };
+        return;
+    }
+    let _ = isa;
+    compiled::leaves_portable(runs, (x, first), parents, out, offset);
 }
 
 /// [`adjoint_body`] on `isa`, after checking the runs against `x` and `f`.
@@ -217,19 +361,22 @@ mod tests {
         let config = KernelConfig::new(3, 2, 4).unwrap();
         let plan = KernelPlan::new(&config);
         let basis = Basis::new(&config);
-        let runs: Vec<Run> = plan
-            .adjoint_runs()
+        let as_run = |r: &sata_codegen::FeatureRun| -> Run {
+            (
+                r.parent as u32,
+                r.first as u32,
+                r.dest as u32,
+                r.len as u32,
+                r.mult as u8,
+            )
+        };
+        let map_runs: Vec<Run> = plan
+            .orders
             .iter()
-            .map(|r| {
-                (
-                    r.parent as u32,
-                    r.first as u32,
-                    r.dest as u32,
-                    r.len as u32,
-                    r.mult as u8,
-                )
-            })
+            .flat_map(|o| &o.runs)
+            .map(as_run)
             .collect();
+        let runs: Vec<Run> = plan.adjoint_runs().into_iter().map(as_run).collect();
         let (m, dk, valid) = (plan.features, 3, 5);
         let coord = |i: usize, t: usize| {
             if t < valid {
@@ -247,7 +394,49 @@ mod tests {
         for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
             for (first, weighted) in [(&KEY_FIRST, false), (&QUERY_FIRST, true)] {
                 let mut f = vec![[0.0; CHUNK]; m];
-                map(isa, &runs, &x, first, valid, &mut f);
+                map(isa, &map_runs, &x, first, valid, &mut f);
+                // In segments, the same features.
+                for rows in [1, 4, 7, m] {
+                    let mut g = vec![[f32::NAN; CHUNK]; m];
+                    constant(valid, &mut g);
+                    let cut = segments(&map_runs, rows);
+                    assert_eq!(cut.first().unwrap().features.start, 0);
+                    assert_eq!(cut.last().unwrap().features.end, m);
+                    let leaf = first_leaf(&map_runs);
+                    for w in cut.windows(2) {
+                        assert_eq!(w[0].features.end, w[1].features.start);
+                        assert_eq!(w[0].runs.end, w[1].runs.start);
+                    }
+                    for Segment {
+                        runs: r,
+                        features,
+                        leaves,
+                    } in cut
+                    {
+                        assert_eq!(leaves, features.start >= leaf);
+                        assert!(features.end <= leaf || features.start >= leaf);
+                        let runs = &map_runs[r];
+                        let rows_of = |g: &[Lanes]| -> Vec<[u32; CHUNK]> {
+                            g.iter().map(|r| r.map(f32::to_bits)).collect()
+                        };
+                        let want = rows_of(&f[features.clone()]);
+                        if leaves {
+                            let mut out = vec![[f32::NAN; CHUNK]; features.len()];
+                            map_leaves(
+                                isa,
+                                runs,
+                                (&x, first),
+                                &g[..leaf],
+                                &mut out,
+                                features.start,
+                            );
+                            assert_eq!(rows_of(&out), want);
+                        } else {
+                            map_segment(isa, runs, &x, first, &mut g);
+                            assert_eq!(rows_of(&g[features]), want);
+                        }
+                    }
+                }
                 for t in 0..CHUNK {
                     for j in 0..m {
                         let xs: Vec<f64> = (0..dk).map(|i| f64::from(coord(i, t))).collect();

@@ -18,6 +18,8 @@
 
 use matrixmultiply::sgemm;
 
+use super::chunk_pairs;
+
 /// Tokens per chunk (`benches/results/backward-2026-12-01.md`).
 pub const CHUNK: usize = 64;
 
@@ -109,17 +111,6 @@ pub struct Intra {
 }
 
 impl Intra {
-    /// `1 / p!` for `p < P`.
-    fn coefficients(&self) -> [f32; sata_codegen::MAX_TERMS] {
-        let mut coefficients = [0.0f32; sata_codegen::MAX_TERMS];
-        let mut factorial = 1.0f32;
-        for (p, c) in coefficients.iter_mut().enumerate().take(self.terms) {
-            factorial *= p.max(1) as f32;
-            *c = 1.0 / factorial;
-        }
-        coefficients
-    }
-
     /// `Q K^T` of the chunk's `n` queries and keys (`n x d_k` each) into `out` (`n x n`).
     fn scores(&self, n: usize, (q, k): (&[f32], &[f32]), out: &mut [f32]) {
         let dk = self.d_k;
@@ -131,27 +122,6 @@ impl Intra {
             out,
             n,
         );
-    }
-
-    /// The forward's chunk-internal weights of `n` tokens into `kappa` (`n x n`):
-    /// `A = T_P(Q K^T / c)` with the keys after each query masked out.
-    pub fn causal_weights(&self, n: usize, (q, k): (&[f32], &[f32]), kappa: &mut [f32]) {
-        self.scores(n, (q, k), kappa);
-        let coefficients = self.coefficients();
-        let top = self.terms - 1;
-        for (t, row) in kappa.chunks_exact_mut(n).take(n).enumerate() {
-            // Horner's steps on keys 0..=t; the rest are masked.
-            let (kept, masked) = row.split_at_mut(t + 1);
-            for w in kept.iter_mut() {
-                let x = *w * self.inv_scale;
-                let mut p = coefficients[top];
-                for &c in coefficients[..top].iter().rev() {
-                    p = p * x + c;
-                }
-                *w = p;
-            }
-            masked.fill(0.0);
-        }
     }
 
     pub fn weights(
@@ -172,7 +142,7 @@ impl Intra {
             weighted,
             n,
         );
-        let coefficients = self.coefficients();
+        let coefficients = chunk_pairs::coefficients(self.terms);
         let top = self.terms - 1;
         // One row (query t) at a time, Horner's steps across the row, both polynomials at
         // once: `tp = T_P(x)` and `tm = T_{P-1}(x)`.

@@ -2,73 +2,133 @@
 //! [`CHUNK`] tokens the state is read and advanced by matrix products over the chunk instead
 //! of one sweep per token:
 //!
-//! - the chunk's queries read the state before it, `[N | D] = (W ∘ Phi(Q)) [S | Z]`, as
-//!   products over blocks of [`READ_BLOCK`] features, each block's f32 result added into f64
-//!   sums (the two-level summation of `super::simd`'s reads, with wider blocks);
+//! - the chunk's queries read the state before it, `[N | D] = (W ∘ Phi(Q)) [S | Z]`
+//!   (`super::chunk_products::read`: blocks of features summed in f32, added into f64);
 //! - the pairs inside the chunk (causal prefill) are the polynomial of `q·k` directly,
 //!   `A = T_P(Q K^T / c) ∘ mask`, and add `A [V, 1]`;
-//! - the keys advance the state, `S += Phi(K)^T V` and `Z += Phi(K)^T 1`.
+//! - the keys advance the state, `S += Phi(K)^T V` and `Z += Phi(K)^T 1`
+//!   (`super::chunk_products::advance`).
 //!
 //! The features of a chunk come from `super::chunk_features` (feature-major, one row per
-//! feature), the products from `matrixmultiply` through `super::chunked_backward::gemm`. Only
-//! plain (uncompensated) f32 lanes run here; the drivers keep compensated ones on the token
-//! loop, whose Kahan update needs every product added to the state one at a time.
+//! feature). Only plain (uncompensated) f32 lanes run here; the drivers keep compensated ones
+//! on the token loop, whose Kahan update needs every product added to the state one at a time.
 
-use super::chunk_features::{self, Run, lanes};
-use super::chunked_backward::{CHUNK, Intra, View, gemm};
+use super::chunk_features::{self, Lanes, Run, Segment, lanes};
+use super::chunk_pairs;
+use super::chunk_products::{self, PackedValues, READ_BLOCK, Sums};
+use super::chunked_backward::CHUNK;
 use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::simd::Isa;
 use crate::stats::answer;
 
-/// Features per block of the read's two-level summation: each block's f32 product is added
-/// into f64 sums.
-pub const READ_BLOCK: usize = 128;
-
-/// What the chunked entries need to know of a kernel: its sizes, its feature program (as
-/// runs) and its Taylor polynomial.
-#[derive(Clone, Copy)]
+/// What the chunked entries need to know of a kernel: its sizes, its Taylor polynomial and
+/// its feature program, as runs in map order cut into segments.
 pub struct ChunkProgram<'a> {
+    d_k: usize,
+    d_v: usize,
+    features: usize,
+    terms: usize,
+    inv_scale: f32,
+    runs: &'a [Run],
+    segments: Vec<Segment>,
+    /// The first leaf feature (`chunk_features::first_leaf`).
+    leaf: usize,
+}
+
+/// A kernel's sizes and polynomial for [`ChunkProgram::new`]: `d_k`, `d_v`, features `m`,
+/// terms `P` and `1 / c`.
+#[derive(Clone, Copy)]
+pub struct ChunkShape {
     pub d_k: usize,
     pub d_v: usize,
     pub features: usize,
     pub terms: usize,
     pub inv_scale: f32,
-    pub runs: &'a [Run],
 }
+
+impl<'a> ChunkProgram<'a> {
+    /// The chunked entries of a kernel of `shape` whose feature map is `runs` (in map order).
+    pub fn new(shape: ChunkShape, runs: &'a [Run]) -> Self {
+        Self {
+            d_k: shape.d_k,
+            d_v: shape.d_v,
+            features: shape.features,
+            terms: shape.terms,
+            inv_scale: shape.inv_scale,
+            runs,
+            segments: chunk_features::segments(runs, SEGMENT),
+            leaf: chunk_features::first_leaf(runs),
+        }
+    }
+}
+
+/// Features per segment: a segment's query and key features are made, read and added to
+/// the state while they are in L1. Feature rows are 256 bytes; the leaves (at d16 P4, 816 of
+/// 969 features) go through two segment-sized buffers (20 KiB each) instead of whole-chunk
+/// buffers (2 x 248 KiB at d16 P4) that spill out of L2.
+const SEGMENT: usize = 64;
 
 /// Words of f32 scratch the chunked entries need (`ChunkBuffers`).
 pub const fn scratch_words(features: usize, d_k: usize, d_v: usize) -> usize {
-    2 * features * CHUNK + d_k * CHUNK + CHUNK * CHUNK + CHUNK * (d_v + 1)
+    2 * (features + SEGMENT + d_k) * CHUNK
+        + 2 * d_k * CHUNK
+        + CHUNK * CHUNK
+        + (d_v + 1) * CHUNK
+        + chunk_products::value_scratch_words(d_v)
 }
 
-/// The scratch, split: the chunk's key and weighted query features (`m x CHUNK`), its
-/// coordinates (`d_k x CHUNK`), the chunk-internal weights (`CHUNK x CHUNK`) and one f32
-/// partial result (`CHUNK x (d_v + 1)`).
+/// The scratch, split: the chunk's key and weighted query features that are parents (rows
+/// below the first leaf) and one segment of leaves of each, their coordinates (`d_k x CHUNK`
+/// each), the chunk-internal weights (`CHUNK x CHUNK`) and the advance's packed values.
 struct ChunkBuffers<'s> {
-    fk: &'s mut [f32],
-    fq: &'s mut [f32],
-    xt: &'s mut [f32],
-    kappa: &'s mut [f32],
-    part: &'s mut [f32],
+    fk: &'s mut [Lanes],
+    fq: &'s mut [Lanes],
+    leaves_k: &'s mut [Lanes],
+    leaves_q: &'s mut [Lanes],
+    xk: &'s mut [Lanes],
+    xq: &'s mut [Lanes],
+    pairs: &'s mut [Lanes],
+    /// The read's f32 sums (`d_v + 1` rows), zero between flushes.
+    part: &'s mut [Lanes],
+    packed: &'s mut [f32],
 }
 
 impl<'s> ChunkBuffers<'s> {
     fn split(p: &ChunkProgram<'_>, scratch: &'s mut [f32]) -> Self {
-        let m = p.features;
-        let (fk, rest) = scratch.split_at_mut(m * CHUNK);
-        let (fq, rest) = rest.split_at_mut(m * CHUNK);
-        let (xt, rest) = rest.split_at_mut(p.d_k * CHUNK);
-        let (kappa, rest) = rest.split_at_mut(CHUNK * CHUNK);
-        let part = &mut rest[..CHUNK * (p.d_v + 1)];
+        let (parents, leaves) = (p.leaf, SEGMENT + p.d_k);
+        let (fk, rest) = scratch.split_at_mut(parents * CHUNK);
+        let (fq, rest) = rest.split_at_mut(parents * CHUNK);
+        let (leaves_k, rest) = rest.split_at_mut(leaves * CHUNK);
+        let (leaves_q, rest) = rest.split_at_mut(leaves * CHUNK);
+        let (xk, rest) = rest.split_at_mut(p.d_k * CHUNK);
+        let (xq, rest) = rest.split_at_mut(p.d_k * CHUNK);
+        let (pairs, rest) = rest.split_at_mut(CHUNK * CHUNK);
+        let (part, rest) = rest.split_at_mut((p.d_v + 1) * CHUNK);
+        let packed = &mut rest[..chunk_products::value_scratch_words(p.d_v)];
+        part.fill(0.0);
         Self {
-            fk,
-            fq,
-            xt,
-            kappa,
-            part,
+            fk: lanes(fk),
+            fq: lanes(fq),
+            leaves_k: lanes(leaves_k),
+            leaves_q: lanes(leaves_q),
+            xk: lanes(xk),
+            xq: lanes(xq),
+            pairs: lanes(pairs),
+            part: lanes(part),
+            packed,
         }
     }
+}
+
+/// The state one pass over a chunk's feature segments works on, and what it does with it.
+enum Sweep<'a> {
+    /// The queries read the state.
+    Read(&'a [f32]),
+    /// The keys advance it.
+    Advance(&'a mut [f32]),
+    /// Both, each segment read before it is advanced (causal prefill).
+    ReadAdvance(&'a mut [f32]),
 }
 
 impl ChunkProgram<'_> {
@@ -77,136 +137,128 @@ impl ChunkProgram<'_> {
         (0..n).step_by(chunk).map(move |t0| (t0, chunk.min(n - t0)))
     }
 
-    /// `f = Phi(x * scale)` (keys) or `W ∘ Phi(x / c)` (queries) of tokens `t0..t0 + n` of
-    /// `x`, feature-major; the coordinates go through `xt`.
-    fn features(
+    /// The coordinates of the chunk of tokens `t0..t0 + n` into the buffers: the queries'
+    /// divided by `c` (if `q` is given), the keys' (if `k` is).
+    fn coordinates(
+        &self,
+        (q, k): (&[f32], &[f32]),
+        (t0, n): (usize, usize),
+        b: &mut ChunkBuffers<'_>,
+    ) {
+        if !q.is_empty() {
+            chunk_features::coordinates(q, self.d_k, (t0, n), self.inv_scale, b.xq);
+        }
+        if !k.is_empty() {
+            chunk_features::coordinates(k, self.d_k, (t0, n), 1.0, b.xk);
+        }
+    }
+
+    /// One pass over the chunk of `n` tokens whose coordinates are in the buffers and whose
+    /// values are `vc` (`n x d_v`): per segment of features, the weighted query features
+    /// `W ∘ Phi(q / c)` read the state into `acc` and/or the key features `Phi(k)` add the
+    /// chunk's values to it. A segment's state words are read before they are advanced and no
+    /// other segment touches them, so the read sees the state before the chunk.
+    fn pass(
         &self,
         isa: Isa,
-        x: &[f32],
-        (t0, n): (usize, usize),
-        query: bool,
-        xt: &mut [f32],
-        f: &mut [f32],
-    ) {
-        let (scale, first) = match query {
-            true => (self.inv_scale, &QUERY_FIRST),
-            false => (1.0, &KEY_FIRST),
-        };
-        let xt = lanes(xt);
-        chunk_features::coordinates(x, self.d_k, (t0, n), scale, xt);
-        chunk_features::map(isa, self.runs, xt, first, n, lanes(f));
-    }
-
-    /// `acc[t] += (W ∘ Phi(q_t)) · [S | Z]` for the chunk's `n` queries, whose features are
-    /// in `fq`; `acc` is `n x (d_v + 1)`.
-    fn read(&self, sums: &[f32], fq: &[f32], n: usize, part: &mut [f32], acc: &mut [f64]) {
-        let (m, dv) = (self.features, self.d_v);
-        let row = dv + 1;
-        let (s, z) = sums.split_at(m * dv);
-        for f0 in (0..m).step_by(READ_BLOCK) {
-            let kb = READ_BLOCK.min(m - f0);
-            // part[t][..dv] = sum over the block of fq[f][t] S[f]; part[t][dv] the same of Z.
-            gemm(
-                (n, kb, dv),
-                View::transposed(&fq[f0 * CHUNK..], CHUNK),
-                View::rows(&s[f0 * dv..], dv),
-                0.0,
-                part,
-                row,
-            );
-            let mut den = [0.0f32; CHUNK];
-            for (f, &zf) in z[f0..f0 + kb].iter().enumerate() {
-                let row_f = &fq[(f0 + f) * CHUNK..(f0 + f + 1) * CHUNK];
-                for (d, &x) in den.iter_mut().zip(row_f) {
-                    *d += x * zf;
-                }
-            }
-            for (t, (a, p)) in acc
-                .chunks_exact_mut(row)
-                .zip(part.chunks_exact(row))
-                .take(n)
-                .enumerate()
-            {
-                for (a, &p) in a[..dv].iter_mut().zip(&p[..dv]) {
-                    *a += f64::from(p);
-                }
-                a[dv] += f64::from(den[t]);
-            }
-        }
-    }
-
-    /// `S += Phi(K)^T V`, `Z += Phi(K)^T 1` for the chunk's `n` keys, whose features are in
-    /// `fk` (zero past `n`), and values `v` (`n x d_v`).
-    fn advance(&self, sums: &mut [f32], fk: &[f32], v: &[f32], n: usize) {
-        let (m, dv) = (self.features, self.d_v);
-        let (s, z) = sums.split_at_mut(m * dv);
-        gemm(
-            (m, n, dv),
-            View::rows(fk, CHUNK),
-            View::rows(v, dv),
-            1.0,
-            s,
-            dv,
-        );
-        for (zf, row) in z.iter_mut().zip(fk.chunks_exact(CHUNK)) {
-            *zf += row.iter().sum::<f32>();
-        }
-    }
-
-    /// `acc[t] += sum_{s <= t} T_P(q_t·k_s / c) [v_s, 1]` inside one chunk of `n` tokens.
-    fn intra(
-        &self,
-        (q, k, v): (&[f32], &[f32], &[f32]),
+        mut sweep: Sweep<'_>,
+        vc: &[f32],
         n: usize,
         b: &mut ChunkBuffers<'_>,
-        acc: &mut [f64],
+        acc: &mut [Sums],
     ) {
-        let (dv, row) = (self.d_v, self.d_v + 1);
-        let intra = Intra {
-            d_k: self.d_k,
-            row,
-            terms: self.terms,
-            inv_scale: self.inv_scale,
-        };
-        let kappa = &mut b.kappa[..n * n];
-        intra.causal_weights(n, (q, k), kappa);
-        gemm(
-            (n, n, dv),
-            View::rows(kappa, n),
-            View::rows(v, dv),
-            0.0,
-            b.part,
-            row,
-        );
-        for (t, (a, p)) in acc
-            .chunks_exact_mut(row)
-            .zip(b.part.chunks_exact(row))
-            .take(n)
-            .enumerate()
-        {
-            for (a, &p) in a[..dv].iter_mut().zip(&p[..dv]) {
-                *a += f64::from(p);
-            }
-            a[dv] += kappa[t * n..(t + 1) * n]
-                .iter()
-                .map(|&w| f64::from(w))
-                .sum::<f64>();
+        let (m, dv) = (self.features, self.d_v);
+        let read = !matches!(sweep, Sweep::Advance(_));
+        // Features summed in f32 since the last flush into `acc`.
+        let mut unflushed = 0;
+        if read {
+            chunk_features::constant(n, b.fq);
         }
+        let values = match sweep {
+            Sweep::Read(_) => None,
+            _ => {
+                chunk_features::constant(n, b.fk);
+                Some(PackedValues::new(vc, dv, n, b.packed))
+            }
+        };
+        for segment in &self.segments {
+            let runs = &self.runs[segment.runs.clone()];
+            let f = segment.features.clone();
+            let (rows, words) = (f.clone(), f.start * dv..f.end * dv);
+            let fq: &[Lanes] = match (read, segment.leaves) {
+                (false, _) => &[],
+                (true, false) => {
+                    chunk_features::map_segment(isa, runs, b.xq, &QUERY_FIRST, b.fq);
+                    &b.fq[rows.clone()]
+                }
+                (true, true) => {
+                    let out = &mut b.leaves_q[..f.len()];
+                    let x = (&*b.xq, &QUERY_FIRST);
+                    chunk_features::map_leaves(isa, runs, x, b.fq, out, f.start);
+                    out
+                }
+            };
+            match &mut sweep {
+                Sweep::Read(sums) => {
+                    let (s, z) = sums.split_at(m * dv);
+                    chunk_products::read(isa, fq, (&s[words], &z[rows]), n, b.part);
+                }
+                Sweep::Advance(sums) | Sweep::ReadAdvance(sums) => {
+                    let (s, z) = sums.split_at_mut(m * dv);
+                    let (s, z) = (&mut s[words], &mut z[rows.clone()]);
+                    if read {
+                        chunk_products::read(isa, fq, (s, z), n, b.part);
+                    }
+                    if let Some(values) = &values {
+                        let fk: &[Lanes] = match segment.leaves {
+                            false => {
+                                chunk_features::map_segment(isa, runs, b.xk, &KEY_FIRST, b.fk);
+                                &b.fk[rows]
+                            }
+                            true => {
+                                let out = &mut b.leaves_k[..f.len()];
+                                let x = (&*b.xk, &KEY_FIRST);
+                                chunk_features::map_leaves(isa, runs, x, b.fk, out, f.start);
+                                out
+                            }
+                        };
+                        chunk_products::advance(isa, fk, values, (s, z));
+                    }
+                }
+            }
+            unflushed += f.len();
+            if read && (unflushed >= READ_BLOCK || f.end == m) {
+                chunk_products::flush(b.part, n, acc);
+                unflushed = 0;
+            }
+        }
+    }
+
+    /// `acc[j][t] += sum_{s <= t} T_P(q_t·k_s / c) [v_s, 1][j]` inside one chunk of `n`
+    /// tokens whose coordinates are in the buffers and whose values are `vc` (`n x d_v`).
+    fn intra(&self, isa: Isa, vc: &[f32], n: usize, b: &mut ChunkBuffers<'_>, acc: &mut [Sums]) {
+        chunk_pairs::weights(isa, (b.xq, b.xk), self.terms, n, b.pairs);
+        chunk_products::read(isa, &b.pairs[..n], (vc, &chunk_pairs::ONES[..n]), n, b.part);
+        chunk_products::flush(b.part, n, acc);
     }
 
     /// Writes the chunk's answers from `acc` and reports them, tokens numbered from `t0`.
     fn answer(
         &self,
-        acc: &[f64],
+        acc: &[Sums],
         t0: usize,
         n: usize,
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
-        let (dv, row) = (self.d_v, self.d_v + 1);
-        for (t, a) in acc.chunks_exact(row).take(n).enumerate() {
+        let dv = self.d_v;
+        let mut sums = vec![0.0f64; dv + 1];
+        for t in 0..n {
+            for (s, a) in sums.iter_mut().zip(acc) {
+                *s = a[t];
+            }
             let o = &mut out[(t0 + t) * dv..(t0 + t + 1) * dv];
-            let r = answer(a, o);
+            let r = answer(&sums, o);
             answered(t0 + t, r.denominator, r.ok);
         }
     }
@@ -221,27 +273,25 @@ impl ChunkProgram<'_> {
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
-        let (dk, dv, row) = (self.d_k, self.d_v, self.d_v + 1);
+        let (dk, dv) = (self.d_k, self.d_v);
         let mut b = ChunkBuffers::split(self, scratch);
-        let mut acc = vec![0.0f64; CHUNK * row];
+        let mut acc: Vec<Sums> = vec![[0.0; CHUNK]; dv + 1];
         // While the state is all zeros (a fresh one, before its first keys) the reads give
         // exactly zeros and are skipped.
         let mut zero = sums.iter().all(|&x| x == 0.0);
         let tokens = q.len() / dk;
         let (isa, chunk) = (run.isa, run.chunk);
         for (t0, n) in Self::chunks(tokens, chunk) {
-            acc.fill(0.0);
-            let qc = &q[t0 * dk..(t0 + n) * dk];
-            let kc = &k[t0 * dk..(t0 + n) * dk];
+            acc.iter_mut().for_each(|a| a.fill(0.0));
             let vc = &v[t0 * dv..(t0 + n) * dv];
-            if !zero {
-                self.features(isa, q, (t0, n), true, b.xt, b.fq);
-                self.read(sums, b.fq, n, b.part, &mut acc);
-            }
-            self.intra((qc, kc, vc), n, &mut b, &mut acc);
+            self.coordinates((q, k), (t0, n), &mut b);
+            let sweep = match zero {
+                true => Sweep::Advance(sums),
+                false => Sweep::ReadAdvance(sums),
+            };
+            self.pass(isa, sweep, vc, n, &mut b, &mut acc);
+            self.intra(isa, vc, n, &mut b, &mut acc);
             self.answer(&acc, t0, n, out, answered);
-            self.features(isa, k, (t0, n), false, b.xt, b.fk);
-            self.advance(sums, b.fk, vc, n);
             zero = false;
         }
     }
@@ -255,12 +305,13 @@ impl ChunkProgram<'_> {
         k: &[f32],
         v: &[f32],
     ) {
-        let (dk, dv) = (self.d_k, self.d_v);
-        let b = ChunkBuffers::split(self, scratch);
+        let mut b = ChunkBuffers::split(self, scratch);
         let (isa, chunk) = (run.isa, run.chunk);
-        for (t0, n) in Self::chunks(k.len() / dk, chunk) {
-            self.features(isa, k, (t0, n), false, b.xt, b.fk);
-            self.advance(sums, b.fk, &v[t0 * dv..(t0 + n) * dv], n);
+        let dv = self.d_v;
+        for (t0, n) in Self::chunks(k.len() / self.d_k, chunk) {
+            self.coordinates((&[], k), (t0, n), &mut b);
+            let vc = &v[t0 * dv..(t0 + n) * dv];
+            self.pass(isa, Sweep::Advance(sums), vc, n, &mut b, &mut []);
         }
     }
 
@@ -274,14 +325,13 @@ impl ChunkProgram<'_> {
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
-        let row = self.d_v + 1;
-        let b = ChunkBuffers::split(self, scratch);
-        let mut acc = vec![0.0f64; CHUNK * row];
+        let mut b = ChunkBuffers::split(self, scratch);
+        let mut acc: Vec<Sums> = vec![[0.0; CHUNK]; self.d_v + 1];
         let (isa, chunk) = (run.isa, run.chunk);
         for (t0, n) in Self::chunks(q.len() / self.d_k, chunk) {
-            acc.fill(0.0);
-            self.features(isa, q, (t0, n), true, b.xt, b.fq);
-            self.read(sums, b.fq, n, b.part, &mut acc);
+            acc.iter_mut().for_each(|a| a.fill(0.0));
+            self.coordinates((q, &[]), (t0, n), &mut b);
+            self.pass(isa, Sweep::Read(sums), &[], n, &mut b, &mut acc);
             self.answer(&acc, t0, n, out, answered);
         }
     }

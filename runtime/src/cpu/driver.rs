@@ -5,7 +5,7 @@
 
 use super::chunk_features::{self, Lanes, lanes};
 use super::chunked_backward::{CHUNK, Intra, View, gemm};
-use super::chunked_forward::{self, ChunkProgram};
+use super::chunked_forward::{self, ChunkProgram, ChunkShape};
 use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::generic::{split_lane, update_compensated};
@@ -16,9 +16,9 @@ use crate::stats::answer;
 pub const MAX_CHUNK: usize = CHUNK;
 
 /// Calls of fewer tokens than this run token by token whatever the chunk (a decode step
-/// never pays for a chunk's buffers). Not tuned: the chunked form is opt-in while it measures
-/// slower than the token loop (`benches/results/prefill-2026-12-02.md`).
-pub const MIN_CHUNKED_TOKENS: usize = 16;
+/// never pays for a chunk's buffers): chunks of 16 tokens measured no faster than the token
+/// loop at d16 P4 (`benches/results/prefill-2026-12-06.md`).
+pub const MIN_CHUNKED_TOKENS: usize = 32;
 
 /// Words of scratch the chunked forward entries need (more than [`scratch_words`]).
 pub const fn chunked_scratch_words(features: usize, d_k: usize, d_v: usize) -> usize {
@@ -37,14 +37,15 @@ where
 {
     let m = MP - PAD;
     let wanted = run.chunk > 1 && tokens >= MIN_CHUNKED_TOKENS;
-    (wanted && scratch >= chunked_scratch_words(m, DK, ROW - 1)).then_some(ChunkProgram {
+    let shape = ChunkShape {
         d_k: DK,
         d_v: ROW - 1,
         features: m,
         terms: F::TERMS,
         inv_scale: F::INV_SCALE,
-        runs: F::ADJOINT_RUNS,
-    })
+    };
+    (wanted && scratch >= chunked_scratch_words(m, DK, ROW - 1))
+        .then(|| ChunkProgram::new(shape, F::RUNS))
 }
 
 pub use super::features::{FeatureProgram, FirstScales, LANES, PAD, run, run_from_table};
@@ -284,7 +285,7 @@ pub fn backward<const DK: usize, const ROW: usize, const XP: usize, const MP: us
         };
         let xt = lanes(xt);
         chunk_features::coordinates(x, DK, (t0, n), scale, xt);
-        chunk_features::map(isa, runs, xt, first, n, lanes(f));
+        chunk_features::map(isa, F::RUNS, xt, first, n, lanes(f));
     };
     // `dx_t = J^T u_t` of the chunk's tokens into `out` (`n x d_k`), `u` consumed; `f` and
     // `xt` as `features` left them.

@@ -57,6 +57,10 @@ pub trait FeatureProgram<const XP: usize, const MP: usize> {
     /// The runs of `map` as `(parent, first, dest, len, mult)`, in the order its adjoint
     /// walks them (`sata_codegen::KernelPlan::adjoint_runs`; run by `super::chunk_features`).
     const ADJOINT_RUNS: &'static [(u32, u32, u32, u32, u8)];
+
+    /// The same runs in the order `map` writes them, by destination (the chunked forward
+    /// maps a chunk's tokens in segments of these: `super::chunk_features::segments`).
+    const RUNS: &'static [(u32, u32, u32, u32, u8)];
 }
 
 /// One run of a straight-line feature program, the children of feature `parent`:

@@ -7,6 +7,8 @@ mod backend;
 pub(crate) mod backward;
 mod chunk_choice;
 mod chunk_features;
+mod chunk_pairs;
+mod chunk_products;
 mod chunked_backward;
 mod chunked_forward;
 pub mod driver;

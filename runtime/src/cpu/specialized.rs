@@ -17,13 +17,15 @@ pub(crate) struct Specialized {
 }
 
 impl Specialized {
-    /// `kernel` on the widest instruction set this CPU supports, with the default chunk.
+    /// `kernel` on the widest instruction set this CPU supports, with the default chunk for
+    /// its size.
     pub fn new(kernel: &'static dyn SpecializedKernel) -> Self {
+        let features = kernel.descriptor().features;
         Self {
             kernel,
             run: Execution {
                 isa: Isa::detect(),
-                chunk: super::chunk_choice::DEFAULT_CHUNK,
+                chunk: super::chunk_choice::default_chunk(features),
             },
         }
     }
