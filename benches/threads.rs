@@ -1,5 +1,6 @@
 //! The CPU backend on one thread against several, d_k = d_v = 16, P = 4, f32, specialized
-//! kernel: decode steps at 1 to 64 heads, a 64-head prefill and a 64-head backward. The
+//! kernel: decode steps at 1 to 64 heads, a 64-head prefill, a one-lane prefill of 2,048
+//! tokens (its chunks split over the threads) and a 64-head backward. The
 //! machines this runs on are noisy, so besides criterion's means it prints the median of
 //! paired samples (one call on 1 thread, then the same call on N, repeated): the speedup.
 //! Where the speedup of small calls crosses 1 is what sets `PARALLEL_MIN_WORK`: run with
@@ -21,16 +22,15 @@ const TERMS: usize = 4;
 /// Decode steps per sample.
 const STEPS: usize = 8;
 
-/// One call of a case on `attention`.
+/// One call of a case on `attention` (its inputs made beforehand, outside the timing).
 fn call(attention: &Attention<f32>, case: &Case) {
     let (heads, n) = (case.heads, case.tokens);
-    let len = heads * n * D;
-    let (q, k, v) = (inputs(len, 0.1), inputs(len, 0.2), inputs(len, 0.3));
+    let [q, k, v] = &case.qkv;
     let shape = [1, heads, n, D];
     let (q, k, v) = (
-        TensorRef::query(&q, shape).unwrap(),
-        TensorRef::key(&k, shape).unwrap(),
-        TensorRef::value(&v, shape).unwrap(),
+        TensorRef::query(q, shape).unwrap(),
+        TensorRef::key(k, shape).unwrap(),
+        TensorRef::value(v, shape).unwrap(),
     );
     let mut state = attention.new_state(1, heads).unwrap();
     match case.kind {
@@ -56,6 +56,20 @@ struct Case {
     kind: &'static str,
     heads: usize,
     tokens: usize,
+    qkv: [Vec<f32>; 3],
+}
+
+impl Case {
+    fn new(kind: &'static str, heads: usize, tokens: usize) -> Self {
+        let len = heads * tokens * D;
+        let qkv = [inputs(len, 0.1), inputs(len, 0.2), inputs(len, 0.3)];
+        Self {
+            kind,
+            heads,
+            tokens,
+            qkv,
+        }
+    }
 }
 
 fn main() {
@@ -72,22 +86,12 @@ fn main() {
         .with_threads(cores)
         .unwrap();
     let mut cases: Vec<Case> = [1, 2, 4, 8, 16, 64]
-        .map(|heads| Case {
-            kind: "decode",
-            heads,
-            tokens: 1,
-        })
+        .map(|heads| Case::new("decode", heads, 1))
         .into();
-    cases.push(Case {
-        kind: "prefill",
-        heads: 64,
-        tokens: 256,
-    });
-    cases.push(Case {
-        kind: "training",
-        heads: 64,
-        tokens: 256,
-    });
+    cases.push(Case::new("prefill", 64, 256));
+    // One lane: its chunks split over the threads.
+    cases.push(Case::new("prefill", 1, 2048));
+    cases.push(Case::new("training", 64, 256));
     let mut c = Criterion::default()
         .output_directory(&common::output_dir())
         .configure_from_args();

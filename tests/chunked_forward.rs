@@ -9,7 +9,10 @@ mod common;
 use common::{Problem, f32_tolerance, lane_tokens, problem, reference, rel_err, rng, widen};
 use sata::codegen::registry::PRECOMPILED;
 use sata::kernel::driver::{MAX_CHUNK, MIN_CHUNKED_TOKENS};
-use sata::{Accumulation, Attention, Isa, KernelConfig, SataError, State, TensorRef};
+use sata::{
+    Accumulation, Attention, BackendKind, BackendRequest, Isa, KernelConfig, SataError, State,
+    TensorRef,
+};
 
 fn f32s(x: &[f64]) -> Vec<f32> {
     x.iter().map(|&v| v as f32).collect()
@@ -180,6 +183,71 @@ fn chunked_absorb_and_query_match_float64() {
                 );
             }
         }
+    }
+}
+
+/// The generic path in f32 (configurations without a kernel: odd sizes, another scale)
+/// prefills, absorbs and queries in the same chunks: against float64 and its token loop.
+#[test]
+fn the_generic_path_chunks_in_f32() {
+    let mut rng = rng("chunked_generic");
+    let n = MAX_CHUNK + 45;
+    for &(dk, dv, terms, scale) in &[(6, 5, 4, 3.0), (3, 9, 6, 1.5), (12, 8, 3, 2.5)] {
+        let (p, qkv) = rounded(common::problem_with_scale(
+            &mut rng,
+            (1, 2),
+            (n, n),
+            (dk, dv, terms),
+            scale,
+            1.0,
+            true,
+        ));
+        let request = BackendRequest::Kind(BackendKind::CpuGeneric);
+        let generic = |chunk: usize| {
+            Attention::<f32>::with_backend(p.config(), request)
+                .unwrap()
+                .with_prefill_chunk(chunk)
+                .unwrap()
+        };
+        let a = generic(MAX_CHUNK);
+        assert!(a.kernel().is_none());
+        assert!(
+            a.describe_path().contains("chunks of 64"),
+            "{}",
+            a.describe_path()
+        );
+        let tokens = generic(1);
+        assert!(tokens.describe_path().starts_with("cpu-generic, "));
+        let tol = f32_tolerance(&p, true);
+        let (mut s, mut s_tok) = (a.new_state(1, 2).unwrap(), tokens.new_state(1, 2).unwrap());
+        let y = prefill(&a, &mut s, &p, &qkv, n);
+        let y_tok = prefill(&tokens, &mut s_tok, &p, &qkv, n);
+        let err = rel_err(&widen(&y), &reference(&p, true));
+        assert!(err <= tol, "{}: {err:e} > {tol:e}", p.config());
+        let vs_tokens = rel_err(&widen(&y), &widen(&y_tok));
+        assert!(
+            vs_tokens <= tol,
+            "{}: {vs_tokens:e} from the token loop",
+            p.config()
+        );
+        let state_err = rel_err(&widen(&s.as_slice()), &widen(&s_tok.as_slice()));
+        assert!(
+            state_err < 1e-6,
+            "{}: states differ by {state_err:e}",
+            p.config()
+        );
+        // Absorb then query: the state of the keys, read by every query.
+        let shape = |d| [1, 2, n, d];
+        let y = a
+            .attend(
+                TensorRef::query(&qkv[0], shape(dk)).unwrap(),
+                TensorRef::key(&qkv[1], shape(dk)).unwrap(),
+                TensorRef::value(&qkv[2], shape(dv)).unwrap(),
+            )
+            .unwrap();
+        let err = rel_err(&widen(&y.output.data), &reference(&p, false));
+        let tol = f32_tolerance(&p, false);
+        assert!(err <= tol, "{} non-causal: {err:e} > {tol:e}", p.config());
     }
 }
 

@@ -82,6 +82,15 @@ fn run<T: Element>(attention: &Attention<T>, inputs: &Inputs) -> Vec<u64> {
 fn identical_for_any_thread_count<T: Element>(request: BackendRequest, config: KernelConfig) {
     // 2 x 8 lanes of 80 tokens at d16 P4: above the threshold that keeps small calls on the
     // calling thread (`PARALLEL_MIN_WORK`).
+    identical_with_lanes::<T>(
+        request,
+        config,
+        inputs(8, 80, config.d_k().max(config.d_v())),
+    );
+}
+
+/// [`run`] on `x` gives the same bits on 1, 2, 3 and 5 threads and on rayon's global pool.
+fn identical_with_lanes<T: Element>(request: BackendRequest, config: KernelConfig, x: Inputs) {
     let one = Attention::<T>::with_backend(config, request)
         .unwrap()
         .with_threads(1)
@@ -91,7 +100,6 @@ fn identical_for_any_thread_count<T: Element>(request: BackendRequest, config: K
         "{}",
         one.describe_path()
     );
-    let x = inputs(8, 80, config.d_k().max(config.d_v()));
     let want = run(&one, &x);
     for threads in [2, 3, 5] {
         let many = Attention::<T>::with_backend(config, request)
@@ -120,6 +128,23 @@ fn the_generic_path_is_bit_identical_for_any_thread_count() {
     let request = BackendRequest::Kind(BackendKind::CpuGeneric);
     identical_for_any_thread_count::<f64>(request, config);
     identical_for_any_thread_count::<f32>(request, config);
+}
+
+/// Two lanes of 1,100 tokens: on 3 and 5 threads each lane splits its chunks over the pool
+/// (fewer lanes than threads), on 2 the lanes run side by side; the bits stay the same.
+#[test]
+fn long_lanes_split_their_chunks_with_the_same_bits() {
+    let config = KernelConfig::new(16, 16, 4).unwrap();
+    for kind in [BackendKind::Cpu, BackendKind::CpuGeneric] {
+        let request = BackendRequest::Kind(kind);
+        let a = Attention::<f32>::with_backend(config, request).unwrap();
+        assert!(
+            a.describe_path().contains("chunks of 64"),
+            "{}",
+            a.describe_path()
+        );
+        identical_with_lanes::<f32>(request, config, inputs(1, 1100, 16));
+    }
 }
 
 #[test]

@@ -156,7 +156,7 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
-    /// Runs the specialized CPU kernels' prefill, absorb and query `chunk` tokens at a time: per
+    /// Runs the CPU backend's f32 prefill, absorb and query `chunk` tokens at a time: per
     /// chunk the queries read the state as one matrix product, the pairs inside the chunk are
     /// the polynomial of `q·k` directly, and the keys advance the state as a second product
     /// (`docs/design.md`, section 1); `1` runs them token by token. The default is chosen per
@@ -164,8 +164,10 @@ impl<T: Element> Attention<T> {
     /// (`benches/results/prefill-2026-12-06.md`); [`Attention::describe_path`] shows it. A call
     /// of fewer than
     /// [`kernel::driver::MIN_CHUNKED_TOKENS`](crate::kernel::driver::MIN_CHUNKED_TOKENS)
-    /// tokens (a decode step) and a compensated state run token by token regardless. No
-    /// effect on the generic CPU path (always token by token) or device backends.
+    /// tokens (a decode step) and a compensated state run token by token regardless. The
+    /// specialized kernels and the generic path in f32 take it; no effect in f64 (always token
+    /// by token) or on device backends. With fewer lanes than threads, a long call splits its
+    /// chunks over the threads, with the same results.
     pub fn with_prefill_chunk(mut self, chunk: usize) -> Result<Self, SataError> {
         let max = crate::kernel::driver::MAX_CHUNK;
         if chunk == 0 || chunk > max {
@@ -175,8 +177,8 @@ impl<T: Element> Attention<T> {
         Ok(self)
     }
 
-    /// The forward chunk of the specialized CPU kernels (1: token by token, and always 1 on
-    /// the generic path and device backends).
+    /// The forward chunk of the CPU backend in f32 (1: token by token, and always 1 in f64
+    /// and on device backends).
     pub fn prefill_chunk(&self) -> usize {
         self.backend.chunk()
     }

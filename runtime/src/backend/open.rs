@@ -6,11 +6,11 @@ use sata_codegen::KernelConfig;
 
 use super::contract::HostBackend;
 use super::kind::{BackendKind, BackendUnavailable, Selection};
-use crate::cpu::CpuBackend;
 use crate::cpu::generic::GenericProgram;
 use crate::cpu::kernel::SpecializedKernel;
 use crate::cpu::specialized::Specialized;
-use crate::element::Element;
+use crate::cpu::{CpuBackend, GenericChunked};
+use crate::element::{DType, Element};
 use crate::error::SataError;
 
 /// The backend `selection` names, for elements of type `T`; `kernel` is the specialized
@@ -25,6 +25,11 @@ pub(crate) fn open<T: Element>(
         (BackendKind::Cpu, Some(kernel)) => {
             of_f32(backend, Box::new(CpuBackend::new(Specialized::new(kernel))))
         }
+        // f32 prefills in chunks on the generic path too; f64 runs its token loop.
+        (BackendKind::Cpu | BackendKind::CpuGeneric, _) if T::DTYPE == DType::F32 => of_f32(
+            backend,
+            Box::new(CpuBackend::new(GenericChunked::new(&config))),
+        ),
         (BackendKind::Cpu | BackendKind::CpuGeneric, _) => {
             Ok(Box::new(CpuBackend::new(GenericProgram::<T>::new(&config))))
         }

@@ -40,6 +40,10 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
         None
     }
+    /// Whether a lane's work can be split over the pool it runs in ([`Split`]).
+    fn splits(&self) -> bool {
+        false
+    }
     fn prefill(
         &self,
         scratch: &mut Self::Scratch,
@@ -47,8 +51,9 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
         qkv: (&[T], &[T], &[T]),
         out: &mut [T],
         answered: &mut dyn FnMut(usize, Answer),
+        split: Split,
     );
-    fn absorb(&self, scratch: &mut Self::Scratch, state: &mut [T], k: &[T], v: &[T]);
+    fn absorb(&self, scratch: &mut Self::Scratch, state: &mut [T], kv: (&[T], &[T]), split: Split);
     fn query(
         &self,
         scratch: &mut Self::Scratch,
@@ -56,8 +61,15 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
         q: &[T],
         out: &mut [T],
         answered: &mut dyn FnMut(usize, Answer),
+        split: Split,
     );
 }
+
+/// Whether one lane's call may split its own work (its chunks) over the rayon pool it runs
+/// in: the lane loop says so for calls with fewer lanes than threads, and runs them inside
+/// the pool. Results do not depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Split(pub bool);
 
 /// The CPU backend running lane kernel `K` on `threads`.
 pub(crate) struct CpuBackend<K> {
@@ -130,19 +142,24 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         let lanes: Vec<&mut [T]> = state.lanes_mut().collect();
         let work = words * n * lanes.len();
         let lanes = lane_items(lanes, out, block, dens, n);
-        let stats = self
-            .threads
-            .map(work, lanes, |lane, (lane_state, out, dens)| {
+        let splits = self.kernel.splits();
+        let stats = self.threads.map_splitting(
+            work,
+            lanes,
+            splits,
+            |lane, (lane_state, out, dens), split| {
                 let mut stats = CallStats::default();
                 let mut scratch = self.kernel.scratch();
                 let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
                 let keys = |t: usize| before + t as u64 + 1;
                 let mut answered = recorder(&mut stats, dens, (lane, heads), keys);
+                let split = Split(split);
                 self.kernel
-                    .prefill(&mut scratch, lane_state, qkv, out, &mut answered);
+                    .prefill(&mut scratch, lane_state, qkv, out, &mut answered, split);
                 drop(answered);
                 stats
-            });
+            },
+        );
         Ok(merged(stats))
     }
 
@@ -154,11 +171,14 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         let n = k.shape().tokens;
         let lanes: Vec<&mut [T]> = state.lanes_mut().collect();
         let work = lanes.first().map_or(0, |l| l.len()) * n * lanes.len();
-        self.threads.map(work, lanes, |lane, lane_state| {
-            let mut scratch = self.kernel.scratch();
-            self.kernel
-                .absorb(&mut scratch, lane_state, k.lane(lane), v.lane(lane));
-        });
+        let splits = self.kernel.splits();
+        self.threads
+            .map_splitting(work, lanes, splits, |lane, lane_state, split| {
+                let mut scratch = self.kernel.scratch();
+                let kv = (k.lane(lane), v.lane(lane));
+                self.kernel
+                    .absorb(&mut scratch, lane_state, kv, Split(split));
+            });
         Ok(())
     }
 
@@ -175,17 +195,22 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         let lanes: Vec<&[T]> = state.lanes().collect();
         let work = lanes.first().map_or(0, |l| l.len()) * n * lanes.len();
         let lanes = lane_items(lanes, out, block, dens, n);
-        let stats = self
-            .threads
-            .map(work, lanes, |lane, (lane_state, out, dens)| {
+        let splits = self.kernel.splits();
+        let stats = self.threads.map_splitting(
+            work,
+            lanes,
+            splits,
+            |lane, (lane_state, out, dens), split| {
                 let mut stats = CallStats::default();
                 let mut scratch = self.kernel.scratch();
                 let mut answered = recorder(&mut stats, dens, (lane, heads), |_| keys);
+                let (q, split) = (q.lane(lane), Split(split));
                 self.kernel
-                    .query(&mut scratch, lane_state, q.lane(lane), out, &mut answered);
+                    .query(&mut scratch, lane_state, q, out, &mut answered, split);
                 drop(answered);
                 stats
-            });
+            },
+        );
         Ok(merged(stats))
     }
 }
@@ -245,11 +270,12 @@ impl<T: Element> LaneKernel<T> for GenericProgram<T> {
         qkv: (&[T], &[T], &[T]),
         out: &mut [T],
         answered: &mut dyn FnMut(usize, Answer),
+        _: Split,
     ) {
         GenericProgram::prefill(self, scratch, state, qkv, out, answered)
     }
 
-    fn absorb(&self, scratch: &mut Scratch<T>, state: &mut [T], k: &[T], v: &[T]) {
+    fn absorb(&self, scratch: &mut Scratch<T>, state: &mut [T], (k, v): (&[T], &[T]), _: Split) {
         GenericProgram::absorb(self, scratch, state, k, v)
     }
 
@@ -260,6 +286,7 @@ impl<T: Element> LaneKernel<T> for GenericProgram<T> {
         q: &[T],
         out: &mut [T],
         answered: &mut dyn FnMut(usize, Answer),
+        _: Split,
     ) {
         GenericProgram::query(self, scratch, state, q, out, answered)
     }

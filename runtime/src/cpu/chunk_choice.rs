@@ -6,7 +6,7 @@
 //! pairs inside it, `O(chunk (d_k + d_v))` per token) outweighs the state's (`m (d_v + 1)`):
 //! d16 P2, 17 features, ran at 0.54x.
 
-use super::chunked_backward::CHUNK;
+use super::chunk_features::CHUNK;
 
 /// Features from which the chunked form is the default.
 pub(crate) const MIN_CHUNKED_FEATURES: usize = 64;

@@ -11,12 +11,40 @@
 
 use std::ops::Range;
 
-use super::chunked_backward::CHUNK;
 use super::features::FirstScales;
 use super::simd::Isa;
 
+/// Tokens per chunk of the chunked forward and backward (`benches/results/backward-2026-12-01.md`,
+/// `benches/results/prefill-2026-12-06.md`).
+pub const CHUNK: usize = 64;
+
 /// One run of the feature program.
 pub type Run = (u32, u32, u32, u32, u8);
+
+/// A plan's feature runs as [`Run`]s: in map order (as generated kernels' `RUNS`) or, with
+/// `adjoint`, in the adjoint's order (`ADJOINT_RUNS`).
+pub(crate) fn plan_runs(plan: &sata_codegen::KernelPlan, adjoint: bool) -> Vec<Run> {
+    let as_run = |r: &sata_codegen::FeatureRun| -> Run {
+        let word = |x: usize| u32::try_from(x).expect("feature indices fit in u32");
+        let mult = u8::try_from(r.mult).expect("multiplicities are below MAX_TERMS");
+        (
+            word(r.parent),
+            word(r.first),
+            word(r.dest),
+            word(r.len),
+            mult,
+        )
+    };
+    match adjoint {
+        false => plan
+            .orders
+            .iter()
+            .flat_map(|o| &o.runs)
+            .map(as_run)
+            .collect(),
+        true => plan.adjoint_runs().into_iter().map(as_run).collect(),
+    }
+}
 
 /// One feature (or coordinate) of every token of a chunk.
 pub type Lanes = [f32; CHUNK];
@@ -361,22 +389,7 @@ mod tests {
         let config = KernelConfig::new(3, 2, 4).unwrap();
         let plan = KernelPlan::new(&config);
         let basis = Basis::new(&config);
-        let as_run = |r: &sata_codegen::FeatureRun| -> Run {
-            (
-                r.parent as u32,
-                r.first as u32,
-                r.dest as u32,
-                r.len as u32,
-                r.mult as u8,
-            )
-        };
-        let map_runs: Vec<Run> = plan
-            .orders
-            .iter()
-            .flat_map(|o| &o.runs)
-            .map(as_run)
-            .collect();
-        let runs: Vec<Run> = plan.adjoint_runs().into_iter().map(as_run).collect();
+        let (map_runs, runs) = (plan_runs(&plan, false), plan_runs(&plan, true));
         let (m, dk, valid) = (plan.features, 3, 5);
         let coord = |i: usize, t: usize| {
             if t < valid {
@@ -437,8 +450,8 @@ mod tests {
                         }
                     }
                 }
-                for t in 0..CHUNK {
-                    for j in 0..m {
+                for (j, row) in f.iter().enumerate().take(m) {
+                    for (t, &got) in row.iter().enumerate() {
                         let xs: Vec<f64> = (0..dk).map(|i| f64::from(coord(i, t))).collect();
                         let mono: f64 = basis.monomial(j).iter().map(|&i| xs[i]).product();
                         let w = if weighted {
@@ -447,14 +460,14 @@ mod tests {
                             1.0
                         };
                         let want = if t < valid { mono * w } else { 0.0 };
-                        assert!((f64::from(f[j][t]) - want).abs() < 1e-6, "{isa} t{t} j{j}");
+                        assert!((f64::from(got) - want).abs() < 1e-6, "{isa} t{t} j{j}");
                     }
                 }
                 let mut u = u0.clone();
                 let mut dx = vec![[0.0; CHUNK]; dk];
                 adjoint(isa, &runs, (&x, first), &f, &mut u, &mut dx);
                 for t in 0..valid {
-                    for i in 0..dk {
+                    for (i, dxi) in dx.iter().enumerate() {
                         let loss = |h: f64| {
                             let xs: Vec<f64> = (0..dk)
                                 .map(|c| f64::from(coord(c, t)) + if c == i { h } else { 0.0 })
@@ -474,7 +487,7 @@ mod tests {
                                 .sum::<f64>()
                         };
                         let want = (loss(1e-5) - loss(-1e-5)) / 2e-5;
-                        let got = f64::from(dx[i][t]);
+                        let got = f64::from(dxi[t]);
                         assert!(
                             (got - want).abs() < 1e-4 * want.abs().max(1.0),
                             "{isa} t{t} i{i}: {got} vs {want}"

@@ -9,8 +9,8 @@
 //! `super::chunk_features` does), so every step is an elementwise operation across the chunk's
 //! queries.
 
+use super::chunk_features::CHUNK;
 use super::chunk_features::Lanes;
-use super::chunked_backward::CHUNK;
 use super::simd::Isa;
 
 /// Ones for the denominator column of the chunk-internal read.

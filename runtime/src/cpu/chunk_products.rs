@@ -17,8 +17,8 @@
 //! here: `benches/results/prefill-2026-12-02.md`), with portable loops of the same sums
 //! elsewhere. This module and `super::simd` hold the CPU backend's SIMD intrinsics.
 
+use super::chunk_features::CHUNK;
 use super::chunk_features::Lanes;
-use super::chunked_backward::CHUNK;
 use super::simd::Isa;
 
 /// Features per block of the read's two-level summation: at most this many (plus one call's
@@ -84,7 +84,21 @@ pub fn read(isa: Isa, fq: &[Lanes], (s, z): (&[f32], &[f32]), n: usize, part: &m
 }
 
 /// `acc[j][t] += part[j][t]` in f64 for the first `n` tokens, and `part` back to zeros.
-pub fn flush(part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
+pub fn flush(isa: Isa, part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx2(isa) {
+        // SAFETY: avx2 and fma were detected by `avx2`; `x86::flush` is the loop below
+        // compiled for them (the same IEEE widenings and additions, so the same bits).
+        unsafe { x86::flush(part, n, acc) };
+        return;
+    }
+    let _ = isa;
+    flush_loop(part, n, acc);
+}
+
+/// [`flush`]'s loop, inlined into the portable and the AVX2 function.
+#[inline(always)]
+fn flush_loop(part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
     for (a, p) in acc.iter_mut().zip(part.iter_mut()) {
         for (a, &p) in a.iter_mut().zip(&p[..n]) {
             *a += f64::from(p);
@@ -177,7 +191,16 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{CHUNK, Lanes, READ_COLUMNS, READ_TOKENS};
+    use super::{CHUNK, Lanes, READ_COLUMNS, READ_TOKENS, Sums};
+
+    /// [`super::flush`] compiled for AVX2 (the f32 to f64 widening in whole vectors).
+    ///
+    /// # Safety
+    /// The CPU must support avx2 and fma.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn flush(part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
+        super::flush_loop(part, n, acc);
+    }
 
     /// [`super::read`] after its checks.
     ///
@@ -491,14 +514,13 @@ mod tests {
                         let f1 = (f0 + READ_BLOCK).min(m);
                         let (s, z) = (&s0[f0 * dv..f1 * dv], &z0[f0..f1]);
                         read(isa, &fq[f0..f1], (s, z), n, &mut part);
-                        flush(&mut part, n, &mut acc);
+                        flush(isa, &mut part, n, &mut acc);
                     }
                     assert!(part.iter().flatten().all(|&p| p == 0.0));
-                    for j in 0..row {
-                        for t in 0..n {
+                    for (j, sums) in acc.iter().enumerate() {
+                        for (t, &got) in sums[..n].iter().enumerate() {
                             let want: f64 =
                                 0.5 + (0..m).map(|f| f64::from(fq[f][t]) * col(f, j)).sum::<f64>();
-                            let got = acc[j][t];
                             assert!(
                                 (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
                                 "{isa} read dv {dv} m {m} n {n} ({j}, {t}): {got} vs {want}"

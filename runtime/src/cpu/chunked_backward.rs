@@ -20,8 +20,7 @@ use matrixmultiply::sgemm;
 
 use super::chunk_pairs;
 
-/// Tokens per chunk (`benches/results/backward-2026-12-01.md`).
-pub const CHUNK: usize = 64;
+use super::chunk_features::CHUNK;
 
 /// A matrix view into `data`: element `(i, j)` at `i * rows + j * cols`.
 #[derive(Clone, Copy)]

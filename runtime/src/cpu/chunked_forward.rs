@@ -13,10 +13,12 @@
 //! feature). Only plain (uncompensated) f32 lanes run here; the drivers keep compensated ones
 //! on the token loop, whose Kahan update needs every product added to the state one at a time.
 
+use std::borrow::Cow;
+
+use super::chunk_features::CHUNK;
 use super::chunk_features::{self, Lanes, Run, Segment, lanes};
 use super::chunk_pairs;
 use super::chunk_products::{self, PackedValues, READ_BLOCK, Sums};
-use super::chunked_backward::CHUNK;
 use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
 use super::simd::Isa;
@@ -25,12 +27,13 @@ use crate::stats::answer;
 /// What the chunked entries need to know of a kernel: its sizes, its Taylor polynomial and
 /// its feature program, as runs in map order cut into segments.
 pub struct ChunkProgram<'a> {
-    d_k: usize,
-    d_v: usize,
-    features: usize,
+    pub(super) d_k: usize,
+    pub(super) d_v: usize,
+    pub(super) features: usize,
     terms: usize,
     inv_scale: f32,
-    runs: &'a [Run],
+    /// The kernel's (generated code's) runs, or the plan's that the generic path owns.
+    runs: Cow<'a, [Run]>,
     segments: Vec<Segment>,
     /// The first leaf feature (`chunk_features::first_leaf`).
     leaf: usize,
@@ -49,16 +52,17 @@ pub struct ChunkShape {
 
 impl<'a> ChunkProgram<'a> {
     /// The chunked entries of a kernel of `shape` whose feature map is `runs` (in map order).
-    pub fn new(shape: ChunkShape, runs: &'a [Run]) -> Self {
+    pub fn new(shape: ChunkShape, runs: impl Into<Cow<'a, [Run]>>) -> Self {
+        let runs = runs.into();
         Self {
             d_k: shape.d_k,
             d_v: shape.d_v,
             features: shape.features,
             terms: shape.terms,
             inv_scale: shape.inv_scale,
+            segments: chunk_features::segments(&runs, SEGMENT),
+            leaf: chunk_features::first_leaf(&runs),
             runs,
-            segments: chunk_features::segments(runs, SEGMENT),
-            leaf: chunk_features::first_leaf(runs),
         }
     }
 }
@@ -133,7 +137,7 @@ enum Sweep<'a> {
 
 impl ChunkProgram<'_> {
     /// The chunks of `n` tokens, `chunk` (at most [`CHUNK`]) at a time.
-    fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    pub(super) fn chunks(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
         (0..n).step_by(chunk).map(move |t0| (t0, chunk.min(n - t0)))
     }
 
@@ -228,7 +232,7 @@ impl ChunkProgram<'_> {
             }
             unflushed += f.len();
             if read && (unflushed >= READ_BLOCK || f.end == m) {
-                chunk_products::flush(b.part, n, acc);
+                chunk_products::flush(isa, b.part, n, acc);
                 unflushed = 0;
             }
         }
@@ -239,31 +243,72 @@ impl ChunkProgram<'_> {
     fn intra(&self, isa: Isa, vc: &[f32], n: usize, b: &mut ChunkBuffers<'_>, acc: &mut [Sums]) {
         chunk_pairs::weights(isa, (b.xq, b.xk), self.terms, n, b.pairs);
         chunk_products::read(isa, &b.pairs[..n], (vc, &chunk_pairs::ONES[..n]), n, b.part);
-        chunk_products::flush(b.part, n, acc);
+        chunk_products::flush(isa, b.part, n, acc);
     }
 
-    /// Writes the chunk's answers from `acc` and reports them, tokens numbered from `t0`.
+    /// Writes the answers of the chunk of `n` tokens from `acc` into `out` (its `n x d_v`
+    /// words) and reports them, tokens numbered from `t0`.
     fn answer(
         &self,
         acc: &[Sums],
-        t0: usize,
-        n: usize,
+        (t0, n): (usize, usize),
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
         let dv = self.d_v;
         let mut sums = vec![0.0f64; dv + 1];
-        for t in 0..n {
+        for (t, o) in out.chunks_exact_mut(dv).take(n).enumerate() {
             for (s, a) in sums.iter_mut().zip(acc) {
                 *s = a[t];
             }
-            let o = &mut out[(t0 + t) * dv..(t0 + t + 1) * dv];
             let r = answer(&sums, o);
             answered(t0 + t, r.denominator, r.ok);
         }
     }
 
-    /// Causal attention over one plain lane (`sums`: `S` then `Z`), `chunk` tokens at a time.
+    /// The keys of the chunk `(t0, n)` advance `sums` (`S` then `Z`).
+    pub(super) fn advance_chunk(
+        &self,
+        isa: Isa,
+        scratch: &mut [f32],
+        sums: &mut [f32],
+        (k, v): (&[f32], &[f32]),
+        (t0, n): (usize, usize),
+    ) {
+        let mut b = ChunkBuffers::split(self, scratch);
+        self.coordinates((&[], k), (t0, n), &mut b);
+        let vc = &v[t0 * self.d_v..(t0 + n) * self.d_v];
+        self.pass(isa, Sweep::Advance(sums), vc, n, &mut b, &mut []);
+    }
+
+    /// The answers of the chunk `(t0, n)` into `out` (its `n x d_v` words), reported to
+    /// `answered`: its queries read `sums` (`None`: a state of zeros, whose reads are exactly
+    /// zero and skipped) and, given the keys and values (causal), the pairs inside the chunk.
+    pub(super) fn read_chunk(
+        &self,
+        (isa, scratch): (Isa, &mut [f32]),
+        sums: Option<&[f32]>,
+        (q, k, v): (&[f32], &[f32], &[f32]),
+        (t0, n): (usize, usize),
+        out: &mut [f32],
+        answered: &mut dyn FnMut(usize, f64, bool),
+    ) {
+        let dv = self.d_v;
+        let mut b = ChunkBuffers::split(self, scratch);
+        let mut acc: Vec<Sums> = vec![[0.0; CHUNK]; dv + 1];
+        self.coordinates((q, k), (t0, n), &mut b);
+        if let Some(sums) = sums {
+            self.pass(isa, Sweep::Read(sums), &[], n, &mut b, &mut acc);
+        }
+        if !k.is_empty() {
+            self.intra(isa, &v[t0 * dv..(t0 + n) * dv], n, &mut b, &mut acc);
+        }
+        self.answer(&acc, (t0, n), out, answered);
+    }
+
+    /// Causal attention over one plain lane (`sums`: `S` then `Z`), `chunk` tokens at a time;
+    /// split over the current rayon pool if `run` says so (`super::chunked_parallel`, the
+    /// same bits).
     pub fn prefill(
         &self,
         run: Execution,
@@ -273,25 +318,29 @@ impl ChunkProgram<'_> {
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
+        if run.parallel_chunks {
+            return self.prefill_parallel(run, sums, (q, k, v), out, answered);
+        }
         let (dk, dv) = (self.d_k, self.d_v);
         let mut b = ChunkBuffers::split(self, scratch);
         let mut acc: Vec<Sums> = vec![[0.0; CHUNK]; dv + 1];
         // While the state is all zeros (a fresh one, before its first keys) the reads give
         // exactly zeros and are skipped.
         let mut zero = sums.iter().all(|&x| x == 0.0);
-        let tokens = q.len() / dk;
         let (isa, chunk) = (run.isa, run.chunk);
-        for (t0, n) in Self::chunks(tokens, chunk) {
+        for (t0, n) in Self::chunks(q.len() / dk, chunk) {
             acc.iter_mut().for_each(|a| a.fill(0.0));
             let vc = &v[t0 * dv..(t0 + n) * dv];
             self.coordinates((q, k), (t0, n), &mut b);
+            // Each segment of the state is read before it is advanced.
             let sweep = match zero {
                 true => Sweep::Advance(sums),
                 false => Sweep::ReadAdvance(sums),
             };
             self.pass(isa, sweep, vc, n, &mut b, &mut acc);
             self.intra(isa, vc, n, &mut b, &mut acc);
-            self.answer(&acc, t0, n, out, answered);
+            let out = &mut out[t0 * dv..(t0 + n) * dv];
+            self.answer(&acc, (t0, n), out, answered);
             zero = false;
         }
     }
@@ -305,13 +354,11 @@ impl ChunkProgram<'_> {
         k: &[f32],
         v: &[f32],
     ) {
-        let mut b = ChunkBuffers::split(self, scratch);
-        let (isa, chunk) = (run.isa, run.chunk);
-        let dv = self.d_v;
-        for (t0, n) in Self::chunks(k.len() / self.d_k, chunk) {
-            self.coordinates((&[], k), (t0, n), &mut b);
-            let vc = &v[t0 * dv..(t0 + n) * dv];
-            self.pass(isa, Sweep::Advance(sums), vc, n, &mut b, &mut []);
+        if run.parallel_chunks {
+            return self.absorb_parallel(run, sums, (k, v));
+        }
+        for t in Self::chunks(k.len() / self.d_k, run.chunk) {
+            self.advance_chunk(run.isa, scratch, sums, (k, v), t);
         }
     }
 
@@ -325,14 +372,15 @@ impl ChunkProgram<'_> {
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
-        let mut b = ChunkBuffers::split(self, scratch);
-        let mut acc: Vec<Sums> = vec![[0.0; CHUNK]; self.d_v + 1];
-        let (isa, chunk) = (run.isa, run.chunk);
-        for (t0, n) in Self::chunks(q.len() / self.d_k, chunk) {
-            acc.iter_mut().for_each(|a| a.fill(0.0));
-            self.coordinates((q, &[]), (t0, n), &mut b);
-            self.pass(isa, Sweep::Read(sums), &[], n, &mut b, &mut acc);
-            self.answer(&acc, t0, n, out, answered);
+        if run.parallel_chunks {
+            return self.query_parallel(run, sums, q, out, answered);
+        }
+        let dv = self.d_v;
+        for (t0, n) in Self::chunks(q.len() / self.d_k, run.chunk) {
+            let out = &mut out[t0 * dv..(t0 + n) * dv];
+            let x = (q, &[][..], &[][..]);
+            let on = (run.isa, &mut scratch[..]);
+            self.read_chunk(on, Some(sums), x, (t0, n), out, answered);
         }
     }
 }

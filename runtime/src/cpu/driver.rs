@@ -3,8 +3,8 @@
 //! `sata::kernel::driver` (from user crates) or `crate::kernel::driver` (the runtime's own
 //! registry); they are not an API of their own.
 
-use super::chunk_features::{self, Lanes, lanes};
-use super::chunked_backward::{CHUNK, Intra, View, gemm};
+use super::chunk_features::{self, CHUNK, Lanes, lanes};
+use super::chunked_backward::{Intra, View, gemm};
 use super::chunked_forward::{self, ChunkProgram, ChunkShape};
 use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};

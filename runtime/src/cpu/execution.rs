@@ -13,4 +13,8 @@ pub struct Execution {
     /// the drivers' `MIN_CHUNKED_TOKENS` tokens (a decode step) and compensated lanes always
     /// run token by token.
     pub chunk: usize,
+    /// Whether a chunked call splits its lane's chunks over the current rayon pool (the
+    /// backend sets it for a call with fewer lanes than threads and runs the call inside the
+    /// pool). The results are bit-identical either way (`super::chunked_parallel`).
+    pub parallel_chunks: bool,
 }

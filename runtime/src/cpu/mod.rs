@@ -11,10 +11,12 @@ mod chunk_pairs;
 mod chunk_products;
 mod chunked_backward;
 mod chunked_forward;
+mod chunked_parallel;
 pub mod driver;
 mod execution;
 pub(crate) mod features;
 pub(crate) mod generic;
+mod generic_chunked;
 pub mod kernel;
 pub(crate) mod scratch;
 pub mod simd;
@@ -22,3 +24,4 @@ pub(crate) mod specialized;
 pub(crate) mod threads;
 
 pub(crate) use backend::CpuBackend;
+pub(crate) use generic_chunked::GenericChunked;

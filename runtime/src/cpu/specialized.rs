@@ -1,7 +1,7 @@
 //! A specialized (generated) kernel as the CPU backend's lane kernel, on the instruction set
 //! chosen at run time.
 
-use super::backend::LaneKernel;
+use super::backend::{LaneKernel, Split};
 use super::driver::{backward_scratch_words, chunked_scratch_words};
 use super::features::scratch_words;
 use super::kernel::{BackwardLane, Execution, KernelDescriptor, SpecializedKernel};
@@ -26,7 +26,19 @@ impl Specialized {
             run: Execution {
                 isa: Isa::detect(),
                 chunk: super::chunk_choice::default_chunk(features),
+                parallel_chunks: false,
             },
+        }
+    }
+}
+
+impl Specialized {
+    /// How one call runs: this kernel's instruction set and chunk, its chunks split over the
+    /// pool if the lane loop allows it.
+    fn execution(&self, split: Split) -> Execution {
+        Execution {
+            parallel_chunks: split.0,
+            ..self.run
         }
     }
 }
@@ -73,6 +85,10 @@ impl LaneKernel<f32> for Specialized {
         Some(self)
     }
 
+    fn splits(&self) -> bool {
+        self.run.chunk > 1
+    }
+
     fn prefill(
         &self,
         scratch: &mut KernelScratch,
@@ -80,9 +96,10 @@ impl LaneKernel<f32> for Specialized {
         qkv: (&[f32], &[f32], &[f32]),
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, Answer),
+        split: Split,
     ) {
         self.kernel.prefill(
-            self.run,
+            self.execution(split),
             scratch,
             state,
             qkv,
@@ -91,8 +108,15 @@ impl LaneKernel<f32> for Specialized {
         );
     }
 
-    fn absorb(&self, scratch: &mut KernelScratch, state: &mut [f32], k: &[f32], v: &[f32]) {
-        self.kernel.absorb(self.run, scratch, state, k, v);
+    fn absorb(
+        &self,
+        scratch: &mut KernelScratch,
+        state: &mut [f32],
+        (k, v): (&[f32], &[f32]),
+        split: Split,
+    ) {
+        self.kernel
+            .absorb(self.execution(split), scratch, state, k, v);
     }
 
     fn query(
@@ -102,9 +126,10 @@ impl LaneKernel<f32> for Specialized {
         q: &[f32],
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, Answer),
+        split: Split,
     ) {
         self.kernel.query(
-            self.run,
+            self.execution(split),
             scratch,
             state,
             q,

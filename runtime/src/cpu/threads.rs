@@ -93,6 +93,39 @@ impl Threads {
     }
 }
 
+impl Threads {
+    /// Like [`Threads::map`], telling `f` whether its item may split its own work over the
+    /// pool it runs in: a call with fewer items than threads, at least [`PARALLEL_MIN_WORK`]
+    /// of `work` and `splittable` work runs its items one after the other inside the pool,
+    /// each told `true`; otherwise as [`Threads::map`], each told `false`.
+    pub fn map_splitting<I: Send, R: Send>(
+        &self,
+        work: usize,
+        items: Vec<I>,
+        splittable: bool,
+        f: impl Fn(usize, I, bool) -> R + Sync + Send,
+    ) -> Vec<R> {
+        let threads = self.count();
+        let split = splittable && items.len() < threads && threads > 1;
+        if !(split && work >= parallel_min_work()) {
+            return self.map(work, items, |i, x| f(i, x, false));
+        }
+        let run = || {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, x)| f(i, x, true))
+                .collect()
+        };
+        match self {
+            // `scope` runs its closure on a thread of the global pool, so the item's own
+            // parallel work starts there instead of being handed over once per phase.
+            Self::Global => rayon::scope(|_| run()),
+            Self::Pool(pool) => pool.install(run),
+        }
+    }
+}
+
 impl std::fmt::Display for Threads {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.count() {
