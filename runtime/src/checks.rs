@@ -129,7 +129,7 @@ impl<'a> Lanes<'a> {
 }
 
 /// Words of the output for queries `q`.
-pub(crate) fn output_len<T: Element>(
+pub(crate) fn output_len<T: Copy>(
     config: &KernelConfig,
     q: &TensorRef<'_, T>,
 ) -> Result<usize, SataError> {

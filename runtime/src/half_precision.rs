@@ -16,6 +16,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::attention::Attention;
+use crate::cpu::scratch::KernelScratch;
 use crate::error::SataError;
 use crate::output::Attended;
 use crate::shape::Shape;
@@ -72,25 +73,26 @@ macro_rules! impl_half {
 impl_half!(f16, "float16");
 impl_half!(bf16, "bfloat16");
 
-/// The f32 copy of a half-precision tensor, with its role and shape.
-struct Widened {
-    data: Vec<f32>,
-    tensor: (crate::shape::Role, Shape),
+/// The f32 copies of a call's `N` half-precision inputs, cut from `buffer` (this thread's,
+/// kept between calls: fresh buffers cost a long call page faults and a decode step
+/// allocations), and the rest of `buffer` for the f32 outputs.
+fn widened<'b, H: HalfFloat, const N: usize>(
+    buffer: &'b mut [f32],
+    inputs: [TensorRef<'_, H>; N],
+) -> ([TensorRef<'b, f32>; N], &'b mut [f32]) {
+    let mut rest = buffer;
+    let refs = inputs.map(|t| {
+        let (part, tail) = std::mem::take(&mut rest).split_at_mut(t.data().len());
+        H::widen_slice(t.data(), part);
+        rest = tail;
+        t.over(&*part)
+    });
+    (refs, rest)
 }
 
-impl Widened {
-    fn new<H: HalfFloat>(t: &TensorRef<'_, H>) -> Self {
-        let mut data = vec![0.0; t.data().len()];
-        H::widen_slice(t.data(), &mut data);
-        Self {
-            data,
-            tensor: (t.role(), t.shape()),
-        }
-    }
-
-    fn as_ref(&self) -> Result<TensorRef<'_, f32>, SataError> {
-        TensorRef::new(self.tensor.0, &self.data, self.tensor.1)
-    }
+/// This thread's f32 buffer for a call on `inputs` with `outputs` words of f32 outputs.
+fn buffer<H: HalfFloat>(inputs: &[TensorRef<'_, H>], outputs: usize) -> KernelScratch {
+    KernelScratch::take(inputs.iter().map(|t| t.data().len()).sum::<usize>() + outputs)
 }
 
 /// Rounds `from` into `to`, failing on the first finite value the half type cannot hold.
@@ -116,9 +118,11 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        narrowed(with_widened((q, k, v), |q, k, v| {
-            self.prefill(state, q, k, v)
-        })?)
+        let len = self.half_output_len(&q)?;
+        let mut buffer = buffer(&[q, k, v], len);
+        let ([q32, k32, v32], out) = widened(&mut buffer, [q, k, v]);
+        let stats = self.prefill_into(state, q32, k32, v32, &mut out[..len])?;
+        self.narrowed(&q, &out[..len], stats)
     }
 
     /// [`decode`](Self::decode) on half-precision inputs.
@@ -129,9 +133,11 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        narrowed(with_widened((q, k, v), |q, k, v| {
-            self.decode(state, q, k, v)
-        })?)
+        let len = self.half_output_len(&q)?;
+        let mut buffer = buffer(&[q, k, v], len);
+        let ([q32, k32, v32], out) = widened(&mut buffer, [q, k, v]);
+        let stats = self.decode_into(state, q32, k32, v32, &mut out[..len])?;
+        self.narrowed(&q, &out[..len], stats)
     }
 
     /// [`decode_into`](Self::decode_into) on half-precision inputs, into a `[batch, heads, 1,
@@ -139,13 +145,15 @@ impl Attention<f32> {
     pub fn decode_half_into<H: HalfFloat>(
         &self,
         state: &mut State<f32>,
-        qkv: (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
+        (q, k, v): (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
         out: &mut [H],
         scratch: &mut Vec<f32>,
     ) -> Result<CallStats, SataError> {
         scratch.clear();
         scratch.resize(out.len(), 0.0);
-        let stats = with_widened(qkv, |q, k, v| self.decode_into(state, q, k, v, scratch))?;
+        let mut buffer = buffer(&[q, k, v], 0);
+        let ([q, k, v], _) = widened(&mut buffer, [q, k, v]);
+        let stats = self.decode_into(state, q, k, v, scratch)?;
         narrow(scratch, out)?;
         Ok(stats)
     }
@@ -157,8 +165,9 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<(), SataError> {
-        let (wk, wv) = (Widened::new(&k), Widened::new(&v));
-        self.absorb(state, wk.as_ref()?, wv.as_ref()?)
+        let mut buffer = buffer(&[k, v], 0);
+        let ([k, v], _) = widened(&mut buffer, [k, v]);
+        self.absorb(state, k, v)
     }
 
     /// [`query`](Self::query) with half-precision queries.
@@ -167,9 +176,11 @@ impl Attention<f32> {
         state: &State<f32>,
         q: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let wq = Widened::new(&q);
-        let y = self.query(state, wq.as_ref()?)?;
-        narrowed(y)
+        let len = self.half_output_len(&q)?;
+        let mut buffer = buffer(&[q], len);
+        let ([q32], out) = widened(&mut buffer, [q]);
+        let stats = self.query_into(state, q32, &mut out[..len])?;
+        self.narrowed(&q, &out[..len], stats)
     }
 
     /// [`attend`](Self::attend) (non-causal, on a fresh state) on half-precision inputs.
@@ -183,30 +194,28 @@ impl Attention<f32> {
         self.absorb_half(&mut state, k, v)?;
         self.query_half(&state, q)
     }
-}
 
-/// Runs `call` on the f32 copies of `q`, `k`, `v`.
-fn with_widened<H: HalfFloat, R>(
-    (q, k, v): (TensorRef<'_, H>, TensorRef<'_, H>, TensorRef<'_, H>),
-    call: impl FnOnce(
-        TensorRef<'_, f32>,
-        TensorRef<'_, f32>,
-        TensorRef<'_, f32>,
-    ) -> Result<R, SataError>,
-) -> Result<R, SataError> {
-    let (wq, wk, wv) = (Widened::new(&q), Widened::new(&k), Widened::new(&v));
-    call(wq.as_ref()?, wk.as_ref()?, wv.as_ref()?)
-}
+    /// Output words of a call on the queries `q`.
+    fn half_output_len<H: HalfFloat>(&self, q: &TensorRef<'_, H>) -> Result<usize, SataError> {
+        crate::checks::output_len(self.config(), q)
+    }
 
-/// An f32 call's outputs rounded to `H`.
-fn narrowed<H: HalfFloat>(y: Attended<f32>) -> Result<Attended<H>, SataError> {
-    let mut data = vec![H::default(); y.output.data.len()];
-    narrow(&y.output.data, &mut data)?;
-    Ok(Attended {
-        output: Tensor {
-            data,
-            shape: y.output.shape,
-        },
-        stats: y.stats,
-    })
+    /// The f32 outputs `from` of a call on the queries `q`, rounded to `H`.
+    fn narrowed<H: HalfFloat>(
+        &self,
+        q: &TensorRef<'_, H>,
+        from: &[f32],
+        stats: CallStats,
+    ) -> Result<Attended<H>, SataError> {
+        let mut data = vec![H::default(); from.len()];
+        narrow(from, &mut data)?;
+        let shape = Shape {
+            dim: self.config().d_v(),
+            ..q.shape()
+        };
+        Ok(Attended {
+            output: Tensor { data, shape },
+            stats,
+        })
+    }
 }

@@ -64,6 +64,20 @@ impl<'a, T: Copy> TensorRef<'a, T> {
     pub fn role(&self) -> Role {
         self.role
     }
+
+    /// This tensor's role and shape over `data`, a converted copy of its words (same length).
+    pub(crate) fn over<'b, U: Copy>(&self, data: &'b [U]) -> TensorRef<'b, U> {
+        debug_assert_eq!(
+            data.len(),
+            self.data.len(),
+            "a copy has the tensor's length"
+        );
+        TensorRef {
+            data,
+            shape: self.shape,
+            role: self.role,
+        }
+    }
 }
 
 impl<'a, T: Element> TensorRef<'a, T> {
