@@ -3,6 +3,7 @@
 //! (`super::specialized`, f32). Lanes run on the backend's [`Threads`], one work item each,
 //! their statistics merged in lane order.
 
+use super::execution::Execution;
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
@@ -24,25 +25,38 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
     fn descriptor(&self) -> Option<&'static KernelDescriptor> {
         None
     }
+    /// How the kernel runs (instruction set, chunk), if it can be set: the generic program
+    /// in f64 has one way only.
+    fn execution(&self) -> Option<Execution> {
+        None
+    }
+    fn execution_mut(&mut self) -> Option<&mut Execution> {
+        None
+    }
     fn set_isa(&mut self, isa: Isa) {
-        let _ = isa;
+        if let Some(run) = self.execution_mut() {
+            run.isa = isa;
+        }
     }
     /// Runs the forward entries `chunk` tokens at a time (1: token by token).
     fn set_chunk(&mut self, chunk: usize) {
-        let _ = chunk;
+        if let Some(run) = self.execution_mut() {
+            run.chunk = chunk;
+        }
     }
     /// The forward chunk (1: token by token).
     fn chunk(&self) -> usize {
-        1
+        self.execution().map_or(1, |run| run.chunk)
     }
     fn scratch(&self) -> Self::Scratch;
     /// The lane kernel's own backward, if it has one.
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
         None
     }
-    /// Whether a lane's work can be split over the pool it runs in ([`Split`]).
+    /// Whether a lane's work can be split over the pool it runs in ([`Split`]): a chunked
+    /// forward's chunks can.
     fn splits(&self) -> bool {
-        false
+        self.chunk() > 1
     }
     fn prefill(
         &self,

@@ -225,70 +225,23 @@ fn adjoint_body(
 mod compiled {
     use super::*;
 
-    #[inline(never)]
-    pub(super) fn map_portable(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
-        map_body(runs, x, first, f);
-    }
-
-    #[inline(never)]
-    pub(super) fn adjoint_portable(
-        runs: &[Run],
-        xf: (&[Lanes], &FirstScales),
-        f: &[Lanes],
-        u: &mut [Lanes],
-        dx: &mut [Lanes],
-    ) {
-        adjoint_body(runs, xf, f, u, dx);
-    }
-
-    #[inline(never)]
-    pub(super) fn leaves_portable(
-        runs: &[Run],
-        xf: (&[Lanes], &FirstScales),
-        parents: &[Lanes],
-        out: &mut [Lanes],
-        offset: usize,
-    ) {
-        leaves_body(runs, xf, parents, out, offset);
-    }
-
-    /// # Safety
-    /// The CPU must support avx2 and fma.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn leaves_avx2(
-        runs: &[Run],
-        xf: (&[Lanes], &FirstScales),
-        parents: &[Lanes],
-        out: &mut [Lanes],
-        offset: usize,
-    ) {
-        leaves_body(runs, xf, parents, out, offset);
-    }
-
-    /// # Safety
-    /// The CPU must support avx2 and fma.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn map_avx2(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
-        map_body(runs, x, first, f);
-    }
-
-    /// # Safety
-    /// The CPU must support avx2 and fma.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn adjoint_avx2(
-        runs: &[Run],
-        xf: (&[Lanes], &FirstScales),
-        f: &[Lanes],
-        u: &mut [Lanes],
-        dx: &mut [Lanes],
-    ) {
-        adjoint_body(runs, xf, f, u, dx);
+    compiled_twice! {
+        fn map_portable, map_avx2(runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes])
+            => map_body;
+        fn adjoint_portable, adjoint_avx2(
+            runs: &[Run],
+            xf: (&[Lanes], &FirstScales),
+            f: &[Lanes],
+            u: &mut [Lanes],
+            dx: &mut [Lanes],
+        ) => adjoint_body;
+        fn leaves_portable, leaves_avx2(
+            runs: &[Run],
+            xf: (&[Lanes], &FirstScales),
+            parents: &[Lanes],
+            out: &mut [Lanes],
+            offset: usize,
+        ) => leaves_body;
     }
 }
 

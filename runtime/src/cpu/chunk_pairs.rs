@@ -59,30 +59,14 @@ fn weights_body(xq: &[Lanes], xk: &[Lanes], terms: usize, n: usize, at: &mut [La
 mod compiled {
     use super::*;
 
-    #[inline(never)]
-    pub(super) fn weights_portable(
-        xq: &[Lanes],
-        xk: &[Lanes],
-        terms: usize,
-        n: usize,
-        at: &mut [Lanes],
-    ) {
-        weights_body(xq, xk, terms, n, at);
-    }
-
-    /// # Safety
-    /// The CPU must support avx2 and fma.
-    #[cfg(target_arch = "x86_64")]
-    #[inline(never)]
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn weights_avx2(
-        xq: &[Lanes],
-        xk: &[Lanes],
-        terms: usize,
-        n: usize,
-        at: &mut [Lanes],
-    ) {
-        weights_body(xq, xk, terms, n, at);
+    compiled_twice! {
+        fn weights_portable, weights_avx2(
+            xq: &[Lanes],
+            xk: &[Lanes],
+            terms: usize,
+            n: usize,
+            at: &mut [Lanes],
+        ) => weights_body;
     }
 }
 

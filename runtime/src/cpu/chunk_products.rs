@@ -87,16 +87,24 @@ pub fn read(isa: Isa, fq: &[Lanes], (s, z): (&[f32], &[f32]), n: usize, part: &m
 pub fn flush(isa: Isa, part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
     #[cfg(target_arch = "x86_64")]
     if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; `x86::flush` is the loop below
+        // SAFETY: avx2 and fma were detected by `avx2`; `flush_avx2` is the loop below
         // compiled for them (the same IEEE widenings and additions, so the same bits).
-        unsafe { x86::flush(part, n, acc) };
+        unsafe { compiled::flush_avx2(part, n, acc) };
         return;
     }
     let _ = isa;
-    flush_loop(part, n, acc);
+    compiled::flush_portable(part, n, acc);
 }
 
-/// [`flush`]'s loop, inlined into the portable and the AVX2 function.
+mod compiled {
+    use super::*;
+
+    compiled_twice! {
+        fn flush_portable, flush_avx2(part: &mut [Lanes], n: usize, acc: &mut [Sums]) => flush_loop;
+    }
+}
+
+/// [`flush`]'s loop (f32 to f64 in whole vectors under AVX2).
 #[inline(always)]
 fn flush_loop(part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
     for (a, p) in acc.iter_mut().zip(part.iter_mut()) {
@@ -191,16 +199,7 @@ mod x86 {
 
     use std::arch::x86_64::*;
 
-    use super::{CHUNK, Lanes, READ_COLUMNS, READ_TOKENS, Sums};
-
-    /// [`super::flush`] compiled for AVX2 (the f32 to f64 widening in whole vectors).
-    ///
-    /// # Safety
-    /// The CPU must support avx2 and fma.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn flush(part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
-        super::flush_loop(part, n, acc);
-    }
+    use super::{CHUNK, Lanes, READ_COLUMNS, READ_TOKENS};
 
     /// [`super::read`] after its checks.
     ///

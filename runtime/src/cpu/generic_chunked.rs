@@ -86,20 +86,12 @@ impl LaneKernel<f32> for GenericChunked {
         }
     }
 
-    fn set_isa(&mut self, isa: Isa) {
-        self.run.isa = isa;
+    fn execution(&self) -> Option<Execution> {
+        Some(self.run)
     }
 
-    fn set_chunk(&mut self, chunk: usize) {
-        self.run.chunk = chunk;
-    }
-
-    fn chunk(&self) -> usize {
-        self.run.chunk
-    }
-
-    fn splits(&self) -> bool {
-        self.run.chunk > 1
+    fn execution_mut(&mut self) -> Option<&mut Execution> {
+        Some(&mut self.run)
     }
 
     fn scratch(&self) -> GenericScratch {

@@ -60,16 +60,12 @@ impl LaneKernel<f32> for Specialized {
         Some(self.kernel.descriptor())
     }
 
-    fn set_isa(&mut self, isa: Isa) {
-        self.run.isa = isa;
+    fn execution(&self) -> Option<Execution> {
+        Some(self.run)
     }
 
-    fn set_chunk(&mut self, chunk: usize) {
-        self.run.chunk = chunk;
-    }
-
-    fn chunk(&self) -> usize {
-        self.run.chunk
+    fn execution_mut(&mut self) -> Option<&mut Execution> {
+        Some(&mut self.run)
     }
 
     fn scratch(&self) -> KernelScratch {
@@ -83,10 +79,6 @@ impl LaneKernel<f32> for Specialized {
 
     fn lane_backward(&self) -> Option<&dyn LaneBackward<f32>> {
         Some(self)
-    }
-
-    fn splits(&self) -> bool {
-        self.run.chunk > 1
     }
 
     fn prefill(
