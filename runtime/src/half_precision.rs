@@ -16,6 +16,7 @@ use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 use crate::attention::Attention;
+use crate::checks::output_len;
 use crate::cpu::scratch::KernelScratch;
 use crate::error::SataError;
 use crate::output::Attended;
@@ -118,7 +119,7 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let len = self.half_output_len(&q)?;
+        let len = output_len(self.config(), &q)?;
         let mut buffer = buffer(&[q, k, v], len);
         let ([q32, k32, v32], out) = widened(&mut buffer, [q, k, v]);
         let stats = self.prefill_into(state, q32, k32, v32, &mut out[..len])?;
@@ -133,7 +134,7 @@ impl Attention<f32> {
         k: TensorRef<'_, H>,
         v: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let len = self.half_output_len(&q)?;
+        let len = output_len(self.config(), &q)?;
         let mut buffer = buffer(&[q, k, v], len);
         let ([q32, k32, v32], out) = widened(&mut buffer, [q, k, v]);
         let stats = self.decode_into(state, q32, k32, v32, &mut out[..len])?;
@@ -176,7 +177,7 @@ impl Attention<f32> {
         state: &State<f32>,
         q: TensorRef<'_, H>,
     ) -> Result<Attended<H>, SataError> {
-        let len = self.half_output_len(&q)?;
+        let len = output_len(self.config(), &q)?;
         let mut buffer = buffer(&[q], len);
         let ([q32], out) = widened(&mut buffer, [q]);
         let stats = self.query_into(state, q32, &mut out[..len])?;
@@ -193,11 +194,6 @@ impl Attention<f32> {
         let mut state = self.new_state(k.shape().batch, k.shape().heads)?;
         self.absorb_half(&mut state, k, v)?;
         self.query_half(&state, q)
-    }
-
-    /// Output words of a call on the queries `q`.
-    fn half_output_len<H: HalfFloat>(&self, q: &TensorRef<'_, H>) -> Result<usize, SataError> {
-        crate::checks::output_len(self.config(), q)
     }
 
     /// The f32 outputs `from` of a call on the queries `q`, rounded to `H`.

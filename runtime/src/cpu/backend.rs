@@ -7,6 +7,7 @@ use super::execution::Execution;
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
 use super::simd::Isa;
+pub(crate) use super::threads::Split;
 use super::threads::Threads;
 use crate::backend::{HostBackend, LaneBackward};
 use crate::element::Element;
@@ -78,12 +79,6 @@ pub(crate) trait LaneKernel<T: Element>: Send + Sync {
         split: Split,
     );
 }
-
-/// Whether one lane's call may split its own work (its chunks) over the rayon pool it runs
-/// in: the lane loop says so for calls with fewer lanes than threads, and runs them inside
-/// the pool. Results do not depend on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Split(pub bool);
 
 /// The CPU backend running lane kernel `K` on `threads`.
 pub(crate) struct CpuBackend<K> {
@@ -167,7 +162,6 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
                 let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
                 let keys = |t: usize| before + t as u64 + 1;
                 let mut answered = recorder(&mut stats, dens, (lane, heads), keys);
-                let split = Split(split);
                 self.kernel
                     .prefill(&mut scratch, lane_state, qkv, out, &mut answered, split);
                 drop(answered);
@@ -190,8 +184,7 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
             .map_splitting(work, lanes, splits, |lane, lane_state, split| {
                 let mut scratch = self.kernel.scratch();
                 let kv = (k.lane(lane), v.lane(lane));
-                self.kernel
-                    .absorb(&mut scratch, lane_state, kv, Split(split));
+                self.kernel.absorb(&mut scratch, lane_state, kv, split);
             });
         Ok(())
     }
@@ -218,7 +211,7 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
                 let mut stats = CallStats::default();
                 let mut scratch = self.kernel.scratch();
                 let mut answered = recorder(&mut stats, dens, (lane, heads), |_| keys);
-                let (q, split) = (q.lane(lane), Split(split));
+                let q = q.lane(lane);
                 self.kernel
                     .query(&mut scratch, lane_state, q, out, &mut answered, split);
                 drop(answered);
@@ -227,6 +220,14 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         );
         Ok(merged(stats))
     }
+}
+
+/// A chunked or generated forward's reports (`t`, denominator, usable) as the lane loop's
+/// [`Answer`]s.
+pub(crate) fn answers(
+    answered: &mut dyn FnMut(usize, Answer),
+) -> impl FnMut(usize, f64, bool) + '_ {
+    move |t, denominator, ok| answered(t, Answer { denominator, ok })
 }
 
 /// What a lane kernel calls per answered query: the denominator into `dens` (if kept) and

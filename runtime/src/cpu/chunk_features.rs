@@ -245,10 +245,6 @@ mod compiled {
     }
 }
 
-fn avx2(isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && isa.is_supported()
-}
-
 /// `f = Phi(x)` for every token of a chunk on `isa` (`runs` in map order, all of them):
 /// [`constant`], then [`map_segment`] over every run.
 pub fn map(
@@ -268,8 +264,8 @@ pub fn map(
 pub fn map_segment(isa: Isa, runs: &[Run], x: &[Lanes], first: &FirstScales, f: &mut [Lanes]) {
     check(runs, x.len(), f.len());
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the bodies index only what `check`
+    if isa.runs_avx2() {
+        // SAFETY: avx2 and fma were detected (`Isa::runs_avx2`); the bodies index only what `check`
         // kept in range (and slices check the rest).
         unsafe { compiled::map_avx2(runs, x, first, f) };
         return;
@@ -299,8 +295,8 @@ pub fn map_leaves(
         );
     }
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the body indexes slices only, in the
+    if isa.runs_avx2() {
+        // SAFETY: avx2 and fma were detected (`Isa::runs_avx2`); the body indexes slices only, in the
         // ranges checked just above.
         unsafe { compiled::leaves_avx2(runs, (x, first), parents, out, offset) };
         return;
@@ -320,7 +316,7 @@ pub fn adjoint(
 ) {
     check(runs, x.len(), f.len().min(u.len()));
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
+    if isa.runs_avx2() {
         // SAFETY: as for `map`.
         unsafe { compiled::adjoint_avx2(runs, (x, first), f, u, dx) };
         return;

@@ -77,7 +77,7 @@ pub fn weights(isa: Isa, (xq, xk): (&[Lanes], &[Lanes]), terms: usize, n: usize,
         "chunk-internal weights of mismatched sizes"
     );
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.runs_avx2() {
         // SAFETY: avx2 and fma were detected just above; the body indexes slices only.
         unsafe { compiled::weights_avx2(xq, xk, terms, n, at) };
         return;

@@ -49,10 +49,6 @@ const fn padded_width(d_v: usize) -> usize {
     }
 }
 
-fn avx2(isa: Isa) -> bool {
-    cfg!(target_arch = "x86_64") && isa == Isa::Avx2 && isa.is_supported()
-}
-
 /// `part[j][t] += sum_f fq[f][t] col_j(f)` in f32 for the first `n` tokens, where `col_j(f)`
 /// is `s[f * d_v + j]` for `j < d_v` and `z[f]` for `j = d_v`; `fq` holds `m` rows, `s`
 /// `m x d_v` words, `z` `m`, `part` `d_v + 1` rows. Tokens past `n` may get sums of their
@@ -65,8 +61,8 @@ pub fn read(isa: Isa, fq: &[Lanes], (s, z): (&[f32], &[f32]), n: usize, part: &m
         "read operands of mismatched sizes"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the sizes were checked above, which is
+    if isa.runs_avx2() {
+        // SAFETY: avx2 and fma were detected (`Isa::runs_avx2`); the sizes were checked above, which is
         // what `x86::read` indexes by.
         unsafe { x86::read(fq, (s, z), n, part) };
         return;
@@ -86,8 +82,8 @@ pub fn read(isa: Isa, fq: &[Lanes], (s, z): (&[f32], &[f32]), n: usize, part: &m
 /// `acc[j][t] += part[j][t]` in f64 for the first `n` tokens, and `part` back to zeros.
 pub fn flush(isa: Isa, part: &mut [Lanes], n: usize, acc: &mut [Sums]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; `flush_avx2` is the loop below
+    if isa.runs_avx2() {
+        // SAFETY: avx2 and fma were detected (`Isa::runs_avx2`); `flush_avx2` is the loop below
         // compiled for them (the same IEEE widenings and additions, so the same bits).
         unsafe { compiled::flush_avx2(part, n, acc) };
         return;
@@ -161,8 +157,8 @@ pub fn advance(isa: Isa, fk: &[Lanes], v: &PackedValues<'_>, (s, z): (&mut [f32]
         "advance operands of mismatched sizes"
     );
     #[cfg(target_arch = "x86_64")]
-    if avx2(isa) {
-        // SAFETY: avx2 and fma were detected by `avx2`; the sizes were checked above and by
+    if isa.runs_avx2() {
+        // SAFETY: avx2 and fma were detected (`Isa::runs_avx2`); the sizes were checked above and by
         // `PackedValues::new`, which is what `x86::advance` indexes by.
         unsafe { x86::advance(fk, (v.words, v.width), v.n, (s, z)) };
         return;

@@ -58,34 +58,56 @@ impl ChunkProgram<'_> {
             });
     }
 
-    /// Phase 3: the answers of each chunk into `out` (the group's outputs); chunk `c` reads
-    /// `before` if it is the first (`None`: zeros) and block `c - 1` of `states` otherwise.
-    #[allow(clippy::too_many_arguments)]
-    fn answers(
+    /// Phase 3: the answers of each chunk into `out` (the chunks' outputs, in order); chunk
+    /// `c` reads `sums_before(c)` (`None`: zeros), then reports in token order.
+    fn answers<'s>(
         &self,
         isa: Isa,
         chunks: &Chunks,
-        (before, states): (Option<&[f32]>, &[f32]),
-        words: usize,
+        sums_before: impl Fn(usize) -> Option<&'s [f32]> + Sync,
         qkv: (&[f32], &[f32], &[f32]),
         out: &mut [f32],
-    ) -> Vec<Answers> {
+        answered: &mut dyn FnMut(usize, f64, bool),
+    ) {
         let rows = chunks[0].1 * self.d_v;
-        out.par_chunks_mut(rows)
+        let answers: Vec<Answers> = out
+            .par_chunks_mut(rows)
             .zip(chunks)
             .enumerate()
             .map(|(c, (out, &chunk))| {
-                let sums = match c {
-                    0 => before,
-                    c => Some(&states[(c - 1) * words..c * words]),
-                };
                 let mut answers = Answers::with_capacity(chunk.1);
                 let mut record = |_: usize, d: f64, ok: bool| answers.push((d, ok));
                 let on = (isa, &mut self.buffer()[..]);
-                self.read_chunk(on, sums, qkv, chunk, out, &mut record);
+                self.read_chunk(on, sums_before(c), qkv, chunk, out, &mut record);
                 answers
             })
-            .collect()
+            .collect();
+        for (t, (d, ok)) in (chunks[0].0..).zip(answers.into_iter().flatten()) {
+            answered(t, d, ok);
+        }
+    }
+
+    /// Phases 1 and 2 over the chunks of `kv`, a group at a time: `then(group, before,
+    /// states)` sees the sums before the group and the states after each of its chunks, and
+    /// `sums` ends as the state after the last chunk.
+    fn advance_groups(
+        &self,
+        run: Execution,
+        sums: &mut [f32],
+        kv: (&[f32], &[f32]),
+        mut then: impl FnMut(&Chunks, &[f32], &[f32]),
+    ) {
+        let words = sums.len();
+        let chunks: Vec<_> = Self::chunks(kv.0.len() / self.d_k, run.chunk).collect();
+        let group = Self::group(words);
+        let mut states = vec![0.0f32; group.min(chunks.len()) * words];
+        for chunks in chunks.chunks(group) {
+            let states = &mut states[..chunks.len() * words];
+            self.increments(run.isa, chunks, kv, states);
+            prefix(sums, states);
+            then(chunks, sums, states);
+            sums.copy_from_slice(&states[states.len() - words..]);
+        }
     }
 
     /// [`ChunkProgram::prefill`] with the chunks split over the current pool.
@@ -98,40 +120,24 @@ impl ChunkProgram<'_> {
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
         let (dv, words) = (self.d_v, sums.len());
-        let chunks: Vec<_> = Self::chunks(q.len() / self.d_k, run.chunk).collect();
-        let mut states = vec![0.0f32; Self::group(words).min(chunks.len()) * words];
         // The sequential form skips the reads of a state of zeros, in its first chunk only.
         let mut zero = sums.iter().all(|&x| x == 0.0);
-        for group in chunks.chunks(Self::group(words)) {
-            let states = &mut states[..group.len() * words];
-            self.increments(run.isa, group, (k, v), states);
-            prefix(sums, states);
-            let (t0, end) = (
-                group[0].0,
-                group[group.len() - 1].0 + group[group.len() - 1].1,
-            );
-            let before = (!zero).then_some(&*sums);
-            let out = &mut out[t0 * dv..end * dv];
-            let answers = self.answers(run.isa, group, (before, states), words, (q, k, v), out);
-            for (t, (d, ok)) in (t0..).zip(answers.into_iter().flatten()) {
-                answered(t, d, ok);
-            }
-            sums.copy_from_slice(&states[states.len() - words..]);
+        self.advance_groups(run, sums, (k, v), |chunks, before, states| {
+            let before = (!zero).then_some(before);
+            let sums_before = |c: usize| match c {
+                0 => before,
+                c => Some(&states[(c - 1) * words..c * words]),
+            };
+            let (t0, (last, n)) = (chunks[0].0, chunks[chunks.len() - 1]);
+            let out = &mut out[t0 * dv..(last + n) * dv];
+            self.answers(run.isa, chunks, sums_before, (q, k, v), out, answered);
             zero = false;
-        }
+        });
     }
 
     /// [`ChunkProgram::absorb`] with the chunks split over the current pool.
     pub(super) fn absorb_parallel(&self, run: Execution, sums: &mut [f32], kv: (&[f32], &[f32])) {
-        let words = sums.len();
-        let chunks: Vec<_> = Self::chunks(kv.0.len() / self.d_k, run.chunk).collect();
-        let mut states = vec![0.0f32; Self::group(words).min(chunks.len()) * words];
-        for group in chunks.chunks(Self::group(words)) {
-            let states = &mut states[..group.len() * words];
-            self.increments(run.isa, group, kv, states);
-            prefix(sums, states);
-            sums.copy_from_slice(&states[states.len() - words..]);
-        }
+        self.advance_groups(run, sums, kv, |_, _, _| {});
     }
 
     /// [`ChunkProgram::query`] with the chunks split over the current pool: every chunk
@@ -144,23 +150,9 @@ impl ChunkProgram<'_> {
         out: &mut [f32],
         answered: &mut dyn FnMut(usize, f64, bool),
     ) {
-        let dv = self.d_v;
         let chunks: Vec<_> = Self::chunks(q.len() / self.d_k, run.chunk).collect();
-        let answers: Vec<Answers> = out
-            .par_chunks_mut(run.chunk * dv)
-            .zip(&chunks)
-            .map(|(out, &chunk)| {
-                let mut answers = Answers::with_capacity(chunk.1);
-                let mut record = |_: usize, d: f64, ok: bool| answers.push((d, ok));
-                let x = (q, &[][..], &[][..]);
-                let on = (run.isa, &mut self.buffer()[..]);
-                self.read_chunk(on, Some(sums), x, chunk, out, &mut record);
-                answers
-            })
-            .collect();
-        for (t, (d, ok)) in (0..).zip(answers.into_iter().flatten()) {
-            answered(t, d, ok);
-        }
+        let x = (q, &[][..], &[][..]);
+        self.answers(run.isa, &chunks, |_| Some(sums), x, out, answered);
     }
 }
 

@@ -18,3 +18,13 @@ pub struct Execution {
     /// pool). The results are bit-identical either way (`super::chunked_parallel`).
     pub parallel_chunks: bool,
 }
+
+impl Execution {
+    /// This execution for one call, its chunks split over the pool or not.
+    pub(crate) fn splitting(self, parallel_chunks: bool) -> Self {
+        Self {
+            parallel_chunks,
+            ..self
+        }
+    }
+}

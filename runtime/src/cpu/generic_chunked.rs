@@ -6,7 +6,7 @@
 
 use sata_codegen::{KernelConfig, KernelPlan};
 
-use super::backend::{LaneKernel, Split};
+use super::backend::{LaneKernel, Split, answers};
 use super::chunk_choice;
 use super::chunk_features::plan_runs;
 use super::chunked_forward::{ChunkProgram, ChunkShape, scratch_words};
@@ -21,9 +21,6 @@ use crate::stats::Answer;
 pub(crate) struct GenericChunked {
     program: GenericProgram<f32>,
     chunked: ChunkProgram<'static>,
-    /// Sums per lane (`m (d_v + 1)`): a longer lane is compensated.
-    words: usize,
-    d_k: usize,
     run: Execution,
 }
 
@@ -47,8 +44,6 @@ impl GenericChunked {
         Self {
             program: GenericProgram::new(config),
             chunked: ChunkProgram::new(shape, plan_runs(&plan, false)),
-            words: m * (d_v + 1),
-            d_k,
             run: Execution {
                 isa: Isa::detect(),
                 chunk: chunk_choice::default_chunk(m),
@@ -57,20 +52,18 @@ impl GenericChunked {
         }
     }
 
-    /// The chunked form's way of running a call of `tokens` tokens on a lane of `words`
-    /// words, if it takes the call.
-    fn chunked(&self, tokens: usize, words: usize, split: Split) -> Option<Execution> {
-        let wanted = self.run.chunk > 1 && tokens >= MIN_CHUNKED_TOKENS && words == self.words;
-        wanted.then_some(Execution {
-            parallel_chunks: split.0,
-            ..self.run
-        })
+    /// Sums per lane, `m (d_v + 1)`: a longer lane is compensated.
+    fn words(&self) -> usize {
+        self.chunked.features * (self.chunked.d_v + 1)
     }
-}
 
-/// What the chunked form reports, as the lane loop's [`Answer`].
-fn answers(answered: &mut dyn FnMut(usize, Answer)) -> impl FnMut(usize, f64, bool) + '_ {
-    move |t, denominator, ok| answered(t, Answer { denominator, ok })
+    /// The chunked form's way of running a call of `x` (`tokens x d_k` words) on a lane of
+    /// `words` words, if it takes the call.
+    fn chunked(&self, x: &[f32], words: usize, split: Split) -> Option<Execution> {
+        let tokens = x.len() / self.chunked.d_k;
+        let wanted = self.run.chunk > 1 && tokens >= MIN_CHUNKED_TOKENS && words == self.words();
+        wanted.then_some(self.run.splitting(split.0))
+    }
 }
 
 impl LaneKernel<f32> for GenericChunked {
@@ -95,11 +88,11 @@ impl LaneKernel<f32> for GenericChunked {
     }
 
     fn scratch(&self) -> GenericScratch {
-        let (c, dk) = (&self.chunked, self.d_k);
+        let c = &self.chunked;
         GenericScratch {
             tokens: self.program.scratch(),
             chunk: (self.run.chunk > 1)
-                .then(|| KernelScratch::take(scratch_words(c.features, dk, c.d_v))),
+                .then(|| KernelScratch::take(scratch_words(c.features, c.d_k, c.d_v))),
         }
     }
 
@@ -112,7 +105,7 @@ impl LaneKernel<f32> for GenericChunked {
         answered: &mut dyn FnMut(usize, Answer),
         split: Split,
     ) {
-        let run = self.chunked(qkv.0.len() / self.d_k, state.len(), split);
+        let run = self.chunked(qkv.0, state.len(), split);
         match (run, scratch.chunk.as_deref_mut()) {
             (Some(run), Some(buffer)) => {
                 let answered = &mut answers(answered);
@@ -131,7 +124,7 @@ impl LaneKernel<f32> for GenericChunked {
         (k, v): (&[f32], &[f32]),
         split: Split,
     ) {
-        let run = self.chunked(k.len() / self.d_k, state.len(), split);
+        let run = self.chunked(k, state.len(), split);
         match (run, scratch.chunk.as_deref_mut()) {
             (Some(run), Some(buffer)) => self.chunked.absorb(run, buffer, state, k, v),
             _ => self.program.absorb(&mut scratch.tokens, state, k, v),
@@ -148,10 +141,11 @@ impl LaneKernel<f32> for GenericChunked {
         split: Split,
     ) {
         // A compensated lane's sums come first; reading them alone is accurate to an ulp.
-        let run = self.chunked(q.len() / self.d_k, self.words, split);
+        let words = self.words();
+        let run = self.chunked(q, words, split);
         match (run, scratch.chunk.as_deref_mut()) {
             (Some(run), Some(buffer)) => {
-                let (sums, answered) = (&state[..self.words], &mut answers(answered));
+                let (sums, answered) = (&state[..words], &mut answers(answered));
                 self.chunked.query(run, buffer, sums, q, out, answered)
             }
             _ => self

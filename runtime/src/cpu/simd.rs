@@ -49,6 +49,12 @@ impl Isa {
     }
 
     /// Whether this CPU can run `self` (detection is cached by the standard library).
+    /// Whether code dispatched on `self` runs its AVX2+FMA version: asked for and supported
+    /// by this CPU (never off x86-64).
+    pub(crate) fn runs_avx2(self) -> bool {
+        self == Isa::Avx2 && self.is_supported()
+    }
+
     pub fn is_supported(self) -> bool {
         match self {
             Isa::Portable => true,
@@ -271,7 +277,7 @@ pub fn feature_map<const DK: usize, const XP: usize, const MP: usize, F>(
     F: FeatureProgram<XP, MP>,
 {
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx2 && isa.is_supported() {
+    if isa.runs_avx2() {
         // SAFETY: avx2 and fma were detected just above.
         unsafe { x86::feature_map_avx2::<DK, XP, MP, F>(x, scale, first, f) };
         return;
@@ -313,7 +319,7 @@ pub mod floor {
     /// (FMA-throughput bound); returns a value that depends on every chain, and the FLOPs done.
     pub fn fma_peak(isa: Isa, iters: usize) -> (f32, u64) {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && isa.is_supported() {
+        if isa.runs_avx2() {
             // SAFETY: avx2 and fma were detected just above.
             let r = unsafe { super::x86::fma_peak_avx2(iters) };
             return (r, iters as u64 * 12 * 8 * 2);
@@ -331,7 +337,7 @@ pub mod floor {
     /// buffer of that size.
     pub fn stream(isa: Isa, buf: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2 && isa.is_supported() {
+        if isa.runs_avx2() {
             // SAFETY: avx2 and fma were detected just above; the function stays inside `buf`.
             unsafe { super::x86::stream_avx2(buf) };
             return;

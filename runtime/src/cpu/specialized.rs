@@ -1,7 +1,7 @@
 //! A specialized (generated) kernel as the CPU backend's lane kernel, on the instruction set
 //! chosen at run time.
 
-use super::backend::{LaneKernel, Split};
+use super::backend::{LaneKernel, Split, answers};
 use super::driver::{backward_scratch_words, chunked_scratch_words};
 use super::features::scratch_words;
 use super::kernel::{BackwardLane, Execution, KernelDescriptor, SpecializedKernel};
@@ -28,17 +28,6 @@ impl Specialized {
                 chunk: super::chunk_choice::default_chunk(features),
                 parallel_chunks: false,
             },
-        }
-    }
-}
-
-impl Specialized {
-    /// How one call runs: this kernel's instruction set and chunk, its chunks split over the
-    /// pool if the lane loop allows it.
-    fn execution(&self, split: Split) -> Execution {
-        Execution {
-            parallel_chunks: split.0,
-            ..self.run
         }
     }
 }
@@ -90,14 +79,9 @@ impl LaneKernel<f32> for Specialized {
         answered: &mut dyn FnMut(usize, Answer),
         split: Split,
     ) {
-        self.kernel.prefill(
-            self.execution(split),
-            scratch,
-            state,
-            qkv,
-            out,
-            &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
-        );
+        let run = self.run.splitting(split.0);
+        self.kernel
+            .prefill(run, scratch, state, qkv, out, &mut answers(answered));
     }
 
     fn absorb(
@@ -107,8 +91,8 @@ impl LaneKernel<f32> for Specialized {
         (k, v): (&[f32], &[f32]),
         split: Split,
     ) {
-        self.kernel
-            .absorb(self.execution(split), scratch, state, k, v);
+        let run = self.run.splitting(split.0);
+        self.kernel.absorb(run, scratch, state, k, v);
     }
 
     fn query(
@@ -120,14 +104,9 @@ impl LaneKernel<f32> for Specialized {
         answered: &mut dyn FnMut(usize, Answer),
         split: Split,
     ) {
-        self.kernel.query(
-            self.execution(split),
-            scratch,
-            state,
-            q,
-            out,
-            &mut |t, denominator, ok| answered(t, Answer { denominator, ok }),
-        );
+        let run = self.run.splitting(split.0);
+        self.kernel
+            .query(run, scratch, state, q, out, &mut answers(answered));
     }
 }
 

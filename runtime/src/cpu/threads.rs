@@ -25,6 +25,12 @@ fn parallel_min_work() -> usize {
     })
 }
 
+/// Whether one item (a lane's call) may split its own work (its chunks) over the rayon pool
+/// it runs in: [`Threads::map_splitting`] says so for calls with fewer lanes than threads,
+/// and runs them inside the pool. Results do not depend on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Split(pub bool);
+
 /// The threads a CPU backend runs lanes on.
 #[derive(Clone, Default)]
 pub(crate) enum Threads {
@@ -91,30 +97,28 @@ impl Threads {
             Self::Pool(pool) => pool.install(run),
         }
     }
-}
 
-impl Threads {
     /// Like [`Threads::map`], telling `f` whether its item may split its own work over the
     /// pool it runs in: a call with fewer items than threads, at least [`PARALLEL_MIN_WORK`]
     /// of `work` and `splittable` work runs its items one after the other inside the pool,
-    /// each told `true`; otherwise as [`Threads::map`], each told `false`.
+    /// each told `Split(true)`; otherwise as [`Threads::map`], each told `Split(false)`.
     pub fn map_splitting<I: Send, R: Send>(
         &self,
         work: usize,
         items: Vec<I>,
         splittable: bool,
-        f: impl Fn(usize, I, bool) -> R + Sync + Send,
+        f: impl Fn(usize, I, Split) -> R + Sync + Send,
     ) -> Vec<R> {
         let threads = self.count();
         let split = splittable && items.len() < threads && threads > 1;
         if !(split && work >= parallel_min_work()) {
-            return self.map(work, items, |i, x| f(i, x, false));
+            return self.map(work, items, |i, x| f(i, x, Split(false)));
         }
         let run = || {
             items
                 .into_iter()
                 .enumerate()
-                .map(|(i, x)| f(i, x, true))
+                .map(|(i, x)| f(i, x, Split(true)))
                 .collect()
         };
         match self {
