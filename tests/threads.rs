@@ -70,7 +70,12 @@ fn run<T: Element>(attention: &Attention<T>, inputs: &Inputs) -> Vec<u64> {
         bits(&g.dq.data),
         bits(&g.dk.data),
         bits(&g.dv.data),
-        bits(&g.d_initial_state.data),
+        bits(
+            &g.d_initial_state
+                .as_ref()
+                .expect("a forward on a state")
+                .data,
+        ),
         vec![
             y.stats.min_denominator.to_bits(),
             z.stats.min_denominator.to_bits(),

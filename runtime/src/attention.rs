@@ -8,6 +8,7 @@ use crate::backend::{
 use crate::call::{Call, Store};
 use crate::cpu::CpuBackend;
 use crate::cpu::kernel::{KernelDescriptor, SpecializedKernel};
+use crate::cpu::pairwise::{self, Pairwise};
 use crate::cpu::simd::Isa;
 use crate::cpu::specialized::Specialized;
 use crate::cpu::threads::Threads;
@@ -16,8 +17,8 @@ use crate::error::SataError;
 use crate::output::Attended;
 use crate::state::{Accumulation, State, StateHeader};
 use crate::stats::{CallStats, DenominatorPolicy};
-use crate::tensor::{Tensor, TensorRef};
-use crate::training::{Gradients, Mode, Saved, StateGradient};
+use crate::tensor::{Qkv, Tensor, TensorRef};
+use crate::training::{Gradients, Mode, Saved, SequenceForm, StateGradient};
 
 /// Symmetry-aware Taylor attention for one configuration.
 ///
@@ -59,6 +60,7 @@ pub struct Attention<T: Element> {
     config: KernelConfig,
     selection: Selection,
     policy: DenominatorPolicy,
+    sequence_form: SequenceForm,
     backend: Box<dyn HostBackend<T>>,
 }
 
@@ -98,6 +100,7 @@ impl<T: Element> Attention<T> {
             config,
             selection,
             policy: DenominatorPolicy::default(),
+            sequence_form: SequenceForm::default(),
             backend,
         })
     }
@@ -119,6 +122,7 @@ impl<T: Element> Attention<T> {
                 fallback: None,
             },
             policy,
+            sequence_form: SequenceForm::default(),
             backend: of_f32(backend, Box::new(attention.kernels))?,
         })
     }
@@ -135,6 +139,7 @@ impl<T: Element> Attention<T> {
                 fallback: None,
             },
             policy: DenominatorPolicy::default(),
+            sequence_form: SequenceForm::default(),
             backend: of_f32(
                 BackendKind::Cpu,
                 Box::new(CpuBackend::new(Specialized::new(kernel))),
@@ -203,6 +208,17 @@ impl<T: Element> Attention<T> {
     /// `cpu-generic`.
     pub fn describe_path(&self) -> String {
         self.backend.describe_path()
+    }
+
+    /// Sets how [`forward_for_training_from_empty`](Self::forward_for_training_from_empty)
+    /// computes (by default [`SequenceForm::Auto`]: pairs where they cost less).
+    pub fn with_sequence_form(mut self, form: SequenceForm) -> Self {
+        self.sequence_form = form;
+        self
+    }
+
+    pub fn sequence_form(&self) -> SequenceForm {
+        self.sequence_form
     }
 
     /// Sets what happens to queries with a non-positive denominator.
@@ -352,34 +368,125 @@ impl<T: Element> Attention<T> {
         v: TensorRef<'_, T>,
     ) -> Result<(Attended<T>, Saved<T>), SataError> {
         let initial = state.clone();
-        let queries = q.shape().lanes() * q.shape().tokens;
-        let mut dens = vec![f64::NAN; queries];
-        let result = match mode {
+        let mut dens = vec![f64::NAN; q.shape().lanes() * q.shape().tokens];
+        match self.forward_on_state(state, mode, (q, k, v), &mut dens) {
+            Ok(attended) => {
+                let saved = self.recorded(&attended, mode, (q, k, v), dens, Some(initial));
+                Ok((attended, saved))
+            }
+            Err(e) => {
+                *state = initial;
+                Err(e)
+            }
+        }
+    }
+
+    /// A training forward over whole sequences: as
+    /// [`forward_for_training`](Self::forward_for_training) on a fresh state whose final state
+    /// is not wanted (a training step; the batch and heads are the inputs'). No state before
+    /// the call and none after it lets the CPU backends compute every (query, key) pair's
+    /// weight `T_P(q·k / c)` directly instead of features, in f64, where that costs less: for
+    /// short sequences and many features, by far ([`SequenceForm`],
+    /// [`with_sequence_form`](Self::with_sequence_form)); [`Saved::computed_pairs`] says which
+    /// ran, and the backward computes the same way.
+    pub fn forward_for_training_from_empty(
+        &self,
+        mode: Mode,
+        q: TensorRef<'_, T>,
+        k: TensorRef<'_, T>,
+        v: TensorRef<'_, T>,
+    ) -> Result<(Attended<T>, Saved<T>), SataError> {
+        let (batch, heads) = (k.shape().batch, k.shape().heads);
+        let pairs = self.backend.computes_on_cpu()
+            && match self.sequence_form {
+                SequenceForm::Auto => {
+                    pairwise::cheaper(&self.config, mode, q.shape().tokens, k.shape().tokens)
+                }
+                SequenceForm::Pairs => true,
+                SequenceForm::Features => false,
+            };
+        let mut dens = vec![f64::NAN; q.shape().lanes() * q.shape().tokens];
+        let attended = if pairs {
+            let mut empty = Empty(StateHeader::empty::<T>(
+                self.config,
+                batch,
+                heads,
+                Accumulation::Plain,
+            )?);
+            let pairwise = Pairwise::new(&self.config);
+            let threads = self.backend.threads();
+            let forward = |causal, out: &mut [T], dens: &mut [f64]| {
+                Ok(crate::cpu::forward_pairs(
+                    &pairwise,
+                    &threads,
+                    causal,
+                    (q, k, v),
+                    out,
+                    dens,
+                ))
+            };
+            match mode {
+                Mode::Causal => Attended::collect(&self.config, &q, |out| {
+                    let keys = (q, k, v);
+                    self.call().prefill(&mut empty, keys, out, |_, out| {
+                        forward(true, out, &mut dens)
+                    })
+                }),
+                Mode::NonCausal => {
+                    self.call().absorb(&mut empty, (k, v), |_| Ok(()))?;
+                    Attended::collect(&self.config, &q, |out| {
+                        self.call()
+                            .query(&empty, q, out, |_, out| forward(false, out, &mut dens))
+                    })
+                }
+            }?
+        } else {
+            let mut state = self.new_state(batch, heads)?;
+            self.forward_on_state(&mut state, mode, (q, k, v), &mut dens)?
+        };
+        let mut saved = self.recorded(&attended, mode, (q, k, v), dens, None);
+        saved.pairs = pairs;
+        Ok((attended, saved))
+    }
+
+    /// The forward of [`forward_for_training`](Self::forward_for_training) on `state`, each
+    /// query's denominator into `dens`.
+    fn forward_on_state(
+        &self,
+        state: &mut State<T>,
+        mode: Mode,
+        (q, k, v): Qkv<'_, T>,
+        dens: &mut [f64],
+    ) -> Result<Attended<T>, SataError> {
+        match mode {
             Mode::Causal => Attended::collect(&self.config, &q, |out| {
                 self.call().prefill(state, (q, k, v), out, |s, out| {
-                    self.backend.prefill(s, (q, k, v), out, &mut dens)
+                    self.backend.prefill(s, (q, k, v), out, dens)
                 })
             }),
             Mode::NonCausal => self.absorb(state, k, v).and_then(|()| {
                 Attended::collect(&self.config, &q, |out| {
-                    self.call().query(state, q, out, |s, out| {
-                        self.backend.query(s, q, out, &mut dens)
-                    })
+                    self.call()
+                        .query(state, q, out, |s, out| self.backend.query(s, q, out, dens))
                 })
             }),
-        };
-        let attended = match result {
-            Ok(attended) => attended,
-            Err(e) => {
-                *state = initial;
-                return Err(e);
-            }
-        };
+        }
+    }
+
+    /// The record of a training forward.
+    fn recorded(
+        &self,
+        attended: &Attended<T>,
+        mode: Mode,
+        (q, k, v): Qkv<'_, T>,
+        dens: Vec<f64>,
+        initial: Option<State<T>>,
+    ) -> Saved<T> {
         let owned = |t: TensorRef<'_, T>| Tensor {
             data: t.data().to_vec(),
             shape: t.shape(),
         };
-        let saved = Saved {
+        Saved {
             config: self.config,
             mode,
             q: owned(q),
@@ -388,8 +495,8 @@ impl<T: Element> Attention<T> {
             y: attended.output.data.clone(),
             dens,
             initial,
-        };
-        Ok((attended, saved))
+            pairs: false,
+        }
     }
 
     /// The gradients of `L = sum(y * dy)` for the forward `saved` recorded, with respect to
@@ -414,6 +521,34 @@ impl<T: Element> Attention<T> {
             config: &self.config,
             policy: self.policy,
         }
+    }
+}
+
+/// The lanes of a training forward from an empty state that computes pairs: a header and no
+/// words (nothing to back up, nothing to overflow).
+struct Empty(StateHeader);
+
+impl Store for Empty {
+    type Backup = ();
+
+    fn header(&self) -> &StateHeader {
+        &self.0
+    }
+
+    fn header_mut(&mut self) -> &mut StateHeader {
+        &mut self.0
+    }
+
+    fn backup(&self) -> Result<(), SataError> {
+        Ok(())
+    }
+
+    fn restore(&mut self, (): ()) -> Result<(), SataError> {
+        Ok(())
+    }
+
+    fn is_finite(&self) -> Result<bool, SataError> {
+        Ok(true)
     }
 }
 

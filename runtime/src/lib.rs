@@ -54,4 +54,4 @@ pub use shape::{Role, Shape};
 pub use state::{Accumulation, State, StateHeader};
 pub use stats::{CallStats, DenominatorPolicy, TINY_WEIGHT_PER_KEY};
 pub use tensor::{Tensor, TensorRef};
-pub use training::{Gradients, Mode, Saved, StateGradient};
+pub use training::{Gradients, Mode, Saved, SequenceForm, StateGradient};

@@ -19,8 +19,24 @@ pub enum Mode {
     NonCausal,
 }
 
-/// What a forward keeps for its backward (`Attention::forward_for_training`): the inputs, the
-/// outputs and each query's denominator, and the state the forward started from.
+/// How [`crate::Attention::forward_for_training_from_empty`] computes, and the backward after
+/// it. Both forms compute the same function; they differ in cost and summation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SequenceForm {
+    /// Pairs where they cost less than the state's features, by the operation counts of both
+    /// for the call's sizes (on the CPU backends; features on a device).
+    #[default]
+    Auto,
+    /// The quadratic form: every (query, key) pair's weight `T_P(q·k / c)` directly, in f64,
+    /// on the CPU. Device backends compute features regardless.
+    Pairs,
+    /// The state's features, as `prefill` (or `absorb` then `query`) on a fresh state.
+    Features,
+}
+
+/// What a forward keeps for its backward (`Attention::forward_for_training` and
+/// `Attention::forward_for_training_from_empty`): the inputs, the outputs and each query's
+/// denominator, and the state the forward started from (none for an empty start).
 #[derive(Debug, Clone)]
 pub struct Saved<T> {
     pub(crate) config: KernelConfig,
@@ -30,7 +46,10 @@ pub struct Saved<T> {
     pub(crate) v: Tensor<T>,
     pub(crate) y: Vec<T>,
     pub(crate) dens: Vec<f64>,
-    pub(crate) initial: State<T>,
+    /// `None`: every lane started empty and the forward kept no state.
+    pub(crate) initial: Option<State<T>>,
+    /// Whether the backward computes pairs (`crate::cpu::pairwise`), as the forward did.
+    pub(crate) pairs: bool,
 }
 
 impl<T> Saved<T> {
@@ -50,6 +69,12 @@ impl<T> Saved<T> {
     /// Each query's denominator, `[batch, heads, queries]`.
     pub fn denominators(&self) -> &[f64] {
         &self.dens
+    }
+
+    /// Whether the forward computed the pairs' weights directly rather than features
+    /// ([`crate::SequenceForm`]); the backward does the same.
+    pub fn computed_pairs(&self) -> bool {
+        self.pairs
     }
 }
 
@@ -89,8 +114,9 @@ pub struct Gradients<T> {
     /// `[batch, heads, keys, d_v]`.
     pub dv: Tensor<T>,
     /// The gradient of the state the forward started from (zeros for a fresh state's lanes
-    /// too: a fresh state is a constant, but the words are there for continuation).
-    pub d_initial_state: StateGradient<T>,
+    /// too: a fresh state is a constant, but the words are there for continuation); `None`
+    /// after `Attention::forward_for_training_from_empty`, which had no state.
+    pub d_initial_state: Option<StateGradient<T>>,
     /// Queries whose forward denominator was not positive: they got zeros from the forward
     /// and contribute no gradient.
     pub zeroed_queries: usize,

@@ -197,9 +197,7 @@ impl SataOp {
         let (v, v_shape) = view::<T>(v, lv)?;
         let attention = T::attention(&self.kernels);
         let run = || {
-            let mut state = attention.new_state(q_shape[0], q_shape[1])?;
-            attention.forward_for_training(
-                &mut state,
+            attention.forward_for_training_from_empty(
                 self.mode,
                 TensorRef::query(q, q_shape)?,
                 TensorRef::key(k, k_shape)?,

@@ -53,6 +53,12 @@ pub(crate) trait HostBackend<T: Element>: Send + Sync {
         Threads::default()
     }
 
+    /// Whether the backend computes on the CPU (where a training forward from an empty state
+    /// may compute pairs instead of features, `crate::cpu::pairwise`).
+    fn computes_on_cpu(&self) -> bool {
+        false
+    }
+
     /// What computes the backward of one lane, if the backend has its own; the reference
     /// passes run otherwise.
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {

@@ -6,6 +6,7 @@
 use super::execution::Execution;
 use super::generic::{GenericProgram, Scratch};
 use super::kernel::KernelDescriptor;
+use super::pairwise::Pairwise;
 use super::simd::Isa;
 pub(crate) use super::threads::Split;
 use super::threads::Threads;
@@ -133,6 +134,10 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         self.threads.clone()
     }
 
+    fn computes_on_cpu(&self) -> bool {
+        true
+    }
+
     fn lane_backward(&self) -> Option<&dyn LaneBackward<T>> {
         self.kernel.lane_backward()
     }
@@ -220,6 +225,34 @@ impl<T: Element, K: LaneKernel<T>> HostBackend<T> for CpuBackend<K> {
         );
         Ok(merged(stats))
     }
+}
+
+/// Attention from empty lanes, pair by pair ([`Pairwise`]): causal (one query per key) or
+/// non-causal, every lane's outputs into its block of `out` and its denominators into `dens`
+/// (unless empty), lanes on `threads` as the lane loop runs them.
+pub(crate) fn forward_pairs<T: Element>(
+    pairwise: &Pairwise,
+    threads: &Threads,
+    causal: bool,
+    (q, k, v): Qkv<'_, T>,
+    out: &mut [T],
+    dens: &mut [f64],
+) -> CallStats {
+    let (heads, queries, keys) = (q.shape().heads, q.shape().tokens, k.shape().tokens);
+    let lanes = q.shape().lanes();
+    let work = lanes * pairwise.work(causal, queries, keys);
+    let block = queries * v.shape().dim;
+    let items = lane_items((0..lanes).collect(), out, block, dens, queries);
+    let stats = threads.map(work, items, |lane, (_, out, dens)| {
+        let mut stats = CallStats::default();
+        let seen = |t: usize| if causal { t as u64 + 1 } else { keys as u64 };
+        let mut answered = recorder(&mut stats, dens, (lane, heads), seen);
+        let qkv = (q.lane(lane), k.lane(lane), v.lane(lane));
+        pairwise.forward(causal, qkv, out, &mut answered);
+        drop(answered);
+        stats
+    });
+    merged(stats)
 }
 
 /// A chunked or generated forward's reports (`t`, denominator, usable) as the lane loop's

@@ -18,6 +18,8 @@
 
 use sata_codegen::{Basis, FeatureRun, KernelConfig, KernelPlan};
 
+use super::pairwise::Pairwise;
+use super::threads::Threads;
 use crate::backend::{HostBackend, LaneBackward, LaneGradients, LaneInputs};
 use crate::checks::{Lanes, same_config};
 use crate::element::Element;
@@ -193,7 +195,7 @@ impl<T: Element> LaneBackward<T> for Backward {
     }
 }
 
-fn narrow<T: Element>(from: &[f64], to: &mut [T]) {
+pub(super) fn narrow<T: Element>(from: &[f64], to: &mut [T]) {
     to.iter_mut()
         .zip(from)
         .for_each(|(t, &f)| *t = T::from_f64(f));
@@ -216,11 +218,12 @@ pub(crate) fn run<T: Element>(
     let (nq, nk) = (qs.tokens, saved.k.shape.tokens);
     let lanes = qs.batch * qs.heads;
     let span = |lane: usize, n: usize, dim: usize| lane * n * dim..(lane + 1) * n * dim;
+    if saved.pairs && d_final.is_none() && backend.computes_on_cpu() {
+        return Ok(pairs(config, &backend.threads(), saved, dy));
+    }
     let mut dout = vec![T::zero(); lanes * nq * (dv + 1)];
-    // A compensated lane's sums come first; its compensation does not change the value.
-    let mut initial = Vec::with_capacity(lanes * per_lane);
     let mut zeroed = 0;
-    for (lane, state) in saved.initial.lanes().enumerate() {
+    for lane in 0..lanes {
         zeroed += cotangents(
             dv,
             &saved.y[span(lane, nq, dv)],
@@ -228,8 +231,15 @@ pub(crate) fn run<T: Element>(
             &saved.dens[lane * nq..(lane + 1) * nq],
             &mut dout[span(lane, nq, dv + 1)],
         );
-        initial.extend_from_slice(&state[..per_lane]);
     }
+    // A compensated lane's sums come first; its compensation does not change the value.
+    let initial: Vec<T> = match &saved.initial {
+        Some(state) => state
+            .lanes()
+            .flat_map(|lane| lane[..per_lane].iter().copied())
+            .collect(),
+        None => vec![T::zero(); lanes * per_lane],
+    };
     let all = LaneInputs {
         q: &saved.q.data,
         k: &saved.k.data,
@@ -295,10 +305,61 @@ pub(crate) fn run<T: Element>(
         dq: tensor(dq, qs),
         dk: tensor(dk_, saved.k.shape),
         dv: tensor(dv_, saved.v.shape),
-        d_initial_state: d_initial,
+        d_initial_state: saved.initial.is_some().then_some(d_initial),
         zeroed_queries: zeroed,
         path,
     })
+}
+
+/// The backward of a forward from empty lanes that computed pairs ([`Pairwise`]), lanes on
+/// `threads`.
+fn pairs<T: Element>(
+    config: &KernelConfig,
+    threads: &Threads,
+    saved: &Saved<T>,
+    dy: TensorRef<'_, T>,
+) -> Gradients<T> {
+    let pairwise = Pairwise::new(config);
+    let causal = saved.mode == Mode::Causal;
+    let (qs, ks) = (saved.q.shape, saved.k.shape);
+    let (nq, nk, lanes) = (qs.tokens, ks.tokens, qs.lanes());
+    let (dk, dv) = (config.d_k(), config.d_v());
+    let span = |lane: usize, n: usize, dim: usize| lane * n * dim..(lane + 1) * n * dim;
+    let mut dq = vec![T::zero(); saved.q.data.len()];
+    let mut dk_ = vec![T::zero(); saved.k.data.len()];
+    let mut dv_ = vec![T::zero(); saved.v.data.len()];
+    let items: Vec<_> = split_lanes(&mut dq, lanes)
+        .into_iter()
+        .zip(split_lanes(&mut dk_, lanes))
+        .zip(split_lanes(&mut dv_, lanes))
+        .collect();
+    let work = lanes * pairwise.work(causal, nq, nk);
+    let zeroed = threads.map(work, items, |lane, ((dq, dk_), dv_)| {
+        let mut dout = vec![0.0; nq * (dv + 1)];
+        let zeroed = cotangents(
+            dv,
+            &saved.y[span(lane, nq, dv)],
+            &dy.data()[span(lane, nq, dv)],
+            &saved.dens[lane * nq..(lane + 1) * nq],
+            &mut dout,
+        );
+        let inputs = (
+            &saved.q.data[span(lane, nq, dk)],
+            &saved.k.data[span(lane, nk, dk)],
+            &saved.v.data[span(lane, nk, dv)],
+        );
+        pairwise.backward(causal, inputs, &dout, (dq, dk_, dv_));
+        zeroed
+    });
+    let tensor = |data, shape: Shape| Tensor { data, shape };
+    Gradients {
+        dq: tensor(dq, qs),
+        dk: tensor(dk_, ks),
+        dv: tensor(dv_, saved.v.shape),
+        d_initial_state: None,
+        zeroed_queries: zeroed.into_iter().sum(),
+        path: format!("cpu pairs (f64), {threads}"),
+    }
 }
 
 /// The checks of [`run`]: the record is of this configuration, `dy` has the queries' shape
@@ -382,22 +443,28 @@ fn from_rows(rows: &[f64], m: usize, d_v: usize) -> Vec<f64> {
 
 /// `dO'` of every query of a lane into `out` (`queries x (d_v + 1)`), computed in f64: zeros
 /// for a query whose denominator was not positive and finite. Returns how many there were.
-fn cotangents<T: Element>(dv: usize, y: &[T], dy: &[T], dens: &[f64], out: &mut [T]) -> usize {
+fn cotangents<T: Element, O: Element>(
+    dv: usize,
+    y: &[T],
+    dy: &[T],
+    dens: &[f64],
+    out: &mut [O],
+) -> usize {
     let row = dv + 1;
     let mut zeroed = 0;
     for (t, o) in out.chunks_exact_mut(row).enumerate() {
         let den = dens[t];
         if !(den > 0.0 && den.is_finite()) {
-            o.fill(T::zero());
+            o.fill(O::zero());
             zeroed += 1;
             continue;
         }
         let (yt, dyt) = (&y[t * dv..(t + 1) * dv], &dy[t * dv..(t + 1) * dv]);
         let delta: f64 = yt.iter().zip(dyt).map(|(a, b)| a.widen() * b.widen()).sum();
         for (o, g) in o.iter_mut().zip(dyt) {
-            *o = T::from_f64(g.widen() / den);
+            *o = O::from_f64(g.widen() / den);
         }
-        o[dv] = T::from_f64(-delta / den);
+        o[dv] = O::from_f64(-delta / den);
     }
     zeroed
 }

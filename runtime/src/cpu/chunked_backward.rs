@@ -13,91 +13,14 @@
 //!
 //! where, inside a chunk, `X = Q K^T / c`, `A = T_P(X) ∘ mask`, `A' = T_{P-1}(X) ∘ (dO' [V, 1]^T)
 //! ∘ mask / c` and the mask keeps `s <= t`. Non-causal passes add every token of the other
-//! side first and have no chunk-internal part. Products go through `matrixmultiply`'s
-//! `sgemm` (strided views, so no transposed copies).
+//! side first and have no chunk-internal part. Products go through
+//! [`super::gemm`] (strided views, so no transposed copies).
 
-use matrixmultiply::sgemm;
+use super::gemm::{View, gemm};
 
 use super::chunk_pairs;
 
 use super::chunk_features::CHUNK;
-
-/// A matrix view into `data`: element `(i, j)` at `i * rows + j * cols`.
-#[derive(Clone, Copy)]
-pub struct View<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-}
-
-impl<'a> View<'a> {
-    /// Row-major with `stride` words per row.
-    pub fn rows(data: &'a [f32], stride: usize) -> Self {
-        Self {
-            data,
-            rows: stride,
-            cols: 1,
-        }
-    }
-
-    /// The transpose of a row-major matrix with `stride` words per row.
-    pub fn transposed(data: &'a [f32], stride: usize) -> Self {
-        Self {
-            data,
-            rows: 1,
-            cols: stride,
-        }
-    }
-
-    /// Whether every element of an `n x k` view lies inside `data`.
-    fn covers(&self, n: usize, k: usize) -> bool {
-        n == 0 || k == 0 || (n - 1) * self.rows + (k - 1) * self.cols < self.data.len()
-    }
-}
-
-/// `C = A B + beta C` for `A` `n x k`, `B` `k x p`, and `C` `n x p` row-major with `stride`
-/// words per row.
-pub fn gemm(
-    (n, k, p): (usize, usize, usize),
-    a: View<'_>,
-    b: View<'_>,
-    beta: f32,
-    c: &mut [f32],
-    stride: usize,
-) {
-    if n == 0 || p == 0 {
-        return;
-    }
-    assert!(
-        a.covers(n, k) && b.covers(k, p),
-        "a product's operand out of range"
-    );
-    assert!(
-        (n - 1) * stride + p <= c.len(),
-        "a product's result out of range"
-    );
-    // SAFETY: the asserts above keep every element sgemm reads from `a` and `b` and writes to
-    // `c` inside those slices; `c` is an exclusive borrow, so it aliases neither operand.
-    // (With k = 0 sgemm only scales C by beta.)
-    unsafe {
-        sgemm(
-            n,
-            k,
-            p,
-            1.0,
-            a.data.as_ptr(),
-            a.rows as isize,
-            a.cols as isize,
-            b.data.as_ptr(),
-            b.rows as isize,
-            b.cols as isize,
-            beta,
-            c.as_mut_ptr(),
-            stride as isize,
-            1,
-        );
-    }
-}
 
 /// The chunk-internal weights of `n` tokens: into `kappa` (`n x n`, `A`) and `weighted`
 /// (`n x n`, `A'`), from the chunk's queries and keys (`n x d_k`), cotangents (`n x row`) and

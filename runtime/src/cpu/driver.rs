@@ -4,10 +4,11 @@
 //! registry); they are not an API of their own.
 
 use super::chunk_features::{self, CHUNK, Lanes, lanes};
-use super::chunked_backward::{Intra, View, gemm};
+use super::chunked_backward::Intra;
 use super::chunked_forward::{self, ChunkProgram, ChunkShape};
 use super::execution::Execution;
 use super::features::{KEY_FIRST, QUERY_FIRST};
+use super::gemm::{View, gemm};
 use super::generic::{split_lane, update_compensated};
 use super::simd::{self, Isa};
 use crate::stats::answer;

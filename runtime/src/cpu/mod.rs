@@ -39,13 +39,15 @@ mod chunked_parallel;
 pub mod driver;
 mod execution;
 pub(crate) mod features;
+mod gemm;
 pub(crate) mod generic;
 mod generic_chunked;
 pub mod kernel;
+pub(crate) mod pairwise;
 pub(crate) mod scratch;
 pub mod simd;
 pub(crate) mod specialized;
 pub(crate) mod threads;
 
-pub(crate) use backend::CpuBackend;
+pub(crate) use backend::{CpuBackend, forward_pairs};
 pub(crate) use generic_chunked::GenericChunked;

@@ -3,7 +3,7 @@
 //!
 //! This module holds the workspace's SIMD intrinsics; the other `unsafe` is the AVX2
 //! compilations of the backward's chunk maps (`super::chunk_features`), the one call into
-//! `matrixmultiply` (`super::chunked_backward::gemm`) and the CUDA backend's FFI
+//! `matrixmultiply` (`super::gemm`) and the CUDA backend's FFI
 //! (`cuda/ffi.rs` and the launch functions). A sweep walks the `m` features
 //! of one lane's state (`S`, `m x d_v`, then `Z`, `m` words; see [`crate::State`]) and, per
 //! feature `j`, updates `S[j] += phi_k[j] v` and `Z[j] += phi_k[j]` and/or accumulates
