@@ -26,8 +26,10 @@ struct Kernels {
 /// f32 runs the specialized CPU kernel of the registry (or of [`with_kernel`](Self::with_kernel))
 /// where there is one and the generic path otherwise ([`describe_path`](Self::describe_path)
 /// says which); f64 runs the generic path; bf16 and f16 tensors are computed in f32 and the
-/// outputs converted back. Every call starts from an empty state (training); generation with a
-/// carried state is [`super::SataAttention::forward_with_state`].
+/// outputs converted back. Every call starts from an empty state and keeps none (training:
+/// `Attention::forward_for_training_from_empty`, which computes every pair's weight directly
+/// where that costs less than features); generation with a carried state is
+/// [`super::SataAttention::forward_with_state`].
 #[derive(Clone)]
 pub struct TaylorAttention {
     kernels: Arc<Kernels>,

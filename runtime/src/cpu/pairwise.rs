@@ -22,6 +22,7 @@ use sata_codegen::KernelConfig;
 
 use super::backward::narrow;
 use super::gemm::{View, gemm};
+use super::simd::Isa;
 use crate::element::Element;
 use crate::stats::{Answer, answer};
 use crate::training::Mode;
@@ -29,10 +30,12 @@ use crate::training::Mode;
 /// Queries per block: the products of a block are `BLOCK x keys`.
 pub(crate) const BLOCK: usize = 64;
 
-/// Measured cost of a pair's multiply-add in f64 against a feature word's in the f32 kernels
-/// (half the SIMD width, and `dgemm` on `64 x keys` blocks of inner size `d_k` or `d_v + 1`
-/// runs below the chunked kernels' efficiency).
-const PAIR_COST: f64 = 2.0;
+/// Cost of a pair's multiply-add in f64 against a feature word's in the f32 kernels: f64 has
+/// half the SIMD width, and `dgemm` on `64 x keys` blocks of inner size `d_k` or `d_v + 1`
+/// runs below the chunked kernels' efficiency. Fitted to the crossovers measured by
+/// `benches/sequence_form.rs` (`benches/results/sequence-form-2026-12-06.md`: d16 P3 between
+/// 128 and 256 tokens, d16 P4 near 1,024; the fit ranges 1.3-2.1 over them).
+const PAIR_COST: f64 = 1.6;
 
 /// Multiply-adds of the backward per multiply-add of the forward on the feature path
 /// (2.7-3x measured, `benches/results/backward-2026-12-02.md`).
@@ -75,6 +78,7 @@ pub(crate) struct Pairwise {
     inv_scale: f64,
     /// `1 / p!` for `p < P`: `T_P`, and its first `P - 1` for `T_P' = T_{P-1}`.
     coefficients: Vec<f64>,
+    isa: Isa,
 }
 
 /// One lane's inputs widened to f64: queries and keys `tokens x d_k`, values with a ones
@@ -104,6 +108,7 @@ impl Pairwise {
             d_v: config.d_v(),
             inv_scale: 1.0 / config.scale(),
             coefficients,
+            isa: Isa::detect(),
         }
     }
 
@@ -125,15 +130,19 @@ impl Pairwise {
         }
     }
 
-    /// `T_P(x)` and `T_P'(x)` by Horner's rule.
-    fn polynomials(&self, x: f64) -> (f64, f64) {
-        let c = &self.coefficients;
-        let value = c.iter().rev().fold(0.0, |acc, &c| acc * x + c);
-        let slope = c[..c.len() - 1]
-            .iter()
-            .rev()
-            .fold(0.0, |acc, &c| acc * x + c);
-        (value, slope)
+    /// Row `xs` of a block's logits `q·k` into the weights `T_P(q·k / c)` of its first
+    /// `visible` keys and zeros after; with `gs` (the row of `G`), also
+    /// `gs[s] *= T_P'(q·k / c) / c` under the same mask.
+    fn weights_row(&self, xs: &mut [f64], gs: &mut [f64], visible: usize) {
+        let (c, inv_scale) = (&self.coefficients[..], self.inv_scale);
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.runs_avx2() {
+            // SAFETY: runs_avx2 checked that this CPU has avx2 and fma; the body indexes
+            // slices only.
+            unsafe { compiled::row_avx2(xs, gs, visible, c, inv_scale) };
+            return;
+        }
+        compiled::row_portable(xs, gs, visible, c, inv_scale);
     }
 
     /// `x = Q[start..start + block] K[..keys]^T` into `x` (`block x keys`).
@@ -170,13 +179,7 @@ impl Pairwise {
             self.logits(&w, (start, block, seen), &mut x);
             for (i, xs) in x.chunks_exact_mut(seen).take(block).enumerate() {
                 let visible = if causal { start + i + 1 } else { seen };
-                for (s, a) in xs.iter_mut().enumerate() {
-                    *a = if s < visible {
-                        self.polynomials(*a * self.inv_scale).0
-                    } else {
-                        0.0
-                    };
-                }
+                self.weights_row(xs, &mut [], visible);
             }
             let a = View::rows(&x, seen);
             gemm(
@@ -227,15 +230,7 @@ impl Pairwise {
             let rows = x.chunks_exact_mut(seen).zip(g.chunks_exact_mut(seen));
             for (i, (xs, gs)) in rows.take(block).enumerate() {
                 let visible = if causal { start + i + 1 } else { seen };
-                for (s, (a, da)) in xs.iter_mut().zip(gs.iter_mut()).enumerate() {
-                    let (value, slope) = if s < visible {
-                        self.polynomials(*a * self.inv_scale)
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    *a = value;
-                    *da *= slope * self.inv_scale;
-                }
+                self.weights_row(xs, gs, visible);
             }
             let block_dq = &mut dq64[start * d_k..];
             let da = View::rows(&g, seen);
@@ -262,5 +257,61 @@ impl Pairwise {
         narrow(&dq64, dq);
         narrow(&dk64, dk);
         narrow(&dv64, dv);
+    }
+}
+
+/// Logits per pass of the row polynomials: fixed-size arrays the compiler keeps in vectors.
+const ROW_LANES: usize = 32;
+
+/// [`Pairwise::weights_row`]: Horner's rule across the row, one multiply-add per coefficient
+/// and element, [`ROW_LANES`] elements at a time.
+#[inline(always)]
+fn row_body(xs: &mut [f64], gs: &mut [f64], visible: usize, c: &[f64], inv_scale: f64) {
+    let top = c.len() - 1;
+    let slopes = !gs.is_empty();
+    let (live, masked) = xs.split_at_mut(visible);
+    for (i, xs) in live.chunks_mut(ROW_LANES).enumerate() {
+        let mut x = [0.0; ROW_LANES];
+        for (x, a) in x.iter_mut().zip(xs.iter()) {
+            *x = a * inv_scale;
+        }
+        let mut value = [c[top]; ROW_LANES];
+        for &c in c[..top].iter().rev() {
+            for (v, x) in value.iter_mut().zip(&x) {
+                *v = *v * x + c;
+            }
+        }
+        if slopes {
+            // T_P' = T_{P-1}: the same coefficients without the last (zero for P = 1).
+            let mut slope = [if top > 0 { c[top - 1] } else { 0.0 }; ROW_LANES];
+            for &c in c[..top.saturating_sub(1)].iter().rev() {
+                for (s, x) in slope.iter_mut().zip(&x) {
+                    *s = *s * x + c;
+                }
+            }
+            let g = &mut gs[i * ROW_LANES..i * ROW_LANES + xs.len()];
+            for (g, s) in g.iter_mut().zip(&slope) {
+                *g *= s * inv_scale;
+            }
+        }
+        xs.copy_from_slice(&value[..xs.len()]);
+    }
+    masked.fill(0.0);
+    if slopes {
+        gs[visible..].fill(0.0);
+    }
+}
+
+mod compiled {
+    use super::*;
+
+    compiled_twice! {
+        fn row_portable, row_avx2(
+            xs: &mut [f64],
+            gs: &mut [f64],
+            visible: usize,
+            c: &[f64],
+            inv_scale: f64,
+        ) => row_body;
     }
 }
