@@ -351,3 +351,38 @@ fn bad_inputs_are_typed_errors() {
     let (y, _) = run(&good[..2 * 4 * 4], 4, Mode::NonCausal).unwrap();
     assert_eq!(y.output.shape.as_array(), [1, 2, 4, 2]);
 }
+
+#[test]
+fn no_keys_or_no_queries_answer_as_features_do() {
+    let config = KernelConfig::new(3, 2, 3).unwrap();
+    let q = [0.3f32, -0.2, 0.1, 0.5, 0.0, -0.4];
+    let run = |form, (queries, keys): (usize, usize)| {
+        let attention = Attention::<f32>::new(config)
+            .unwrap()
+            .with_sequence_form(form);
+        let k = vec![0.25f32; keys * 3];
+        let v = vec![0.5f32; keys * 2];
+        let (y, saved) = attention.forward_for_training_from_empty(
+            Mode::NonCausal,
+            TensorRef::query(&q[..queries * 3], [1, 1, queries, 3])?,
+            TensorRef::key(&k, [1, 1, keys, 3])?,
+            TensorRef::value(&v, [1, 1, keys, 2])?,
+        )?;
+        let dy = vec![1.0f32; queries * 2];
+        let dy = TensorRef::output_gradient(&dy, [1, 1, queries, 2])?;
+        let g = attention.backward(&saved, dy, None)?;
+        Ok::<_, SataError>((
+            y.output.data,
+            y.stats.bad_denominators,
+            g.dq.data,
+            g.dk.data,
+        ))
+    };
+    for sizes in [(2, 0), (0, 3)] {
+        let (pairs, features) = (
+            run(SequenceForm::Pairs, sizes),
+            run(SequenceForm::Features, sizes),
+        );
+        assert_eq!(format!("{pairs:?}"), format!("{features:?}"), "{sizes:?}");
+    }
+}

@@ -177,7 +177,8 @@ impl Pairwise {
             let block = BLOCK.min(queries - start);
             let seen = keys_seen(causal, start, block, keys);
             self.logits(&w, (start, block, seen), &mut x);
-            for (i, xs) in x.chunks_exact_mut(seen).take(block).enumerate() {
+            // (No keys: no rows to weigh, and the sums are zeros.)
+            for (i, xs) in x.chunks_exact_mut(seen.max(1)).take(block).enumerate() {
                 let visible = if causal { start + i + 1 } else { seen };
                 self.weights_row(xs, &mut [], visible);
             }
@@ -227,7 +228,9 @@ impl Pairwise {
                 &mut g,
                 seen,
             );
-            let rows = x.chunks_exact_mut(seen).zip(g.chunks_exact_mut(seen));
+            let rows = x
+                .chunks_exact_mut(seen.max(1))
+                .zip(g.chunks_exact_mut(seen.max(1)));
             for (i, (xs, gs)) in rows.take(block).enumerate() {
                 let visible = if causal { start + i + 1 } else { seen };
                 self.weights_row(xs, gs, visible);
