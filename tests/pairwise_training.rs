@@ -89,9 +89,12 @@ fn worst_error<T: Element>(p: &Problem, mode: Mode, s: &Step<T>) -> f64 {
     )
 }
 
+/// A case: the mode, (queries, keys), (d_k, d_v, P) and a scale other than the default.
+type Case = (Mode, (usize, usize), (usize, usize, usize), Option<f64>);
+
 /// Causal over three blocks of queries (a partial last one) and non-causal with more keys than
 /// queries; `d_k != d_v`, a non-default scale, P from 1 to 6.
-fn shapes() -> Vec<(Mode, (usize, usize), (usize, usize, usize), Option<f64>)> {
+fn shapes() -> Vec<Case> {
     vec![
         (Mode::Causal, (150, 150), (4, 3, 3), None),
         (Mode::Causal, (65, 65), (8, 8, 6), None),
