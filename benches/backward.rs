@@ -13,7 +13,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{inputs, mean_seconds, output_dir};
+use common::{inputs, mean_seconds, output_dir, training_inputs};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use sata::{Attention, KernelConfig, Mode, TensorRef};
 
@@ -37,12 +37,7 @@ fn bench(c: &mut Criterion, attention: &Attention<f32>) -> Paired {
     group.sample_size(10);
     for (heads, n) in CASES {
         let len = heads * n * D;
-        let (q, k, v, dy) = (
-            inputs(len, 0.1),
-            inputs(len, 0.2),
-            inputs(len, 0.3),
-            inputs(len, 0.4),
-        );
+        let (q, k, v, dy) = training_inputs(len);
         let shape = [1, heads, n, D];
         let forward = || {
             let mut state = attention.new_state(1, heads).unwrap();

@@ -12,7 +12,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{inputs, output_dir};
+use common::{output_dir, training_inputs};
 use criterion::{BenchmarkId, Criterion};
 use sata::{Attention, KernelConfig, Mode, SequenceForm, TensorRef};
 
@@ -34,12 +34,7 @@ fn attention(d: usize, terms: usize, form: SequenceForm) -> Attention<f32> {
 /// One forward and backward, and whether it computed pairs.
 fn step(attention: &Attention<f32>, d: usize, n: usize) -> (Duration, bool) {
     let len = HEADS * n * d;
-    let (q, k, v, dy) = (
-        inputs(len, 0.1),
-        inputs(len, 0.2),
-        inputs(len, 0.3),
-        inputs(len, 0.4),
-    );
+    let (q, k, v, dy) = training_inputs(len);
     let shape = [1, HEADS, n, d];
     let start = Instant::now();
     let (_, saved) = attention

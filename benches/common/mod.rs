@@ -41,6 +41,17 @@ pub fn inputs(len: usize, salt: f32) -> Vec<f32> {
         .collect()
 }
 
+/// Queries, keys, values and an output gradient of `len` numbers each from [`inputs`] (for
+/// `d_k = d_v`), the inputs of a training step.
+pub fn training_inputs(len: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    (
+        inputs(len, 0.1),
+        inputs(len, 0.2),
+        inputs(len, 0.3),
+        inputs(len, 0.4),
+    )
+}
+
 /// [`inputs`] starting on a 64-byte boundary of a buffer with slack, as the runtime places a
 /// state, so that a floor is measured on the same footing as the kernels: the buffer and the
 /// range of its words to use.
