@@ -79,3 +79,10 @@ macro_rules! impl_element {
 
 impl_element!(f32, DType::F32);
 impl_element!(f64, DType::F64);
+
+/// `to[i] = from[i]` rounded to `T`, for the f64 computations of an element type's results.
+pub(crate) fn narrow<T: Element>(from: &[f64], to: &mut [T]) {
+    to.iter_mut()
+        .zip(from)
+        .for_each(|(t, &f)| *t = T::from_f64(f));
+}

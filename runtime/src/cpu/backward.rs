@@ -22,7 +22,7 @@ use super::pairwise::Pairwise;
 use super::threads::Threads;
 use crate::backend::{HostBackend, LaneBackward, LaneGradients, LaneInputs};
 use crate::checks::{Lanes, same_config};
-use crate::element::Element;
+use crate::element::{Element, narrow};
 use crate::error::SataError;
 use crate::shape::{Role, Shape};
 use crate::tensor::{Tensor, TensorRef};
@@ -193,12 +193,6 @@ impl<T: Element> LaneBackward<T> for Backward {
         narrow(&dval, g.dv);
         narrow(&from_rows(&d_initial, m, dv), g.d_initial);
     }
-}
-
-pub(super) fn narrow<T: Element>(from: &[f64], to: &mut [T]) {
-    to.iter_mut()
-        .zip(from)
-        .for_each(|(t, &f)| *t = T::from_f64(f));
 }
 
 /// The backward of the forward `saved` recorded, for an attention computing `config` on

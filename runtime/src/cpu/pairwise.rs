@@ -20,10 +20,9 @@
 
 use sata_codegen::KernelConfig;
 
-use super::backward::narrow;
 use super::gemm::{View, gemm};
 use super::simd::Isa;
-use crate::element::Element;
+use crate::element::{Element, narrow};
 use crate::stats::{Answer, answer};
 use crate::training::Mode;
 
