@@ -371,7 +371,7 @@ impl<T: Element> Attention<T> {
         let mut dens = vec![f64::NAN; q.shape().lanes() * q.shape().tokens];
         match self.forward_on_state(state, mode, (q, k, v), &mut dens) {
             Ok(attended) => {
-                let saved = self.recorded(&attended, mode, (q, k, v), dens, Some(initial));
+                let saved = self.recorded(&attended, mode, (q, k, v), dens, (Some(initial), false));
                 Ok((attended, saved))
             }
             Err(e) => {
@@ -427,8 +427,7 @@ impl<T: Element> Attention<T> {
             };
             match mode {
                 Mode::Causal => Attended::collect(&self.config, &q, |out| {
-                    let keys = (q, k, v);
-                    self.call().prefill(&mut empty, keys, out, |_, out| {
+                    self.call().prefill(&mut empty, (q, k, v), out, |_, out| {
                         forward(true, out, &mut dens)
                     })
                 }),
@@ -444,8 +443,7 @@ impl<T: Element> Attention<T> {
             let mut state = self.new_state(batch, heads)?;
             self.forward_on_state(&mut state, mode, (q, k, v), &mut dens)?
         };
-        let mut saved = self.recorded(&attended, mode, (q, k, v), dens, None);
-        saved.pairs = pairs;
+        let saved = self.recorded(&attended, mode, (q, k, v), dens, (None, pairs));
         Ok((attended, saved))
     }
 
@@ -480,7 +478,7 @@ impl<T: Element> Attention<T> {
         mode: Mode,
         (q, k, v): Qkv<'_, T>,
         dens: Vec<f64>,
-        initial: Option<State<T>>,
+        (initial, pairs): (Option<State<T>>, bool),
     ) -> Saved<T> {
         let owned = |t: TensorRef<'_, T>| Tensor {
             data: t.data().to_vec(),
@@ -495,7 +493,7 @@ impl<T: Element> Attention<T> {
             y: attended.output.data.clone(),
             dens,
             initial,
-            pairs: false,
+            pairs,
         }
     }
 
