@@ -10,10 +10,7 @@ fn main() {
     if feature("CUDA") || feature("CUDA_LINKED") {
         println!("cargo::rustc-cfg=sata_cuda");
     }
-    generate(
-        sata_codegen::registry::precompiled_configs(),
-        "registry.rs",
-    );
+    generate(sata_codegen::registry::precompiled_configs(), "registry.rs");
     // This crate's unit tests need one registry kernel (d8 P3, see `backend::select`), not
     // the whole registry, which is most of the crate's compile time: their test binary
     // includes this one instead (`cpu::kernel`).

@@ -65,7 +65,14 @@ fn inputs(
 }
 
 /// Checks the op against the reference: outputs within `tol_y`, gradients within `tol_grad`.
-fn compare(
+fn compare(what: &str, op: &TaylorAttention, x: &[Tensor; 4], dtype: DType, tols: (f64, f64)) {
+    compare_on(&Device::Cpu, what, op, x, dtype, tols);
+}
+
+/// [`compare`] with the op computing on `device` (the inputs moved there, its outputs and,
+/// through autograd, its gradients moved back).
+fn compare_on(
+    device: &Device,
     what: &str,
     op: &TaylorAttention,
     [q, k, v, r]: &[Tensor; 4],
@@ -75,7 +82,9 @@ fn compare(
     let config = op.config();
     let causal = op.mode() == sata::Mode::Causal;
     let got = forward_and_grads(true, q, k, v, r, dtype, |q, k, v| {
-        op.forward(q, k, v).unwrap()
+        let on = |t: &Tensor| t.to_device(device).unwrap();
+        let y = op.forward(&on(q), &on(k), &on(v)).unwrap();
+        y.to_device(&Device::Cpu).unwrap()
     });
     // The reference sees exactly the numbers the op sees.
     let rounded = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F64).unwrap();
@@ -146,6 +155,36 @@ fn f32_runs_the_registry_kernels_against_float64() {
             compare("f32", &op, &x, DType::F32, (1e-5, 1e-4));
         }
     }
+}
+
+/// CUDA tensors (feature `candle-cuda`, on a machine with a GPU): the forward and the backward
+/// run the generated CUDA kernels, against float64 as on the CPU; f64 is refused there.
+#[cfg(feature = "candle-cuda")]
+#[test]
+fn cuda_tensors_run_the_generated_cuda_kernels() {
+    let cuda = match Device::new_cuda(0) {
+        Ok(device) => device,
+        Err(e) => {
+            eprintln!("skipped: no CUDA device: {e}");
+            return;
+        }
+    };
+    let mut rng = rng("candle_cuda");
+    for (dk, dv, terms) in [(4, 4, 2), (8, 8, 3), (16, 16, 4), (4, 6, 3)] {
+        let config = KernelConfig::new(dk, dv, terms).unwrap();
+        for causal in [true, false] {
+            let op = TaylorAttention::new(config).unwrap();
+            let op = if causal { op } else { op.non_causal() };
+            let n_k = rng.random_range(2..60);
+            let n_q = if causal { n_k } else { rng.random_range(1..60) };
+            let x = inputs(&mut rng, &config, (2, 2, n_q, n_k), 0.5, causal);
+            compare_on(&cuda, "cuda", &op, &x, DType::F32, (1e-5, 1e-4));
+        }
+    }
+    let op = TaylorAttention::new(KernelConfig::new(4, 4, 2).unwrap()).unwrap();
+    let t = Tensor::ones(&[1, 1, 3, 4], DType::F64, &cuda).unwrap();
+    let err = op.forward(&t, &t, &t).unwrap_err().to_string();
+    assert!(err.contains("f64 on the CPU only"), "{err}");
 }
 
 /// bf16 and f16 tensors: computed in f32, outputs and gradients back in the input dtype, within

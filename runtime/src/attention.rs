@@ -108,7 +108,7 @@ impl<T: Element> Attention<T> {
     /// Runs the kernels of a device attention (for instance CUDA host execution in reverse
     /// thread order, or with a forced split) on host states, with its denominator policy.
     /// Fails for `f64`: device kernels are f32.
-    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    #[cfg(any(feature = "wgpu", sata_cuda))]
     pub fn with_device<D: crate::device::Device>(
         attention: crate::device::DeviceAttention<D>,
     ) -> Result<Self, SataError> {

@@ -20,9 +20,9 @@ mod call;
 pub mod checkpoint;
 mod checks;
 mod cpu;
-#[cfg(feature = "cuda")]
+#[cfg(sata_cuda)]
 pub mod cuda;
-#[cfg(any(feature = "wgpu", feature = "cuda"))]
+#[cfg(any(feature = "wgpu", sata_cuda))]
 pub mod device;
 mod element;
 mod error;

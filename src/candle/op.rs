@@ -10,13 +10,33 @@ use sata_runtime::{
     SpecializedKernel, TensorRef,
 };
 
-use super::checks;
+use super::checks::{self, extent};
 use super::error::to_candle;
 
-/// One attention per element type the op computes in.
+/// One attention per element type (and device) the op computes in.
 struct Kernels {
     f32: Attention<f32>,
     f64: Attention<f64>,
+    /// f32 on CUDA device 0, opened on the first call with CUDA tensors.
+    #[cfg(feature = "candle-cuda")]
+    cuda: std::sync::OnceLock<Result<Attention<f32>, String>>,
+}
+
+impl Kernels {
+    /// The f32 attention on the runtime's CUDA backend, opened (and its kernels compiled) on
+    /// first use and shared by the op's clones.
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_f32(&self) -> candle_core::Result<&Attention<f32>> {
+        self.cuda
+            .get_or_init(|| {
+                let request = BackendRequest::Kind(BackendKind::Cuda);
+                Attention::with_backend(*self.f32.config(), request).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|message| {
+                candle_core::Error::Msg(format!("sata attention on CUDA: {message}"))
+            })
+    }
 }
 
 /// SATA over candle tensors `[batch, heads, tokens, dim]`: `forward(q, k, v)` is
@@ -62,7 +82,12 @@ impl TaylorAttention {
         let request = BackendRequest::Kind(BackendKind::CpuGeneric);
         let f64 = Attention::with_backend(*f32.config(), request)?;
         Ok(Self {
-            kernels: Arc::new(Kernels { f32, f64 }),
+            kernels: Arc::new(Kernels {
+                f32,
+                f64,
+                #[cfg(feature = "candle-cuda")]
+                cuda: std::sync::OnceLock::new(),
+            }),
             mode: Mode::Causal,
         })
     }
@@ -123,6 +148,9 @@ impl TaylorAttention {
 enum Record {
     F32(Saved<f32>),
     F64(Saved<f64>),
+    /// A forward on CUDA tensors, by the CUDA attention: its backward runs there too.
+    #[cfg(feature = "candle-cuda")]
+    CudaF32(Saved<f32>),
 }
 
 /// One application of the op: candle keeps it in the graph, so the record of its forward is
@@ -137,7 +165,11 @@ struct SataOp {
 trait Float: Element + WithDType {
     fn attention(kernels: &Kernels) -> &Attention<Self>;
     fn record(saved: Saved<Self>) -> Record;
-    fn saved(record: &Record) -> Option<&Saved<Self>>;
+    /// The saved forward of this element type, and the attention whose backward goes with it.
+    fn saved<'a>(
+        record: &'a Record,
+        kernels: &'a Kernels,
+    ) -> candle_core::Result<Option<(&'a Saved<Self>, &'a Attention<Self>)>>;
 }
 
 impl Float for f32 {
@@ -147,11 +179,16 @@ impl Float for f32 {
     fn record(saved: Saved<f32>) -> Record {
         Record::F32(saved)
     }
-    fn saved(record: &Record) -> Option<&Saved<f32>> {
-        match record {
-            Record::F32(s) => Some(s),
+    fn saved<'a>(
+        record: &'a Record,
+        kernels: &'a Kernels,
+    ) -> candle_core::Result<Option<(&'a Saved<f32>, &'a Attention<f32>)>> {
+        Ok(match record {
+            Record::F32(s) => Some((s, &kernels.f32)),
             Record::F64(_) => None,
-        }
+            #[cfg(feature = "candle-cuda")]
+            Record::CudaF32(s) => Some((s, kernels.cuda_f32()?)),
+        })
     }
 }
 
@@ -162,29 +199,24 @@ impl Float for f64 {
     fn record(saved: Saved<f64>) -> Record {
         Record::F64(saved)
     }
-    fn saved(record: &Record) -> Option<&Saved<f64>> {
-        match record {
-            Record::F64(s) => Some(s),
-            Record::F32(_) => None,
-        }
+    fn saved<'a>(
+        record: &'a Record,
+        kernels: &'a Kernels,
+    ) -> candle_core::Result<Option<(&'a Saved<f64>, &'a Attention<f64>)>> {
+        Ok(match record {
+            Record::F64(s) => Some((s, &kernels.f64)),
+            _ => None,
+        })
     }
 }
 
-/// The contiguous data of one input and its `[batch, heads, tokens, dim]` shape.
+/// The contiguous data of one input and its shape.
 fn view<'a, T: Float>(
     storage: &'a CpuStorage,
     layout: &Layout,
 ) -> candle_core::Result<(&'a [T], [usize; 4])> {
-    let (start, end) = layout.contiguous_offsets().ok_or_else(|| {
-        candle_core::Error::Msg("sata attention: inputs must be contiguous".into())
-    })?;
-    let dims: [usize; 4] = layout.dims().try_into().map_err(|_| {
-        candle_core::Error::Msg(format!(
-            "sata attention: inputs must be [batch, heads, tokens, dim], got {:?}",
-            layout.dims()
-        ))
-    })?;
-    Ok((&storage.as_slice::<T>()?[start..end], dims))
+    let (range, dims) = extent(layout)?;
+    Ok((&storage.as_slice::<T>()?[range], dims))
 }
 
 impl SataOp {
@@ -212,13 +244,45 @@ impl SataOp {
         Ok((T::to_cpu_storage_owned(attended.output.data), shape))
     }
 
+    /// The forward on CUDA tensors (f32): the runtime's CUDA backend computes it, and the
+    /// backward it records runs there too (see the `cuda` module for the copies).
+    #[cfg(feature = "candle-cuda")]
+    fn forward_cuda(
+        &self,
+        (q, lq): (&candle_core::CudaStorage, &Layout),
+        (k, lk): (&candle_core::CudaStorage, &Layout),
+        (v, lv): (&candle_core::CudaStorage, &Layout),
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        use super::cuda::{host_copy, upload};
+        let attention = self.kernels.cuda_f32()?;
+        let (q_data, q_shape) = host_copy(q, lq)?;
+        let (k_data, k_shape) = host_copy(k, lk)?;
+        let (v_data, v_shape) = host_copy(v, lv)?;
+        let run = || {
+            attention.forward_for_training_from_empty(
+                self.mode,
+                TensorRef::query(&q_data, q_shape)?,
+                TensorRef::key(&k_data, k_shape)?,
+                TensorRef::value(&v_data, v_shape)?,
+            )
+        };
+        let (attended, saved) = run().map_err(to_candle)?;
+        *self.record.lock().unwrap_or_else(PoisonError::into_inner) = Some(Record::CudaF32(saved));
+        let shape = Shape::from(attended.output.shape.as_array().to_vec());
+        Ok((upload(q, &attended.output.data)?, shape))
+    }
+
     fn backward<T: Float>(
         &self,
         (q, k, v): (&Tensor, &Tensor, &Tensor),
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let record = self.record.lock().unwrap_or_else(PoisonError::into_inner);
-        let saved = record.as_ref().and_then(T::saved).ok_or_else(|| {
+        let saved = match record.as_ref() {
+            Some(record) => T::saved(record, &self.kernels)?,
+            None => None,
+        };
+        let (saved, attention) = saved.ok_or_else(|| {
             candle_core::Error::Msg("sata attention: backward before its forward ran".into())
         })?;
         let dy = grad
@@ -232,7 +296,6 @@ impl SataOp {
                 grad.dims()
             ))
         })?;
-        let attention = T::attention(&self.kernels);
         let grads = TensorRef::output_gradient(&dy, dims)
             .and_then(|dy| attention.backward(saved, dy, None))
             .map_err(to_candle)?;
@@ -268,6 +331,19 @@ impl CustomOp3 for SataOp {
                 other.dtype()
             ))),
         }
+    }
+
+    #[cfg(feature = "candle-cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+        s3: &candle_core::CudaStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        self.forward_cuda((s1, l1), (s2, l2), (s3, l3))
     }
 
     fn bwd(

@@ -5,10 +5,10 @@
 use std::fmt::Write;
 
 use crate::codegen::KernelPlan;
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "candle-cuda"))]
 use crate::codegen::cuda::CHECKED_ARCHITECTURES;
 use crate::codegen::cuda::{CudaLayout, CudaOptions};
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "candle-cuda"))]
 use crate::cuda::nvrtc::{check_resources, compile, nvrtc_version, occupancy};
 
 /// H100 SXM HBM3 bandwidth, bytes per second (the decode model).
@@ -77,14 +77,14 @@ pub fn model(plan: &KernelPlan) -> Result<String, String> {
 }
 
 /// What `resources` says in a build without the CUDA backend.
-#[cfg(not(feature = "cuda"))]
+#[cfg(not(any(feature = "cuda", feature = "candle-cuda")))]
 pub fn resources(_plan: &KernelPlan, _compensated: bool) -> Result<String, String> {
     Err("this build of sata was made without the `cuda` feature (NVRTC)".to_string())
 }
 
 /// Compiles the (plain or compensated) kernels with NVRTC for sm_80 and sm_90 and tabulates
 /// the ptxas report.
-#[cfg(feature = "cuda")]
+#[cfg(any(feature = "cuda", feature = "candle-cuda"))]
 pub fn resources(plan: &KernelPlan, compensated: bool) -> Result<String, String> {
     let options = CudaOptions::compensated(compensated);
     let layout = CudaLayout::new(plan, &options).map_err(|e| e.to_string())?;

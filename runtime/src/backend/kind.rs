@@ -54,7 +54,7 @@ impl BackendKind {
         match self {
             Self::Cpu | Self::CpuGeneric => true,
             Self::Wgpu => cfg!(feature = "wgpu"),
-            Self::Cuda | Self::CudaHost => cfg!(feature = "cuda"),
+            Self::Cuda | Self::CudaHost => cfg!(sata_cuda),
         }
     }
 }

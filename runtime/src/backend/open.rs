@@ -48,11 +48,11 @@ fn device_backend(
     match backend {
         #[cfg(feature = "wgpu")]
         BackendKind::Wgpu => Ok(Box::new(crate::wgpu::open(config)?.kernels)),
-        #[cfg(feature = "cuda")]
+        #[cfg(sata_cuda)]
         BackendKind::Cuda => Ok(Box::new(
             crate::cuda::open(config, crate::cuda::Executor::Gpu)?.kernels,
         )),
-        #[cfg(feature = "cuda")]
+        #[cfg(sata_cuda)]
         BackendKind::CudaHost => Ok(Box::new(
             crate::cuda::open(
                 config,

@@ -124,7 +124,7 @@ mod tests {
         assert!(select(cuda, &registered, DType::F64).is_err());
         assert_eq!(
             select(cuda, &registered, DType::F32).map(|s| s.backend),
-            if cfg!(feature = "cuda") {
+            if cfg!(sata_cuda) {
                 Ok(BackendKind::Cuda)
             } else {
                 Err(BackendUnavailable {

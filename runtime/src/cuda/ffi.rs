@@ -8,15 +8,29 @@ use cudarc::nvrtc::{result as nvrtc, sys as nvrtc_sys};
 
 /// Whether libnvrtc can be loaded. cudarc panics on first use of a missing library, so every
 /// NVRTC entry point asks this first.
+#[cfg(feature = "cuda")]
 pub fn nvrtc_present() -> bool {
     // SAFETY: only tries to open the library with libloading; no symbol is called.
     unsafe { nvrtc_sys::is_culib_present() }
 }
 
 /// Whether libcuda (the driver) can be loaded; see [`nvrtc_present`].
+#[cfg(feature = "cuda")]
 pub fn driver_present() -> bool {
     // SAFETY: as in `nvrtc_present`.
     unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// With the libraries linked (`cuda-linked`) the process could not have started without them.
+#[cfg(not(feature = "cuda"))]
+pub fn nvrtc_present() -> bool {
+    true
+}
+
+/// See the `cuda-linked` [`nvrtc_present`].
+#[cfg(not(feature = "cuda"))]
+pub fn driver_present() -> bool {
+    true
 }
 
 /// `(major, minor)` of the loaded NVRTC. Call only after [`nvrtc_present`].

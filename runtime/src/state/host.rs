@@ -144,12 +144,12 @@ impl<T: Element> State<T> {
 
     /// Every word in memory, lanes padded to [`StateHeader::lane_stride`]: the layout device
     /// states share, so a state moves to and from a device in one copy.
-    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "wgpu", sata_cuda)), allow(dead_code))]
     pub(crate) fn padded(&self) -> &[T] {
         &self.data
     }
 
-    #[cfg_attr(not(any(feature = "wgpu", feature = "cuda")), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "wgpu", sata_cuda)), allow(dead_code))]
     pub(crate) fn padded_mut(&mut self) -> &mut [T] {
         &mut self.data
     }
