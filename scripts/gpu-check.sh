@@ -44,6 +44,23 @@ status=0
             states_continue_on_every_other_backend &&
         cargo test --release --test cuda_nvrtc
 } 2>&1 | tee "$log" || status=$?
+results="$(grep -E '^(test result|     Running|failures:|    [a-z_:]+$)' "$log" || true)"
+
+# The candle op on CUDA tensors (feature `candle-cuda`) needs a CUDA toolkit to build and
+# cuBLAS/cuRAND to link, which a bare GPU machine may not have.
+candle="skipped: no nvcc on PATH (the candle-cuda feature needs a CUDA toolkit)"
+if command -v nvcc >/dev/null 2>&1; then
+    cap="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d .)"
+    if CUDA_COMPUTE_CAP="$cap" cargo test --release --no-default-features --features candle-cuda \
+        --test candle_op 2>&1 | tee "$log"; then
+        candle="passed"
+    else
+        candle="FAILED (see the log above)"
+        status=1
+    fi
+    candle="$candle: $(grep -E '^test result' "$log" | tail -1)"
+fi
+
 cargo bench --bench cuda 2>&1 | tee "$log"
 table="$(sed -n '/^## CUDA decode/,$p' "$log")"
 
@@ -52,6 +69,7 @@ table="$(sed -n '/^## CUDA decode/,$p' "$log")"
     echo
     echo "- date: $date (UTC), commit $commit, host $(hostname)"
     echo "- tests: \`$tests\` (exit status $status)"
+    echo "- candle op on CUDA tensors (\`cargo test --release --no-default-features --features candle-cuda --test candle_op\`): $candle"
     echo "- benchmarks: \`$bench\`"
     echo
     echo '```'
