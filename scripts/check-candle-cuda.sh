@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Type-checks the `candle-cuda` feature (the candle op's `cuda_fwd` and the runtime's CUDA
-# backend linked beside candle's `cuda` feature) on a machine without a GPU or CUDA toolkit.
+# Compiles the `candle-cuda` feature (the candle op's `cuda_fwd` and the runtime's CUDA
+# backend linked beside candle's `cuda` feature) on a machine without a GPU or CUDA toolkit:
+# clippy over the library, tests and examples, then the library's object code.
 #
 # Candle's `cuda` feature compiles its kernels with nvcc in a build script, so this installs
 # nvcc and the headers it needs from pip (CUDA 13.0: nvidia-cuda-nvcc, -crt, -runtime, -cccl
 # and nvidia-nvvm; about 100 MB) into target/cuda13 and checks the library and the tests in a
-# target directory of their own. It does not link (that needs libcuda, cuBLAS and cuRAND) and
+# target directory of their own. It links nothing (that needs libcuda, cuBLAS and cuRAND) and
 # runs nothing: scripts/gpu-check.sh does, on a machine with a GPU.
 #
 #   bash scripts/check-candle-cuda.sh
@@ -26,4 +27,5 @@ fi
 export PATH="$cuda_root/bin:$PATH" CUDA_ROOT="$cuda_root" CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-80}"
 export CARGO_TARGET_DIR="$PWD/target/candle-cuda"
 cargo clippy -p sata -p sata-runtime --no-default-features --features sata/candle-cuda,sata/wgpu --lib --tests --examples -- -D warnings
-echo "check-candle-cuda: the candle-cuda feature type-checks (not linked, not run)"
+cargo build -p sata --no-default-features --features candle-cuda,wgpu --lib
+echo "check-candle-cuda: the candle-cuda feature compiles (library built, nothing linked or run)"
