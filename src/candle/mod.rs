@@ -43,7 +43,7 @@
 //! feature, which needs a CUDA toolkit to build) on CUDA device 0 in f32, bf16 or f16: its
 //! `cuda_fwd` and backward run the project's generated CUDA kernels, with the inputs and
 //! answers copied through the host once per call (see the `cuda` module). That path has been
-//! compiled but not run: no machine of this project has had a GPU.
+//! compiled but not linked or run: no machine of this project has had a GPU.
 
 mod checks;
 #[cfg(feature = "candle-cuda")]
