@@ -19,7 +19,7 @@
 //! let varmap = VarMap::new();
 //! let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 //! let config = SataAttentionConfig {
-//!     d_model: 32, heads: 2, d_k: 16, d_v: 16, terms: 4, qk_norm: QkNorm::Raw,
+//!     d_model: 32, heads: 2, d_k: 16, d_v: 16, terms: 3, qk_norm: QkNorm::Raw,
 //! };
 //! let layer = SataAttention::new(config, vb)?;
 //! let x = Tensor::randn(0f32, 1.0, (1, 10, 32), &Device::Cpu)?;
