@@ -220,6 +220,28 @@ fn view<'a, T: Float>(
 }
 
 impl SataOp {
+    /// The training forward of `attention` from an empty state on contiguous host data:
+    /// the output's data, what the backward needs, and the output's shape.
+    fn run<T: Element>(
+        &self,
+        attention: &Attention<T>,
+        (q, q_shape): (&[T], [usize; 4]),
+        (k, k_shape): (&[T], [usize; 4]),
+        (v, v_shape): (&[T], [usize; 4]),
+    ) -> candle_core::Result<(Vec<T>, Saved<T>, Shape)> {
+        let run = || {
+            attention.forward_for_training_from_empty(
+                self.mode,
+                TensorRef::query(q, q_shape)?,
+                TensorRef::key(k, k_shape)?,
+                TensorRef::value(v, v_shape)?,
+            )
+        };
+        let (attended, saved) = run().map_err(to_candle)?;
+        let shape = Shape::from(attended.output.shape.as_array().to_vec());
+        Ok((attended.output.data, saved, shape))
+    }
+
     fn forward<T: Float>(
         &self,
         (q, lq): (&CpuStorage, &Layout),
@@ -230,18 +252,10 @@ impl SataOp {
         let (k, k_shape) = view::<T>(k, lk)?;
         let (v, v_shape) = view::<T>(v, lv)?;
         let attention = T::attention(&self.kernels);
-        let run = || {
-            attention.forward_for_training_from_empty(
-                self.mode,
-                TensorRef::query(q, q_shape)?,
-                TensorRef::key(k, k_shape)?,
-                TensorRef::value(v, v_shape)?,
-            )
-        };
-        let (attended, saved) = run().map_err(to_candle)?;
+        let (output, saved, shape) =
+            self.run(attention, (q, q_shape), (k, k_shape), (v, v_shape))?;
         *self.record.lock().unwrap_or_else(PoisonError::into_inner) = Some(T::record(saved));
-        let shape = Shape::from(attended.output.shape.as_array().to_vec());
-        Ok((T::to_cpu_storage_owned(attended.output.data), shape))
+        Ok((T::to_cpu_storage_owned(output), shape))
     }
 
     /// The forward on CUDA tensors (f32): the runtime's CUDA backend computes it, and the
@@ -258,18 +272,14 @@ impl SataOp {
         let (q_data, q_shape) = host_copy(q, lq)?;
         let (k_data, k_shape) = host_copy(k, lk)?;
         let (v_data, v_shape) = host_copy(v, lv)?;
-        let run = || {
-            attention.forward_for_training_from_empty(
-                self.mode,
-                TensorRef::query(&q_data, q_shape)?,
-                TensorRef::key(&k_data, k_shape)?,
-                TensorRef::value(&v_data, v_shape)?,
-            )
-        };
-        let (attended, saved) = run().map_err(to_candle)?;
+        let (output, saved, shape) = self.run(
+            attention,
+            (&q_data, q_shape),
+            (&k_data, k_shape),
+            (&v_data, v_shape),
+        )?;
         *self.record.lock().unwrap_or_else(PoisonError::into_inner) = Some(Record::CudaF32(saved));
-        let shape = Shape::from(attended.output.shape.as_array().to_vec());
-        Ok((upload(q, &attended.output.data)?, shape))
+        Ok((upload(q, &output)?, shape))
     }
 
     fn backward<T: Float>(
