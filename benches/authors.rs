@@ -5,8 +5,13 @@
 //! measured back to back in each sample. The state (237 MB at P = 8) is far beyond the caches,
 //! so the floor is DRAM's.
 //!
+//! At P = 8 the same step also runs on a `#[sata::kernel]` of the configuration forced to the
+//! straight-line feature program (`unroll = "full"`), which the registry used before it switched
+//! large configurations to the suffix pieces: the paired ratio shows what the form is worth.
+//!
 //! `cargo bench --bench authors` prints criterion's means, then the medians of the paired
-//! ratios: one thread against the floor, and one thread against all cores.
+//! ratios: one thread against the floor, one thread against all cores, and (P = 8) the
+//! straight-line form against the registry's.
 
 mod common;
 
@@ -20,6 +25,10 @@ use sata::floor;
 use sata::{Attention, Isa, KernelConfig};
 
 const D: usize = 8;
+
+#[sata::kernel(d_k = 8, d_v = 8, terms = 8, unroll = "full")]
+struct StraightLineP8;
+
 const HEADS: usize = 1024;
 const TERMS: [usize; 2] = [7, 8];
 
@@ -28,6 +37,8 @@ struct Case {
     terms: usize,
     one: Attention<f32>,
     many: Attention<f32>,
+    /// One thread on the straight-line form (P = 8 only).
+    straight: Option<Attention<f32>>,
     state: sata::State<f32>,
     qkv: [Vec<f32>; 3],
     out: Vec<f32>,
@@ -49,8 +60,15 @@ impl Case {
         let words = CostModel::new(&config).state_words * HEADS;
         let one = threads(1);
         let state = one.new_state(1, HEADS).unwrap();
+        let straight = (terms == 8).then(|| {
+            Attention::<f32>::with_kernel(&StraightLineP8)
+                .unwrap()
+                .with_threads(1)
+                .unwrap()
+        });
         Self {
             terms,
+            straight,
             many: threads(cores),
             one,
             state,
@@ -62,14 +80,25 @@ impl Case {
 
     fn step(&mut self, many: bool) {
         let attention = if many { &self.many } else { &self.one };
-        let [q, k, v] = &self.qkv;
-        decode_step(
-            attention,
-            &mut self.state,
-            (q, k, v),
-            [1, HEADS, 1, D],
-            &mut self.out,
-        );
+        Self::decode(attention, &mut self.state, &self.qkv, &mut self.out);
+    }
+
+    /// One step on the straight-line kernel; false where there is none.
+    fn step_straight(&mut self) -> bool {
+        let Some(attention) = &self.straight else {
+            return false;
+        };
+        Self::decode(attention, &mut self.state, &self.qkv, &mut self.out);
+        true
+    }
+
+    fn decode(
+        attention: &Attention<f32>,
+        state: &mut sata::State<f32>,
+        [q, k, v]: &[Vec<f32>; 3],
+        out: &mut [f32],
+    ) {
+        decode_step(attention, state, (q, k, v), [1, HEADS, 1, D], out);
     }
 
     fn floor(&mut self, isa: Isa) {
@@ -110,6 +139,11 @@ fn main() {
             group.bench_function(id("decode_1"), |b| b.iter(|| case.step(false)));
             group.bench_function(id("decode_n"), |b| b.iter(|| case.step(true)));
             group.bench_function(id("stream_floor"), |b| b.iter(|| case.floor(isa)));
+            if case.straight.is_some() {
+                group.bench_function(id("decode_1_straight_line"), |b| {
+                    b.iter(|| case.step_straight())
+                });
+            }
         }
         group.finish();
     }
@@ -123,12 +157,16 @@ fn main() {
         "P", "1 thread", "n threads", "floor", "1 / floor", "1 / n", "pairs"
     );
     for case in &mut cases {
-        let (start, mut samples) = (Instant::now(), Vec::new());
+        let (start, mut samples, mut straight) = (Instant::now(), Vec::new(), Vec::new());
         while samples.len() < 9 || start.elapsed() < Duration::from_secs(3) {
             let one = seconds(|| case.step(false));
             let many = seconds(|| case.step(true));
             let floor = seconds(|| case.floor(isa));
             samples.push((one, many, floor));
+            let t = Instant::now();
+            if case.step_straight() {
+                straight.push(t.elapsed().as_secs_f64() / one);
+            }
         }
         let column = |f: fn(&(f64, f64, f64)) -> f64| median(samples.iter().map(f).collect());
         println!(
@@ -145,5 +183,11 @@ fn main() {
             "      per head-token on 1 thread: {:.1} us",
             column(|s| s.0) * 1e6 / HEADS as f64
         );
+        if !straight.is_empty() {
+            println!(
+                "      straight-line feature program / the registry's pieces, 1 thread: {:.2}x",
+                median(straight)
+            );
+        }
     }
 }

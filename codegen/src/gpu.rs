@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use crate::plan::{KernelPlan, Unroll};
+use crate::render::{RenderError, Target};
 
 /// Largest number of runs of children whose feature program the GPU targets emit as
 /// straight-line code; above it they loop over the run table. The driver compiles a shader
@@ -19,6 +20,25 @@ pub fn gpu_unroll(plan: &KernelPlan) -> Unroll {
     } else {
         Unroll::PerOrder
     }
+}
+
+/// Refuses a forced [`Unroll::Pieces`]: the suffix form is the Rust target's; the GPU targets
+/// emit straight-line code or the per-order run table.
+pub(crate) fn check_form(
+    plan: &KernelPlan,
+    target: Target,
+    template: &'static str,
+    unroll: Option<Unroll>,
+) -> Result<(), RenderError> {
+    if unroll == Some(Unroll::Pieces) {
+        return Err(RenderError::new(
+            plan,
+            target,
+            template,
+            "the pieces form is the Rust target's; GPU kernels are full or per-order",
+        ));
+    }
+    Ok(())
 }
 
 /// Loop iterations one invocation may run before Mesa's llvmpipe stops the loop (gallivm's

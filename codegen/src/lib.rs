@@ -49,5 +49,7 @@ pub use config::{ConfigError, KernelConfig, MAX_DIM, MAX_FEATURES, MAX_STATE_WOR
 pub use contract::Entry;
 pub use cost::CostModel;
 pub use error_bound::{BoundError, TaylorBound};
-pub use plan::{FeatureRun, FeatureStatement, GENERATOR_VERSION, KernelPlan, OrderPlan, Unroll};
+pub use plan::{
+    FeaturePiece, FeatureRun, FeatureStatement, GENERATOR_VERSION, KernelPlan, OrderPlan, Unroll,
+};
 pub use render::{RenderError, Target};

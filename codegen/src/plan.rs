@@ -23,6 +23,10 @@ pub enum Unroll {
     Full,
     /// One loop per order over a constant table of runs.
     PerOrder,
+    /// One loop over a constant table of [`FeaturePiece`]s, the suffix form of the recurrence
+    /// (Rust target only): a few long vector runs instead of one short run per parent, so the
+    /// code stays small however many features there are.
+    Pieces,
 }
 
 /// The children of one parent: features `dest..dest + len` are `f[parent] * x[first..d_k]`.
@@ -35,6 +39,26 @@ pub struct FeatureRun {
     /// Multiplicity of coordinate `first` in the first child (the other children have 1). The
     /// query weights follow the prefix tree as `w_child = w_parent / (c * mult)`, so targets
     /// fold them into the recurrence instead of a pass over the features.
+    pub mult: usize,
+}
+
+/// A piece of the suffix form of the feature recurrence: features `dest..dest + len` are
+/// `x[coord] * f[src..src + len]`, all of whose monomials have multiplicity `mult` for
+/// coordinate `coord` (queries scale the piece by `1 / (c mult)`, as runs scale a first child).
+///
+/// In lexicographic order, the features of order `p` whose first coordinate is `i` are `x_i`
+/// times the features of order `p - 1` whose coordinates are all `>= i`, and those are a
+/// contiguous suffix of order `p - 1`. Split where the count of leading `i`s changes (so the
+/// query weight is constant along a piece), an order is `d_k` to `p d_k` pieces instead of one
+/// run per feature of the order below. The products associate from the right
+/// (`x_i1 (x_i2 (...))`) where runs associate from the left, so the two forms agree to
+/// rounding, not bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FeaturePiece {
+    pub src: usize,
+    pub dest: usize,
+    pub len: usize,
+    pub coord: usize,
     pub mult: usize,
 }
 
@@ -185,6 +209,61 @@ impl KernelPlan {
             .collect()
     }
 
+    /// The feature program in suffix form ([`FeaturePiece`]), in destination order: order by
+    /// order, then by first coordinate, then by leading multiplicity, descending.
+    pub fn pieces(&self) -> Vec<FeaturePiece> {
+        let d = self.d_k;
+        // Monomials of degree `k` over `n` coordinates: C(n + k - 1, k).
+        let multisets = |n: usize, k: usize| -> usize {
+            if k == 0 {
+                1
+            } else if n == 0 {
+                0
+            } else {
+                (1..=k).fold(1usize, |acc, j| acc * (n + j - 1) / j)
+            }
+        };
+        let mut pieces = Vec::new();
+        for pair in self.orders.windows(2) {
+            let (below, order) = (&pair[0], &pair[1]);
+            let q = below.degree;
+            let mut dest = order.offset;
+            for i in 0..d {
+                // Order q's monomials with every coordinate >= i start after those whose first
+                // coordinate is below i; they lead with r copies of i (r = q down to 0) and
+                // continue with coordinates > i.
+                let mut src = below.offset + below.len - multisets(d - i, q);
+                for r in (0..=q).rev() {
+                    let len = multisets(d - i - 1, q - r);
+                    if len > 0 {
+                        pieces.push(FeaturePiece {
+                            src,
+                            dest,
+                            len,
+                            coord: i,
+                            mult: r + 1,
+                        });
+                    }
+                    src += len;
+                    dest += len;
+                }
+            }
+            debug_assert_eq!(dest, order.offset + order.len);
+        }
+        pieces
+    }
+
+    /// Vector statements of the straight-line form at `lanes` words per vector: each run of
+    /// children rounded up to whole vectors. Its code size, and what the Rust target's choice
+    /// of form goes by.
+    pub fn vector_statements(&self, lanes: usize) -> usize {
+        self.orders
+            .iter()
+            .flat_map(|o| &o.runs)
+            .map(|r| r.len.div_ceil(lanes))
+            .sum()
+    }
+
     /// The straight-line feature program: one statement per feature of order >= 1, in order.
     pub fn statements(&self) -> Vec<FeatureStatement> {
         self.orders
@@ -216,6 +295,39 @@ mod tests {
         }
         assert_eq!(plan.name, "d5_v2_p4");
         assert_eq!(plan.runs(), 1 + 5 + 15);
+    }
+
+    /// Every piece's features are its coordinate times its sources, monomial by monomial, with
+    /// the stated multiplicity; the pieces cover every feature of order >= 1 once, in order;
+    /// and the query weights follow `w = w_src / (c mult)` along them.
+    #[test]
+    fn pieces_are_the_suffix_recurrence() {
+        for (d_k, terms) in [(1, 5), (3, 4), (5, 5), (8, 8), (16, 4), (32, 3)] {
+            let config = KernelConfig::new(d_k, 2, terms).unwrap();
+            let (plan, basis) = (KernelPlan::new(&config), Basis::new(&config));
+            let weights = basis.weights();
+            let mut next = 1;
+            for p in plan.pieces() {
+                assert_eq!(p.dest, next, "d{d_k} P{terms}: pieces in destination order");
+                next += p.len;
+                for k in 0..p.len {
+                    let mut want = vec![p.coord];
+                    want.extend(basis.monomial(p.src + k));
+                    assert_eq!(basis.monomial(p.dest + k), want);
+                    let mult = want.iter().filter(|&&c| c == p.coord).count();
+                    assert_eq!(mult, p.mult);
+                    let w = weights[p.src + k] / (plan.scale * p.mult as f64);
+                    let exact = weights[p.dest + k];
+                    assert!((w - exact).abs() <= 1e-12 * exact);
+                }
+            }
+            assert_eq!(next, plan.features);
+        }
+        // Far fewer pieces than runs where the straight-line form is large.
+        let plan = KernelPlan::new(&KernelConfig::new(8, 8, 8).unwrap());
+        assert_eq!(plan.runs(), 3003);
+        assert_eq!(plan.pieces().len(), 203);
+        assert_eq!(plan.vector_statements(8), 3003);
     }
 
     #[test]

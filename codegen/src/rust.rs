@@ -11,12 +11,13 @@ const HEADER: &str = include_str!("../templates/rust/header.tera");
 const KERNEL: &str = include_str!("../templates/rust/kernel.rs.tera");
 const REGISTRY: &str = include_str!("../templates/rust/registry.rs.tera");
 
-/// Largest feature count whose feature program is emitted as straight-line code (one statement
-/// per run of children); larger configurations get one loop per Taylor order over a constant
-/// run table. Straight-line code is faster at every size, but rustc's time on it grows faster
-/// than linearly, so the cut sits above the largest registry kernel that still compiles in
-/// seconds (measurements in `docs/backends/cpu.md`).
-pub const FULL_UNROLL_MAX_FEATURES: usize = 8192;
+/// Largest straight-line feature program, in vector statements
+/// ([`KernelPlan::vector_statements`] at [`RUST_LANES`]), the Rust target emits; larger ones get
+/// the suffix form ([`Unroll::Pieces`]). Straight-line code is fastest while it stays in the
+/// instruction caches; past about a thousand statements instruction fetch dominates, and the
+/// pieces' loop maps features 2-4x faster (d8 P7, d16 P5, d8 P8; `docs/backends/cpu.md`), and
+/// compiles in no time.
+pub const FULL_UNROLL_MAX_STATEMENTS: usize = 1024;
 
 /// Words per vector of the Rust target's feature maps: straight-line runs are emitted rounded
 /// up to whole vectors of this many words, and the runtime (`kernel::driver::LANES`, which is
@@ -25,10 +26,10 @@ pub const RUST_LANES: usize = 8;
 
 /// The form the Rust target emits the feature program of `plan` in, unless forced.
 pub fn rust_unroll(plan: &KernelPlan) -> Unroll {
-    if plan.features <= FULL_UNROLL_MAX_FEATURES {
+    if plan.vector_statements(RUST_LANES) <= FULL_UNROLL_MAX_STATEMENTS {
         Unroll::Full
     } else {
-        Unroll::PerOrder
+        Unroll::Pieces
     }
 }
 
@@ -37,6 +38,7 @@ pub fn describe_unroll(unroll: Unroll) -> &'static str {
     match unroll {
         Unroll::Full => "fully unrolled (one fixed-length statement per run of children)",
         Unroll::PerOrder => "one loop per Taylor order over a constant run table",
+        Unroll::Pieces => "one loop over a constant table of suffix pieces (long vector runs)",
     }
 }
 
@@ -115,6 +117,8 @@ fn context(plan: &KernelPlan, options: &RustOptions) -> tera::Context {
     ctx.insert("adjoint_runs", &plan.adjoint_runs());
     ctx.insert("orders", &orders);
     ctx.insert("full", &(unroll == Unroll::Full));
+    ctx.insert("by_pieces", &(unroll == Unroll::Pieces));
+    ctx.insert("pieces", &plan.pieces());
     ctx.insert("unroll", &unroll);
     ctx.insert(
         "module",
@@ -202,10 +206,12 @@ mod tests {
     use crate::config::KernelConfig;
 
     #[test]
-    fn large_configs_switch_to_per_order_loops() {
+    fn large_configs_switch_to_pieces() {
         let plan = |d, p| KernelPlan::new(&KernelConfig::new(d, d, p).unwrap());
         assert_eq!(rust_unroll(&plan(16, 4)), Unroll::Full);
-        assert_eq!(rust_unroll(&plan(32, 4)), Unroll::Full);
-        assert_eq!(rust_unroll(&plan(16, 6)), Unroll::PerOrder);
+        assert_eq!(rust_unroll(&plan(8, 6)), Unroll::Full); // 495 statements
+        assert_eq!(rust_unroll(&plan(8, 7)), Unroll::Pieces); // 1,287
+        assert_eq!(rust_unroll(&plan(32, 4)), Unroll::Pieces); // 1,084
+        assert_eq!(rust_unroll(&plan(16, 6)), Unroll::Pieces);
     }
 }

@@ -357,7 +357,9 @@ fn context(plan: &KernelPlan, options: &WgslOptions) -> tera::Context {
         "unroll_description",
         match unroll {
             Unroll::Full => "fully unrolled (one call per run of children, constants inline)",
-            Unroll::PerOrder => "one loop per Taylor order over the run table in `tables`",
+            Unroll::PerOrder | Unroll::Pieces => {
+                "one loop per Taylor order over the run table in `tables`"
+            }
         },
     );
     ctx
@@ -365,6 +367,7 @@ fn context(plan: &KernelPlan, options: &WgslOptions) -> tera::Context {
 
 /// The WGSL source of one kernel (header comment included).
 pub fn render(plan: &KernelPlan, options: &WgslOptions) -> Result<String, RenderError> {
+    crate::gpu::check_form(plan, Target::Wgsl, "wgsl/kernel.wgsl.tera", options.unroll)?;
     render_template(
         plan,
         Target::Wgsl,

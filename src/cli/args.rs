@@ -52,7 +52,7 @@ pub struct EmitArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// Force the feature program's form (default: straight-line up to the threshold that
-    /// `sata info` prints, per-order loops above it).
+    /// `sata info` prints; above it per-order loops on the GPU targets, pieces in Rust).
     #[arg(long, value_enum)]
     pub unroll: Option<UnrollArg>,
     /// Write to this file instead of standard output.
@@ -75,6 +75,8 @@ pub enum UnrollArg {
     Full,
     /// One loop per Taylor order over a constant run table.
     PerOrder,
+    /// One loop over a constant table of suffix pieces (Rust target only).
+    Pieces,
 }
 
 #[derive(Debug, clap::Args)]

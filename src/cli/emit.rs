@@ -13,6 +13,7 @@ pub fn run(args: &EmitArgs) -> Result<(), String> {
     let unroll = args.unroll.map(|u| match u {
         UnrollArg::Full => Unroll::Full,
         UnrollArg::PerOrder => Unroll::PerOrder,
+        UnrollArg::Pieces => Unroll::Pieces,
     });
     let compensated = args.compensated;
     if args.report && !matches!(args.target, EmitTarget::Cuda) {

@@ -1,7 +1,7 @@
 //! `sata info`: what a configuration costs.
 
 use crate::codegen::gpu::{GPU_FULL_UNROLL_MAX_RUNS, GpuGeometry, gpu_unroll};
-use crate::codegen::rust::{FULL_UNROLL_MAX_FEATURES, describe_unroll, rust_unroll};
+use crate::codegen::rust::{FULL_UNROLL_MAX_STATEMENTS, RUST_LANES, describe_unroll, rust_unroll};
 use crate::codegen::{CostModel, KernelPlan, TaylorBound, Unroll, wgsl};
 use crate::{Attention, KernelConfig};
 
@@ -145,9 +145,11 @@ fn report(config: &KernelConfig) -> String {
     let plan = KernelPlan::new(config);
     let _ = writeln!(
         s,
-        "generated feature program: {} ({} features; straight-line code up to {FULL_UNROLL_MAX_FEATURES})",
+        "generated feature program: {} ({} features, {} vector statements as straight-line \
+         code; straight-line up to {FULL_UNROLL_MAX_STATEMENTS})",
         describe_unroll(rust_unroll(&plan)),
-        plan.features
+        plan.features,
+        plan.vector_statements(RUST_LANES)
     );
     let gpu = GpuGeometry::of(&plan);
     let _ = writeln!(
@@ -161,7 +163,7 @@ fn report(config: &KernelConfig) -> String {
         wgsl::tokens_per_dispatch(&plan),
         match gpu_unroll(&plan) {
             Unroll::Full => "straight-line",
-            Unroll::PerOrder => "looping over a run table per order",
+            Unroll::PerOrder | Unroll::Pieces => "looping over a run table per order",
         },
         plan.runs(),
     );

@@ -4,14 +4,15 @@
 //! `sata-codegen` (the same renderer as `build.rs` and `sata emit`), implementing
 //! `sata::SpecializedKernel` for the struct. Use it through `sata::Attention::with_kernel`
 //! or `sata::kernel::register`. Arguments: `d_k`, `d_v`, `terms` (integers), optional `scale`
-//! (a float; default `sqrt(d_k)`). Every bad argument is reported at its own span, and the
+//! (a float; default `sqrt(d_k)`) and `unroll` (`"full"`, `"per-order"` or `"pieces"`, the
+//! feature program's form; default: what `sata info` prints). Every bad argument is reported at its own span, and the
 //! struct is kept in the output so the rest of the crate still type-checks.
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote};
 use sata_codegen::rust::{RustOptions, render_module};
-use sata_codegen::{ConfigError, KernelConfig, KernelPlan};
+use sata_codegen::{ConfigError, KernelConfig, KernelPlan, Unroll};
 use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ItemStruct, Lit, MetaNameValue, Token};
@@ -36,6 +37,7 @@ struct Args {
     d_v: Option<(usize, Span)>,
     terms: Option<(usize, Span)>,
     scale: Option<(f64, Span)>,
+    unroll: Option<Unroll>,
 }
 
 /// Collects errors so that every bad argument is reported in one compile.
@@ -72,7 +74,10 @@ fn parse_args(attr: TokenStream2) -> syn::Result<Args> {
     for pair in pairs {
         let span = pair.value.span();
         let Some(key) = pair.path.get_ident().map(|i| i.to_string()) else {
-            errors.push(pair.path.span(), "expected one of: d_k, d_v, terms, scale");
+            errors.push(
+                pair.path.span(),
+                "expected one of: d_k, d_v, terms, scale, unroll",
+            );
             continue;
         };
         let int = |errors: &mut Errors| match literal(&pair.value) {
@@ -106,10 +111,33 @@ fn parse_args(attr: TokenStream2) -> syn::Result<Args> {
                     }
                 }
             }
+            "unroll" => {
+                let form = match literal(&pair.value) {
+                    Some(Lit::Str(s)) => match s.value().as_str() {
+                        "full" => Some(Unroll::Full),
+                        "per-order" => Some(Unroll::PerOrder),
+                        "pieces" => Some(Unroll::Pieces),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                match form {
+                    Some(form) => args.unroll.replace(form).is_some(),
+                    None => {
+                        errors.push(
+                            span,
+                            "`unroll` must be \"full\", \"per-order\" or \"pieces\"",
+                        );
+                        false
+                    }
+                }
+            }
             other => {
                 errors.push(
                     pair.path.span(),
-                    format!("unknown argument `{other}`; expected one of: d_k, d_v, terms, scale"),
+                    format!(
+                        "unknown argument `{other}`; expected one of: d_k, d_v, terms, scale, unroll"
+                    ),
                 );
                 false
             }
@@ -193,7 +221,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         runtime_path: "::sata::kernel".to_string(),
         module_name: Some(module.to_string()),
         kernel_type: Some(format!("super::{ident}")),
-        unroll: None,
+        unroll: args.unroll,
     };
     let source = render_module(&KernelPlan::new(&config), &options)
         .map_err(|e| syn::Error::new(Span::call_site(), e.to_string()))?;

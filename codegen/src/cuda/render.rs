@@ -18,6 +18,7 @@ fn joined(values: impl Iterator<Item = usize>) -> String {
 /// The CUDA C source of one kernel module (header comment included), or why the
 /// configuration has no CUDA kernels.
 pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, RenderError> {
+    crate::gpu::check_form(plan, Target::Cuda, "cuda/kernel.cu.tera", options.unroll)?;
     let layout = CudaLayout::new(plan, options)
         .map_err(|e| RenderError::new(plan, Target::Cuda, "cuda/kernel.cu.tera", e))?;
     let doc: BTreeMap<&str, &str> = Entry::ALL
@@ -106,7 +107,7 @@ pub fn render(plan: &KernelPlan, options: &CudaOptions) -> Result<String, Render
         "unroll_description",
         match layout.unroll {
             Unroll::Full => "fully unrolled (one call per run of children, constants inline)",
-            Unroll::PerOrder => "one loop over the run table in constant memory",
+            Unroll::PerOrder | Unroll::Pieces => "one loop over the run table in constant memory",
         },
     );
     render_template(plan, Target::Cuda, "cuda/kernel.cu.tera", KERNEL, &ctx)

@@ -49,7 +49,9 @@ where
         .then(|| ChunkProgram::new(shape, F::RUNS))
 }
 
-pub use super::features::{FeatureProgram, FirstScales, LANES, PAD, run, run_from_table};
+pub use super::features::{
+    FeatureProgram, FirstScales, LANES, PAD, map_pieces, run, run_from_table,
+};
 
 /// Called once per answered query with its index in the lane, denominator and whether the
 /// output is usable (positive, finite denominator and finite output).

@@ -122,3 +122,44 @@ pub fn run_from_table<const XP: usize, const MP: usize>(
         scale = [base; LANES];
     }
 }
+
+/// The suffix form of a feature program (`sata_codegen::FeaturePiece`), for configurations
+/// whose straight-line form would outgrow the instruction caches: each piece
+/// `(src, dest, len, coord, mult)` sets `f[dest..dest + len] = x[coord] first[mult] f[src..]`.
+///
+/// Pieces are written in whole vectors, like runs: a piece's last vector spills onto the words
+/// after it (later pieces overwrite them) and reads up to [`PAD`] words past its sources (their
+/// products land only in those spilled words). Pieces come in destination order, and every
+/// source lies in the order below its destination, so each source is final when it is read.
+#[inline(always)]
+pub fn map_pieces<const XP: usize, const MP: usize>(
+    x: &[f32; XP],
+    f: &mut [f32; MP],
+    first_scale: &FirstScales,
+    pieces: &[(u32, u32, u32, u32, u8)],
+) {
+    for &(src, dest, len, coord, mult) in pieces {
+        let (src, dest, len) = (src as usize, dest as usize, len as usize);
+        let vlen = len.next_multiple_of(LANES);
+        let scale = x[coord as usize] * first_scale[mult as usize];
+        // A table that breaks these is a generator bug; checked once per piece, not per word.
+        assert!(
+            src + len <= dest && dest + vlen <= MP,
+            "feature piece inside the buffer"
+        );
+        let f = f.as_mut_ptr();
+        for k in (0..vlen).step_by(LANES) {
+            // SAFETY: `src + k + LANES <= dest + vlen <= MP` and `dest + k + LANES <=
+            // dest + vlen <= MP` (asserted above), so both vectors lie inside `f`, and the
+            // unaligned accesses need no alignment. Each vector is read in full before one is
+            // written; where the two overlap (lanes at or past `len`, since
+            // `src + len <= dest`) only spilled words change.
+            unsafe {
+                let v = f.add(src + k).cast::<[f32; LANES]>().read_unaligned();
+                f.add(dest + k)
+                    .cast::<[f32; LANES]>()
+                    .write_unaligned(v.map(|w| scale * w));
+            }
+        }
+    }
+}
