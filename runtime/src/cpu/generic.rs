@@ -5,9 +5,7 @@
 //! Everything here works on one (batch, head) lane: `state` is that lane's `S` (`m x d_v`) then `Z` (`m`) block,
 //! `q`, `k`, `v` its `tokens x dim` blocks, `out` its `tokens x d_v` block.
 
-use std::ops::Range;
-
-use sata_codegen::{Basis, KernelConfig};
+use sata_codegen::{Basis, KernelConfig, KernelPlan};
 
 use crate::element::Element;
 use crate::stats::{Answer, answer};
@@ -17,10 +15,11 @@ use crate::stats::{Answer, answer};
 pub(crate) struct GenericProgram<T> {
     d_k: usize,
     d_v: usize,
-    /// Feature ranges of orders `0..P-1` (the parents of the next order).
-    parent_orders: Vec<Range<usize>>,
-    /// For each feature, the first coordinate its children multiply by.
-    child_start: Vec<u32>,
+    /// The feature map in suffix form, `(source, destination, length, coordinate)`: features
+    /// `dest..dest + len` are `x[coordinate]` times features `source..source + len`
+    /// (`sata_codegen::KernelPlan::pieces`, merged per order and coordinate, since unweighted
+    /// features need no split by multiplicity).
+    suffixes: Vec<(usize, usize, usize, usize)>,
     /// Query-side weights `alpha_p C_p[j]`.
     weights: Vec<T>,
 }
@@ -77,15 +76,27 @@ pub(crate) fn update_compensated<T: Element>(sums: &mut [T], comp: &mut [T], phi
 impl<T: Element> GenericProgram<T> {
     pub(crate) fn new(config: &KernelConfig) -> Self {
         let basis = Basis::new(config);
-        let orders = basis.orders();
+        let mut suffixes: Vec<(usize, usize, usize, usize)> = Vec::new();
+        for p in KernelPlan::new(config).pieces() {
+            match suffixes.last_mut() {
+                // Contiguous pieces of one coordinate within one order: the merged sources
+                // must still end before the merged destination begins (at d_k = 1 the next
+                // order's piece continues the same stretch, reading what it wrote).
+                Some((src, dest, len, coord))
+                    if *coord == p.coord
+                        && *src + *len == p.src
+                        && *dest + *len == p.dest
+                        && p.src + p.len <= *dest =>
+                {
+                    *len += p.len
+                }
+                _ => suffixes.push((p.src, p.dest, p.len, p.coord)),
+            }
+        }
         Self {
             d_k: config.d_k(),
             d_v: config.d_v(),
-            parent_orders: orders[..orders.len() - 1]
-                .iter()
-                .map(|s| s.range())
-                .collect(),
-            child_start: basis.child_start().to_vec(),
+            suffixes,
             weights: basis.weights().iter().map(|&w| T::from_f64(w)).collect(),
         }
     }
@@ -99,20 +110,18 @@ impl<T: Element> GenericProgram<T> {
         }
     }
 
-    /// `Phi(x)` for all orders by the prefix recurrence: every feature is its parent times one
-    /// coordinate, and the children of a parent are one contiguous run `parent * x[l..d_k]`, so
-    /// this is one multiply per feature with no gathers.
+    /// `Phi(x)` for all orders by the suffix recurrence: order p's features with first
+    /// coordinate i are `x_i` times a contiguous stretch of order p - 1, so this is one
+    /// multiply per feature in `d_k` long runs per order (the prefix recurrence's runs, one
+    /// per parent, are at most `d_k` long).
     fn features(&self, x: &[T], out: &mut [T]) {
         out[0] = T::one();
-        let mut next = 1;
-        for parents in &self.parent_orders {
-            for a in parents.clone() {
-                let base = out[a];
-                let run = &x[self.child_start[a] as usize..];
-                for (o, &xi) in out[next..next + run.len()].iter_mut().zip(run) {
-                    *o = base * xi;
-                }
-                next += run.len();
+        for &(src, dest, len, coord) in &self.suffixes {
+            // Sources lie in the order below their destination: `src + len <= dest`.
+            let (done, todo) = out.split_at_mut(dest);
+            let xi = x[coord];
+            for (o, &f) in todo[..len].iter_mut().zip(&done[src..src + len]) {
+                *o = xi * f;
             }
         }
     }
