@@ -50,6 +50,7 @@ pub use contract::Entry;
 pub use cost::CostModel;
 pub use error_bound::{BoundError, TaylorBound};
 pub use plan::{
-    FeaturePiece, FeatureRun, FeatureStatement, GENERATOR_VERSION, KernelPlan, OrderPlan, Unroll,
+    FeaturePiece, FeatureRun, FeatureStatement, FeatureSuffix, GENERATOR_VERSION, KernelPlan,
+    OrderPlan, Unroll,
 };
 pub use render::{RenderError, Target};

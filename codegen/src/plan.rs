@@ -6,6 +6,7 @@
 use serde::Serialize;
 
 use crate::basis::Basis;
+use crate::combinatorics::binomial_capped;
 use crate::config::KernelConfig;
 use crate::cost::CostModel;
 
@@ -60,6 +61,18 @@ pub struct FeaturePiece {
     pub len: usize,
     pub coord: usize,
     pub mult: usize,
+}
+
+/// One stretch of the suffix form, unsplit: features `dest..dest + len` (the order's features
+/// whose first coordinate is `coord`) are `x[coord] * f[src..src + len]` (the order below's
+/// features whose coordinates are all `>= coord`). Keys need nothing more; queries, whose
+/// weight depends on how often `coord` repeats, take it split into [`FeaturePiece`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FeatureSuffix {
+    pub src: usize,
+    pub dest: usize,
+    pub len: usize,
+    pub coord: usize,
 }
 
 /// One Taylor order of the plan.
@@ -209,48 +222,61 @@ impl KernelPlan {
             .collect()
     }
 
-    /// The feature program in suffix form ([`FeaturePiece`]), in destination order: order by
-    /// order, then by first coordinate, then by leading multiplicity, descending.
+    /// The feature program in suffix form, unsplit ([`FeatureSuffix`]): one stretch per order
+    /// and first coordinate, in destination order.
+    pub fn suffixes(&self) -> Vec<FeatureSuffix> {
+        self.suffixes_with_source_degree()
+            .map(|(_, suffix)| suffix)
+            .collect()
+    }
+
+    /// The feature program in suffix form ([`FeaturePiece`]), in destination order: each
+    /// [`FeatureSuffix`] split by how many copies of its coordinate its sources lead with
+    /// (r = q down to 0, the sources' degree q; r = 0 is those starting above it), so that a
+    /// piece's query weight is constant.
     pub fn pieces(&self) -> Vec<FeaturePiece> {
-        let d = self.d_k;
-        // Monomials of degree `k` over `n` coordinates: C(n + k - 1, k).
-        let multisets = |n: usize, k: usize| -> usize {
-            if k == 0 {
-                1
-            } else if n == 0 {
-                0
-            } else {
-                (1..=k).fold(1usize, |acc, j| acc * (n + j - 1) / j)
-            }
-        };
         let mut pieces = Vec::new();
-        for pair in self.orders.windows(2) {
-            let (below, order) = (&pair[0], &pair[1]);
-            let q = below.degree;
-            let mut dest = order.offset;
-            for i in 0..d {
-                // Order q's monomials with every coordinate >= i start after those whose first
-                // coordinate is below i; they lead with r copies of i (r = q down to 0) and
-                // continue with coordinates > i.
-                let mut src = below.offset + below.len - multisets(d - i, q);
-                for r in (0..=q).rev() {
-                    let len = multisets(d - i - 1, q - r);
-                    if len > 0 {
-                        pieces.push(FeaturePiece {
-                            src,
-                            dest,
-                            len,
-                            coord: i,
-                            mult: r + 1,
-                        });
-                    }
-                    src += len;
-                    dest += len;
+        for (q, s) in self.suffixes_with_source_degree() {
+            let (mut src, mut dest) = (s.src, s.dest);
+            for r in (0..=q).rev() {
+                let len = multisets(self.d_k - s.coord - 1, q - r);
+                if len > 0 {
+                    pieces.push(FeaturePiece {
+                        src,
+                        dest,
+                        len,
+                        coord: s.coord,
+                        mult: r + 1,
+                    });
                 }
+                src += len;
+                dest += len;
             }
-            debug_assert_eq!(dest, order.offset + order.len);
+            debug_assert_eq!(dest, s.dest + s.len);
         }
         pieces
+    }
+
+    /// Every [`FeatureSuffix`] with the degree of its sources.
+    fn suffixes_with_source_degree(&self) -> impl Iterator<Item = (usize, FeatureSuffix)> + '_ {
+        let d = self.d_k;
+        self.orders.windows(2).flat_map(move |pair| {
+            let (below, order) = (&pair[0], &pair[1]);
+            let mut dest = order.offset;
+            (0..d).map(move |coord| {
+                // Order q's monomials with every coordinate >= coord come after those whose
+                // first coordinate is below it.
+                let len = multisets(d - coord, below.degree);
+                let suffix = FeatureSuffix {
+                    src: below.offset + below.len - len,
+                    dest,
+                    len,
+                    coord,
+                };
+                dest += len;
+                (below.degree, suffix)
+            })
+        })
     }
 
     /// Vector statements of the straight-line form at `lanes` words per vector: each run of
@@ -278,6 +304,16 @@ impl KernelPlan {
             })
             .collect()
     }
+}
+
+/// Monomials of degree `k` over `n` coordinates: `C(n + k - 1, k)` (1 for `k = 0`, 0 for
+/// `n = 0 < k`).
+fn multisets(n: usize, k: usize) -> usize {
+    if k == 0 {
+        return 1;
+    }
+    let count = binomial_capped(n + k - 1, k, u128::MAX).expect("uncapped");
+    usize::try_from(count).expect("a plan's feature counts fit usize")
 }
 
 #[cfg(test)]
@@ -322,6 +358,20 @@ mod tests {
                 }
             }
             assert_eq!(next, plan.features);
+            // Unsplit, a suffix is exactly its coordinate's pieces, end to end.
+            let pieces = plan.pieces();
+            let mut pieces = pieces.iter().peekable();
+            for s in plan.suffixes() {
+                let (mut src, mut dest) = (s.src, s.dest);
+                while dest < s.dest + s.len {
+                    let p = pieces.next().expect("a piece for every suffix word");
+                    assert_eq!((p.src, p.dest, p.coord), (src, dest, s.coord));
+                    src += p.len;
+                    dest += p.len;
+                }
+                assert_eq!(dest, s.dest + s.len);
+            }
+            assert!(pieces.peek().is_none());
         }
         // Far fewer pieces than runs where the straight-line form is large.
         let plan = KernelPlan::new(&KernelConfig::new(8, 8, 8).unwrap());

@@ -5,7 +5,7 @@
 //! Everything here works on one (batch, head) lane: `state` is that lane's `S` (`m x d_v`) then `Z` (`m`) block,
 //! `q`, `k`, `v` its `tokens x dim` blocks, `out` its `tokens x d_v` block.
 
-use sata_codegen::{Basis, KernelConfig, KernelPlan};
+use sata_codegen::{FeatureSuffix, KernelConfig, KernelPlan};
 
 use crate::element::Element;
 use crate::stats::{Answer, answer};
@@ -15,11 +15,9 @@ use crate::stats::{Answer, answer};
 pub(crate) struct GenericProgram<T> {
     d_k: usize,
     d_v: usize,
-    /// The feature map in suffix form, `(source, destination, length, coordinate)`: features
-    /// `dest..dest + len` are `x[coordinate]` times features `source..source + len`
-    /// (`sata_codegen::KernelPlan::pieces`, merged per order and coordinate, since unweighted
-    /// features need no split by multiplicity).
-    suffixes: Vec<(usize, usize, usize, usize)>,
+    /// The feature map in suffix form (`KernelPlan::suffixes`): unweighted features need no
+    /// split by multiplicity; the query weights are applied after.
+    suffixes: Vec<FeatureSuffix>,
     /// Query-side weights `alpha_p C_p[j]`.
     weights: Vec<T>,
 }
@@ -75,29 +73,12 @@ pub(crate) fn update_compensated<T: Element>(sums: &mut [T], comp: &mut [T], phi
 
 impl<T: Element> GenericProgram<T> {
     pub(crate) fn new(config: &KernelConfig) -> Self {
-        let basis = Basis::new(config);
-        let mut suffixes: Vec<(usize, usize, usize, usize)> = Vec::new();
-        for p in KernelPlan::new(config).pieces() {
-            match suffixes.last_mut() {
-                // Contiguous pieces of one coordinate within one order: the merged sources
-                // must still end before the merged destination begins (at d_k = 1 the next
-                // order's piece continues the same stretch, reading what it wrote).
-                Some((src, dest, len, coord))
-                    if *coord == p.coord
-                        && *src + *len == p.src
-                        && *dest + *len == p.dest
-                        && p.src + p.len <= *dest =>
-                {
-                    *len += p.len
-                }
-                _ => suffixes.push((p.src, p.dest, p.len, p.coord)),
-            }
-        }
+        let plan = KernelPlan::new(config);
         Self {
             d_k: config.d_k(),
             d_v: config.d_v(),
-            suffixes,
-            weights: basis.weights().iter().map(|&w| T::from_f64(w)).collect(),
+            suffixes: plan.suffixes(),
+            weights: plan.weights.iter().map(|&w| T::from_f64(w)).collect(),
         }
     }
 
@@ -116,11 +97,11 @@ impl<T: Element> GenericProgram<T> {
     /// per parent, are at most `d_k` long).
     fn features(&self, x: &[T], out: &mut [T]) {
         out[0] = T::one();
-        for &(src, dest, len, coord) in &self.suffixes {
+        for s in &self.suffixes {
             // Sources lie in the order below their destination: `src + len <= dest`.
-            let (done, todo) = out.split_at_mut(dest);
-            let xi = x[coord];
-            for (o, &f) in todo[..len].iter_mut().zip(&done[src..src + len]) {
+            let (done, todo) = out.split_at_mut(s.dest);
+            let xi = x[s.coord];
+            for (o, &f) in todo[..s.len].iter_mut().zip(&done[s.src..s.src + s.len]) {
                 *o = xi * f;
             }
         }
