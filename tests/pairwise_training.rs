@@ -260,7 +260,7 @@ fn bad_denominators_are_counted_and_get_no_gradient_in_both_forms() {
 #[test]
 fn pairs_give_the_same_bits_on_any_thread_count() {
     let mut rng = rng("pairs_give_the_same_bits_on_any_thread_count");
-    // Enough lanes and pairs to run in parallel (the threshold is 2^24 words times tokens).
+    // Enough lanes and pairs to run in parallel (the threshold is 2^21 words times tokens).
     let p = problem(&mut rng, (8, 8), (200, 200), (16, 16, 4), 1.0, true).rounded_to_f32();
     let bits = |threads: usize| {
         let attention = Attention::<f32>::new(p.config())

@@ -152,6 +152,51 @@ fn long_lanes_split_their_chunks_with_the_same_bits() {
     }
 }
 
+/// Decode steps of 2 x 64 lanes at d16 P4 (2^21 state words: parallel at the default
+/// threshold) give the same outputs and states on 1, 2 and 3 threads.
+#[test]
+fn decode_steps_are_bit_identical_for_any_thread_count() {
+    let config = KernelConfig::new(16, 16, 4).unwrap();
+    let (batch, heads, steps) = (2, 64, 3);
+    let mut rng = rng("decode_steps_are_bit_identical_for_any_thread_count");
+    let tokens: Vec<[Vec<f32>; 3]> = (0..steps)
+        .map(|_| {
+            std::array::from_fn(|_| {
+                normal(&mut rng, batch * heads * 16, 0.5)
+                    .into_iter()
+                    .map(|x| x as f32)
+                    .collect()
+            })
+        })
+        .collect();
+    let decode = |threads: usize| {
+        let attention = Attention::<f32>::new(config)
+            .unwrap()
+            .with_threads(threads)
+            .unwrap();
+        let mut state = attention.new_state(batch, heads).unwrap();
+        let mut bits = Vec::new();
+        for [q, k, v] in &tokens {
+            let shape = [batch, heads, 1, 16];
+            let y = attention
+                .decode(
+                    &mut state,
+                    TensorRef::query(q, shape).unwrap(),
+                    TensorRef::key(k, shape).unwrap(),
+                    TensorRef::value(v, shape).unwrap(),
+                )
+                .unwrap();
+            bits.extend(y.output.data.iter().map(|x| x.to_bits()));
+        }
+        bits.extend(state.as_slice().iter().map(|x| x.to_bits()));
+        bits
+    };
+    let want = decode(1);
+    for threads in [2, 3] {
+        assert!(decode(threads) == want, "{threads} threads");
+    }
+}
+
 #[test]
 fn no_threads_is_a_typed_error() {
     let config = KernelConfig::new(4, 4, 2).unwrap();

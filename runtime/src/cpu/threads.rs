@@ -10,8 +10,9 @@ use rayon::prelude::*;
 use crate::error::SataError;
 
 /// Words of state times tokens below which a call stays on the calling thread: waking the
-/// pool costs more than it gains (`benches/results/threads-2026-12-01.md`).
-pub const PARALLEL_MIN_WORK: usize = 1 << 24;
+/// pool costs more than it gains. At d16 P4 that is 128 lanes of one decode step, or 64 lanes
+/// of two tokens (`benches/results/threads-2026-12-06.md`).
+pub const PARALLEL_MIN_WORK: usize = 1 << 21;
 
 /// [`PARALLEL_MIN_WORK`], or `SATA_PARALLEL_MIN_WORK` where set (read once; the threads bench
 /// sets it to find the crossover).
