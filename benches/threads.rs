@@ -132,6 +132,13 @@ fn stream(isa: Isa, pool: Option<&rayon::ThreadPool>, buf: &mut [f32]) {
     black_box(buf);
 }
 
+/// One paired sample: seconds on 1 thread and on N, and for decode the floor's (1, N).
+struct Sample {
+    one: f64,
+    many: f64,
+    floors: Option<(f64, f64)>,
+}
+
 /// Seconds `f` takes.
 fn seconds(f: impl FnOnce()) -> f64 {
     let start = Instant::now();
@@ -207,36 +214,34 @@ fn main() {
     for case in &cases {
         let (start, mut samples) = (Instant::now(), Vec::new());
         while samples.len() < 9 || start.elapsed() < Duration::from_secs(2) {
-            let a = seconds(|| case.run(0, &one));
-            let b = seconds(|| case.run(1, &many));
+            let one = seconds(|| case.run(0, &one));
+            let many = seconds(|| case.run(1, &many));
+            // Decode only: the floor over the state's words on 1 thread and on N.
             let floors = case.floor.as_ref().map(|buf| {
                 let (buf, words) = &mut *buf.borrow_mut();
                 let buf = &mut buf[words.clone()];
-                let f1 = seconds(|| stream(isa, None, buf));
-                let f_n = seconds(|| stream(isa, Some(&floor_pool), buf));
-                (f1, f_n)
+                let one = seconds(|| stream(isa, None, buf));
+                (one, seconds(|| stream(isa, Some(&floor_pool), buf)))
             });
-            samples.push((a, b, floors));
+            samples.push(Sample { one, many, floors });
         }
-        let ratio = |f: &dyn Fn(&(f64, f64, Option<(f64, f64)>)) -> f64| {
-            median(samples.iter().map(f).collect())
+        let median_of = |f: fn(&Sample) -> f64| median(samples.iter().map(f).collect());
+        let floor_column = |f: fn(&Sample) -> f64| match case.floor {
+            Some(_) => format!("{:.2}x", median_of(f)),
+            None => "-".to_string(),
         };
-        let floor_column = |x: Option<f64>| x.map_or("-".to_string(), |x| format!("{x:.2}x"));
-        let has_floor = case.floor.is_some();
         println!(
             "  {:>9} {:>6} {:>7} {:>11.1} us {:>11.1} us {:>8.2}x {:>13} {:>13} {:>7}",
             case.kind,
             case.heads,
             case.tokens,
-            ratio(&|s| s.0) * 1e6,
-            ratio(&|s| s.1) * 1e6,
-            ratio(&|s| s.0 / s.1),
-            floor_column(has_floor.then(|| ratio(&|s| s.2.map_or(f64::NAN, |(f1, fn_)| f1 / fn_)))),
-            floor_column(
-                has_floor.then(|| ratio(&|s| {
-                    s.2.map_or(f64::NAN, |(f1, _)| s.0 / STEPS as f64 / f1)
-                }))
-            ),
+            median_of(|s| s.one) * 1e6,
+            median_of(|s| s.many) * 1e6,
+            median_of(|s| s.one / s.many),
+            floor_column(|s| s.floors.map_or(f64::NAN, |(one, many)| one / many)),
+            floor_column(|s| s
+                .floors
+                .map_or(f64::NAN, |(one, _)| s.one / STEPS as f64 / one)),
             samples.len()
         );
     }
