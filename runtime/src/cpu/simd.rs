@@ -444,7 +444,8 @@ mod x86 {
         // `Z` words `m * dv..m * ROW`. Vector accesses cover `c * 8..c * 8 + 8` for
         // `c < full` and `dv - 8..dv` when `dv >= 8`, scalar ones words below `dv < 8`, all
         // inside the row; `Z` is accessed in vectors of 8 features only while `j + 8 <= m`,
-        // and in scalars otherwise; `v` below `dv`.
+        // and in scalars otherwise; `v` below `dv`; `acc` (`ROW` words) in vectors of 4 at
+        // `c * 8` and `c * 8 + 4` for `c < full`, below `full * 8 <= dv`.
         unsafe {
             let s = lane;
             let z = lane.add(m * dv);
@@ -465,6 +466,8 @@ mod x86 {
             let (mut tail_even, mut tail_odd) = ([0.0f32; 8], [0.0f32; 8]);
             let mut z_sum = zero;
             let mut z_scalar = 0.0f32;
+            let mut z_wide = [_mm256_setzero_pd(); 2];
+            let mut z_wide_scalar = 0.0f64;
             // A macro, not a closure: closures do not inherit `#[target_feature]`, and the
             // intrinsics inside one become out-of-line calls (measured 2x slower than SSE2).
             macro_rules! row_step {
@@ -548,13 +551,17 @@ mod x86 {
                     }
                 }
                 if READ {
-                    // Flush the block into the f64 accumulator; the next starts at zero.
+                    // Flush the block into the f64 accumulator, widened four words at a time
+                    // (a flush of eight scalar conversions per vector cost as much as a
+                    // quarter of the sweep); the next block starts at zero.
                     let mut sums = [0.0f32; 8];
                     for c in 0..full {
-                        _mm256_storeu_ps(sums.as_mut_ptr(), _mm256_add_ps(even[c], odd[c]));
-                        for (a, s) in acc[c * 8..c * 8 + 8].iter_mut().zip(sums) {
-                            *a += f64::from(s);
-                        }
+                        let sum = _mm256_add_ps(even[c], odd[c]);
+                        let p = acc.as_mut_ptr().add(c * 8);
+                        let lo = _mm256_cvtps_pd(_mm256_castps256_ps128(sum));
+                        let hi = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(sum));
+                        _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), lo));
+                        _mm256_storeu_pd(p.add(4), _mm256_add_pd(_mm256_loadu_pd(p.add(4)), hi));
                         even[c] = zero;
                         odd[c] = zero;
                     }
@@ -571,12 +578,22 @@ mod x86 {
                         tail_even[c] = 0.0;
                         tail_odd[c] = 0.0;
                     }
-                    _mm256_storeu_ps(sums.as_mut_ptr(), z_sum);
-                    acc[dv] +=
-                        sums.iter().map(|&x| f64::from(x)).sum::<f64>() + f64::from(z_scalar);
+                    // Z's eight lanes stay apart in f64 until the last block.
+                    z_wide[0] =
+                        _mm256_add_pd(z_wide[0], _mm256_cvtps_pd(_mm256_castps256_ps128(z_sum)));
+                    z_wide[1] = _mm256_add_pd(
+                        z_wide[1],
+                        _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(z_sum)),
+                    );
+                    z_wide_scalar += f64::from(z_scalar);
                     z_sum = zero;
                     z_scalar = 0.0;
                 }
+            }
+            if READ {
+                let mut lanes = [0.0f64; 4];
+                _mm256_storeu_pd(lanes.as_mut_ptr(), _mm256_add_pd(z_wide[0], z_wide[1]));
+                acc[dv] += (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + z_wide_scalar;
             }
         }
     }
