@@ -46,10 +46,12 @@ impl SataAttentionConfig {
     /// The recommended layer for `d_model` split into `heads` heads (`d_k = d_v = d_model /
     /// heads`): raw queries and keys at the default scale and `P = 3` (orders 0..2). Odd `P`
     /// keeps every weight and denominator positive however large `|q·k| / c` grows in
-    /// training; on Zoology's MQAR this recipe reached 99% in 0.9-1.9x softmax's steps over
-    /// two seeds, 4 and 8 pairs and two learning rates, while higher `P` cost 1.6-4x more per
-    /// step without a consistent gain and unit queries and keys with a temperature small enough
-    /// for the Taylor bound never left the 25% plateau (`benches/results/mqar-sweep-2026-12-02.md`).
+    /// training; on Zoology's MQAR this recipe reached 99% in 1.42-1.92x softmax's steps over
+    /// three seeds at 4 pairs and two at 8 (0.89x at a higher learning rate). Unit queries and
+    /// keys with a temperature small enough for the Taylor bound never left the 25% plateau;
+    /// with the temperature clamped at 4 (`QkNorm::L2`) they trained in 1.33-2.00x, but their
+    /// weights then span at most 26x, too flat for recall over long contexts
+    /// (`benches/results/mqar-sweep-2026-12-06.md`).
     pub fn recommended(d_model: usize, heads: usize) -> candle_core::Result<Self> {
         if heads == 0 || d_model == 0 || !d_model.is_multiple_of(heads) {
             return Err(candle_core::Error::Msg(format!(
