@@ -552,8 +552,8 @@ mod x86 {
                 }
                 if READ {
                     // Flush the block into the f64 accumulator, widened four words at a time
-                    // (a flush of eight scalar conversions per vector cost as much as a
-                    // quarter of the sweep); the next block starts at zero.
+                    // rather than word by word (`docs/backends/cpu.md`); the next block starts
+                    // at zero.
                     let mut sums = [0.0f32; 8];
                     for c in 0..full {
                         let sum = _mm256_add_ps(even[c], odd[c]);
