@@ -18,7 +18,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{decode_step, inputs, line_aligned_inputs};
+use common::{decode_step, inputs, line_aligned_inputs, median, per_call};
 use criterion::{BenchmarkId, Criterion};
 use sata::codegen::CostModel;
 use sata::floor;
@@ -108,17 +108,6 @@ impl Case {
     }
 }
 
-fn seconds(f: impl FnOnce()) -> f64 {
-    let t = Instant::now();
-    f();
-    t.elapsed().as_secs_f64()
-}
-
-fn median(mut x: Vec<f64>) -> f64 {
-    x.sort_by(f64::total_cmp);
-    x[x.len() / 2]
-}
-
 fn main() {
     let isa = Isa::detect();
     let cores = std::thread::available_parallelism()
@@ -159,9 +148,9 @@ fn main() {
     for case in &mut cases {
         let (start, mut samples, mut straight) = (Instant::now(), Vec::new(), Vec::new());
         while samples.len() < 9 || start.elapsed() < Duration::from_secs(3) {
-            let one = seconds(|| case.step(false));
-            let many = seconds(|| case.step(true));
-            let floor = seconds(|| case.floor(isa));
+            let one = per_call(1, || case.step(false));
+            let many = per_call(1, || case.step(true));
+            let floor = per_call(1, || case.floor(isa));
             samples.push((one, many, floor));
             let t = Instant::now();
             if case.step_straight() {

@@ -12,7 +12,7 @@ mod common;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{output_dir, training_inputs};
+use common::{median, output_dir, training_inputs};
 use criterion::{BenchmarkId, Criterion};
 use sata::{Attention, KernelConfig, Mode, SequenceForm, TensorRef};
 
@@ -48,11 +48,6 @@ fn step(attention: &Attention<f32>, d: usize, n: usize) -> (Duration, bool) {
     let dy = TensorRef::output_gradient(&dy, shape).unwrap();
     black_box(attention.backward(&saved, dy, None).unwrap());
     (start.elapsed(), saved.computed_pairs())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn table() {

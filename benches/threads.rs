@@ -23,7 +23,7 @@ use std::hint::black_box;
 use std::ops::Range;
 use std::time::{Duration, Instant};
 
-use common::{inputs, line_aligned_inputs, median};
+use common::{inputs, line_aligned_inputs, median, per_call};
 use criterion::{BenchmarkId, Criterion};
 use rayon::prelude::*;
 use sata::{Attention, Isa, KernelConfig, Mode, State, TensorRef, floor};
@@ -139,13 +139,6 @@ struct Sample {
     floors: Option<(f64, f64)>,
 }
 
-/// Seconds `f` takes.
-fn seconds(f: impl FnOnce()) -> f64 {
-    let start = Instant::now();
-    f();
-    start.elapsed().as_secs_f64()
-}
-
 fn main() {
     let config = KernelConfig::new(D, D, TERMS).unwrap();
     let cores = std::thread::available_parallelism()
@@ -214,14 +207,14 @@ fn main() {
     for case in &cases {
         let (start, mut samples) = (Instant::now(), Vec::new());
         while samples.len() < 9 || start.elapsed() < Duration::from_secs(2) {
-            let one = seconds(|| case.run(0, &one));
-            let many = seconds(|| case.run(1, &many));
+            let one = per_call(1, || case.run(0, &one));
+            let many = per_call(1, || case.run(1, &many));
             // Decode only: the floor over the state's words on 1 thread and on N.
             let floors = case.floor.as_ref().map(|buf| {
                 let (buf, words) = &mut *buf.borrow_mut();
                 let buf = &mut buf[words.clone()];
-                let one = seconds(|| stream(isa, None, buf));
-                (one, seconds(|| stream(isa, Some(&floor_pool), buf)))
+                let one = per_call(1, || stream(isa, None, buf));
+                (one, per_call(1, || stream(isa, Some(&floor_pool), buf)))
             });
             samples.push(Sample { one, many, floors });
         }
