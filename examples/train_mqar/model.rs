@@ -2,8 +2,12 @@
 //! a 4x GELU MLP, a final norm and a head; the attention is softmax (built from candle ops) or
 //! SATA (`sata::candle::SataAttention`).
 
-use candle_core::{D, DType, Device, Module, Tensor};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use candle_core::{D, DType, Device, Module, Shape, Tensor};
 use candle_nn::kv_cache::KvCache;
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::{
     AdamW, Embedding, Init, Linear, Optimizer, ParamsAdamW, VarBuilder, VarMap, embedding, linear,
     linear_no_bias,
@@ -483,30 +487,104 @@ pub fn score(
     Ok((loss, right))
 }
 
-/// Redraws every randomly initialised weight from a seeded generator at the scale candle gave
-/// it (candle's CPU generator cannot be seeded), so a run is reproducible from `seed`.
-/// Constant-initialised variables (norms, temperatures) are left as they are.
-pub fn seed_weights(varmap: &VarMap, seed: u64) -> candle_core::Result<()> {
+/// A `VarMap` that remembers the initialiser each variable was created with, so
+/// [`seed_weights`] can redraw it at the scale that initialiser states. (The scale measured
+/// from candle's own draw differs in its last digits from process to process, since candle's
+/// CPU generator cannot be seeded, and a training run amplifies that difference.)
+#[derive(Clone)]
+pub struct SeedableVars {
+    varmap: VarMap,
+    inits: Arc<Mutex<HashMap<String, Init>>>,
+}
+
+impl Default for SeedableVars {
+    fn default() -> Self {
+        Self {
+            varmap: VarMap::new(),
+            inits: Arc::default(),
+        }
+    }
+}
+
+impl SeedableVars {
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+impl SimpleBackend for SeedableVars {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        init: Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        self.inits
+            .lock()
+            .expect("the initialiser table is not poisoned")
+            .insert(name.to_string(), init);
+        self.varmap.get(shape, name, init, dtype, device)
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        SimpleBackend::get_unchecked(&self.varmap, name, dtype, device)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        SimpleBackend::contains_tensor(&self.varmap, name)
+    }
+}
+
+/// The mean and standard deviation an initialiser draws a variable of `shape` with; `None`
+/// for a constant.
+fn init_moments(init: &Init, shape: &Shape) -> Option<(f64, f64)> {
+    match *init {
+        Init::Const(_) => None,
+        Init::Randn { mean, stdev } => Some((mean, stdev)),
+        Init::Uniform { lo, up } => Some(((lo + up) / 2.0, (up - lo) / 12f64.sqrt())),
+        Init::Kaiming {
+            fan, non_linearity, ..
+        } => Some((
+            0.0,
+            non_linearity.gain() / (fan.for_shape(shape) as f64).sqrt(),
+        )),
+    }
+}
+
+/// Redraws every randomly initialised weight from a seeded Gaussian with the mean and standard
+/// deviation of its initialiser (candle's CPU generator cannot be seeded), so a run is
+/// reproducible from `seed`. Constant-initialised variables (norms, temperatures) are left as
+/// they are.
+pub fn seed_weights(vars: &SeedableVars, seed: u64) -> candle_core::Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let vars = varmap.data().lock().expect("the var map is not poisoned");
-    let mut names: Vec<&String> = vars.keys().collect();
+    let inits = vars
+        .inits
+        .lock()
+        .expect("the initialiser table is not poisoned");
+    let data = vars
+        .varmap
+        .data()
+        .lock()
+        .expect("the var map is not poisoned");
+    let mut names: Vec<&String> = data.keys().collect();
     names.sort();
     for name in names {
-        let var = &vars[name];
-        let values: Vec<f64> = var
-            .as_tensor()
-            .to_dtype(DType::F64)?
-            .flatten_all()?
-            .to_vec1()?;
-        let mean = values.iter().sum::<f64>() / values.len() as f64;
-        let var_ =
-            values.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / values.len() as f64;
-        if var_ == 0.0 {
+        let var = &data[name];
+        let Some(init) = inits.get(name) else {
+            candle_core::bail!("variable {name} was not created through SeedableVars")
+        };
+        let Some((mean, sigma)) = init_moments(init, var.shape()) else {
             continue;
-        }
-        let sigma = var_.sqrt();
-        let fresh: Vec<f64> = (0..values.len())
-            .map(|_| sigma * gaussian(&mut rng))
+        };
+        let fresh: Vec<f64> = (0..var.elem_count())
+            .map(|_| mean + sigma * gaussian(&mut rng))
             .collect();
         let t = Tensor::from_vec(fresh, var.shape(), var.device())?.to_dtype(var.dtype())?;
         var.set(&t)?;
@@ -527,10 +605,11 @@ pub fn build(
     seed: u64,
     lr: f64,
 ) -> candle_core::Result<(VarMap, Model, AdamW)> {
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vars = SeedableVars::default();
+    let vb = VarBuilder::from_backend(Box::new(vars.clone()), DType::F32, Device::Cpu);
     let model = Model::new(config, vb)?;
-    seed_weights(&varmap, seed)?;
+    seed_weights(&vars, seed)?;
+    let varmap = vars.varmap().clone();
     let params = ParamsAdamW {
         lr,
         weight_decay: 0.1,
