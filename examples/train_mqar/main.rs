@@ -344,14 +344,23 @@ fn write_outputs(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Resu
     for e in log {
         csv += &format!("{},{},{:.6},{:.6}\n", e.run, e.step, e.loss, e.accuracy);
     }
-    std::fs::write(out.with_extension("csv"), csv)?;
-    draw(out, args, log)?;
-    println!("wrote {} and .svg", out.with_extension("csv").display());
+    let csv_path = with_suffix(out, "csv");
+    std::fs::write(&csv_path, csv)?;
+    draw(&with_suffix(out, "svg"), args, log)?;
+    println!("wrote {} and .svg", csv_path.display());
     Ok(())
 }
 
-/// The accuracy curves of `log` into `<out>.svg`.
-fn draw(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Result<(), Error> {
+/// `<out>.<ext>`: the suffix is appended, so a dot inside the name (`l2-p5-t1.47`) stays.
+fn with_suffix(out: &std::path::Path, ext: &str) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".");
+    name.push(ext);
+    PathBuf::from(name)
+}
+
+/// The accuracy curves of `log` into the SVG file `svg`.
+fn draw(svg: &std::path::Path, args: &Args, log: &[Evaluation]) -> Result<(), Error> {
     let mut curves: Vec<plot::Curve> = Vec::new();
     for e in log {
         match curves.iter_mut().find(|c| c.label == e.run) {
@@ -366,10 +375,7 @@ fn draw(out: &std::path::Path, args: &Args, log: &[Evaluation]) -> Result<(), Er
         "MQAR: vocab {}, length {}, {} pairs, batch {}, lr {}, seed {}",
         args.vocab, args.seq_len, args.pairs, args.batch, args.lr, args.seed
     );
-    std::fs::write(
-        out.with_extension("svg"),
-        plot::accuracy_svg(&title, &curves),
-    )?;
+    std::fs::write(svg, plot::accuracy_svg(&title, &curves))?;
     Ok(())
 }
 
@@ -396,7 +402,8 @@ fn replot(csv: &std::path::Path, args: &Args) -> Result<(), Error> {
             accuracy: accuracy.parse().map_err(|_| bad())?,
         });
     }
-    draw(csv, args, &log)?;
-    println!("wrote {}", csv.with_extension("svg").display());
+    let svg = csv.with_extension("svg");
+    draw(&svg, args, &log)?;
+    println!("wrote {}", svg.display());
     Ok(())
 }
