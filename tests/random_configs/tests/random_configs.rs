@@ -6,7 +6,7 @@
 #[path = "../../common/mod.rs"]
 mod common;
 
-use common::{Problem, problem_with_scale, reference, rel_err, rng, run_f32};
+use common::{Problem, f32_tolerance, problem_with_scale, reference, rel_err, rng, run_f32};
 use sata::{Attention, BackendKind, BackendRequest, Isa, SpecializedKernel, TensorRef};
 use sata_random_configs::{KERNELS, SEED};
 
@@ -74,7 +74,13 @@ fn random_configurations_match_the_reference_and_the_generic_path() {
             ),
         ];
         for (what, p, run) in &cases {
-            let want = reference(p, *what != "non-causal");
+            let causal = *what != "non-causal";
+            let want = reference(p, causal);
+            // A drawn scale below sqrt(d_k) sharpens the logits; where the problem's
+            // feature-space conditioning says f32 cannot reach 1e-5, the tolerance grows with it
+            // as in tests/correctness.rs (a d6 P4 draw at scale 1.81 had kappa 5,863 and an
+            // error of 2.0e-5).
+            let tol = f32_tolerance(p, causal);
             let from_generic = run(&generic, p);
             for isa in Isa::ALL.into_iter().filter(|i| i.is_supported()) {
                 let attention = Attention::<f32>::with_kernel(kernel)
@@ -87,9 +93,15 @@ fn random_configurations_match_the_reference_and_the_generic_path() {
                     "{} ({config}) {isa} {what}, SATA_CONFIG_SEED={SEED}",
                     d.name
                 );
-                assert!(err <= 1e-5, "{context}: error {err:e} against float64");
+                assert!(
+                    err <= tol,
+                    "{context}: error {err:e} against float64 (tolerance {tol:e})"
+                );
                 let gap = rel_err(&got, &from_generic);
-                assert!(gap <= 1e-5, "{context}: {gap:e} away from the generic path");
+                assert!(
+                    gap <= tol,
+                    "{context}: {gap:e} away from the generic path (tolerance {tol:e})"
+                );
             }
         }
     }
