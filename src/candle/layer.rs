@@ -46,14 +46,14 @@ impl SataAttentionConfig {
     /// The recommended layer for `d_model` split into `heads` heads (`d_k = d_v = d_model /
     /// heads`): raw queries and keys at the default scale and `P = 3` (orders 0..2). Odd `P`
     /// keeps every weight and denominator positive however large `|q·k| / c` grows in
-    /// training; on Zoology's MQAR this recipe reached 99% in 1.42-1.92x softmax's steps over
+    /// training; on Zoology's MQAR this recipe reached 99% in 1.33-1.92x softmax's steps over
     /// three seeds at 4 pairs and two at 8 (0.89x at a higher learning rate). Unit queries and
     /// keys with the temperature at the Taylor bound (`QkNorm::L2`, weights within 25% of
     /// `exp`) reached 99% in 2.00x and 2.56x at `P = 6` (two seeds), 3.2x at `P = 5`, 3.9x at
-    /// `P = 4` and not by 3.9x at `P = 3` (`P = 6` carries 133x the state of `P = 3`); with the
-    /// temperature clamped at 4 they trained in 1.33-2.00x, but their weights then span at most
-    /// 26x, which may be too flat for recall over long contexts (not tested;
-    /// `benches/results/mqar-sweep-2026-12-06.md`, `mqar-sweep-2026-12-07.md`).
+    /// `P = 4` and not within the 5x budget at `P = 3` (80%; `P = 6` carries 133x the state
+    /// of `P = 3`); with the temperature clamped at 4 they trained in 1.33-2.00x, but their
+    /// weights then span at most 26x, which may be too flat for recall over long contexts
+    /// (not tested; `benches/results/mqar-sweep-2026-12-06.md`, `mqar-sweep-2026-12-07.md`).
     pub fn recommended(d_model: usize, heads: usize) -> candle_core::Result<Self> {
         if heads == 0 || d_model == 0 || !d_model.is_multiple_of(heads) {
             return Err(candle_core::Error::Msg(format!(
