@@ -52,9 +52,9 @@ impl SataAttentionConfig {
     /// `exp`) reached 99% in 2.00x and 2.56x at `P = 6` (two seeds), 3.2x at `P = 5`, 3.9x at
     /// `P = 4` and not within the 5x budget at `P = 3` (80%; `P = 6` carries 133x the state
     /// of `P = 3`); with the temperature clamped at 4 they trained in 1.33-2.00x, and at
-    /// length 128 (8 pairs, one seed) in 1.64x against this recipe's 2.00x, but their weights
-    /// then span at most 26x, which may be too flat for recall over contexts longer than
-    /// that (not tested; `benches/results/mqar-sweep-2026-12-06.md`,
+    /// length 128 (8 pairs) in 1.64x against this recipe's 2.00x on one seed and behind it on
+    /// another, but their weights then span at most 26x, which may be too flat for recall
+    /// over contexts longer than that (not tested; `benches/results/mqar-sweep-2026-12-06.md`,
     /// `mqar-sweep-2026-12-07.md`).
     pub fn recommended(d_model: usize, heads: usize) -> candle_core::Result<Self> {
         if heads == 0 || d_model == 0 || !d_model.is_multiple_of(heads) {
